@@ -1,0 +1,5 @@
+"""``python -m dustpatrol`` runs the CLI."""
+
+from dustpatrol.cli import main
+
+main()

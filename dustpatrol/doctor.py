@@ -1,0 +1,228 @@
+"""Installation checks behind ``dustpatrol doctor``: what is missing and how to fix it."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import metadata
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from dustpatrol.errors import ConfigError
+from dustpatrol.settings import Settings, load_settings
+
+MIN_PYTHON = (3, 11)
+DB_CONNECT_TIMEOUT_S = 5
+
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    WARN = "warn"  # works, but something a user may want is missing
+    FAIL = "fail"  # a required part is missing or broken
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    status: CheckStatus
+    detail: str
+    fix: str = ""
+
+
+def run_checks(config_file: Path | None) -> list[CheckResult]:
+    """Run every check; never raises for a failing check, reports it instead."""
+    results = [check_python(), *check_packages()]
+    try:
+        settings = load_settings(config_file)
+    except ConfigError as exc:
+        results.append(
+            CheckResult("settings", CheckStatus.FAIL, str(exc), "correct the setting named above")
+        )
+        return results
+    results.append(CheckResult("settings", CheckStatus.OK, "loaded and valid"))
+    results.append(check_data_dir(settings))
+    results.append(check_database(settings))
+    results.append(check_model(settings))
+    return results
+
+
+def check_python() -> CheckResult:
+    found = ".".join(str(part) for part in sys.version_info[:3])
+    if sys.version_info[:2] >= MIN_PYTHON:
+        return CheckResult("python", CheckStatus.OK, f"Python {found}")
+    return CheckResult(
+        "python",
+        CheckStatus.FAIL,
+        f"Python {found} is too old",
+        f"install Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer and run `make test` again",
+    )
+
+
+def check_packages() -> list[CheckResult]:
+    """Compare installed distributions with dustpatrol's declared requirements."""
+    try:
+        declared = metadata.requires("dustpatrol") or []
+    except metadata.PackageNotFoundError:
+        return [
+            CheckResult(
+                "packages",
+                CheckStatus.FAIL,
+                "dustpatrol is not installed as a distribution",
+                "run `make test` (or `pip install -e .`) in the source tree",
+            )
+        ]
+    missing_required: list[str] = []
+    mismatched: list[str] = []
+    missing_extras: dict[str, list[str]] = {}
+    for line in declared:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        extra = _extra_of(requirement)
+        try:
+            installed = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            if extra is None:
+                missing_required.append(str(requirement))
+            else:
+                missing_extras.setdefault(extra, []).append(requirement.name)
+            continue
+        if extra is None and not requirement.specifier.contains(installed, prereleases=True):
+            mismatched.append(f"{requirement.name} {installed} (tested: {requirement.specifier})")
+    results = []
+    if missing_required:
+        results.append(
+            CheckResult(
+                "packages",
+                CheckStatus.FAIL,
+                "missing: " + ", ".join(missing_required),
+                "run `make test` or `pip install -e .` to install them",
+            )
+        )
+    elif mismatched:
+        results.append(
+            CheckResult(
+                "packages",
+                CheckStatus.WARN,
+                "versions differ from the tested stack: " + ", ".join(mismatched),
+                "reinstall with `pip install -e .` to get the tested versions",
+            )
+        )
+    else:
+        results.append(CheckResult("packages", CheckStatus.OK, "all runtime requirements present"))
+    for extra, names in sorted(missing_extras.items()):
+        results.append(
+            CheckResult(
+                f"extra [{extra}]",
+                CheckStatus.WARN,
+                "not installed: " + ", ".join(sorted(names)),
+                f"pip install -e '.[{extra}]'",
+            )
+        )
+    return results
+
+
+def _extra_of(requirement: Requirement) -> str | None:
+    """The extra a requirement belongs to, or None for a plain runtime requirement."""
+    marker = requirement.marker
+    if marker is None or marker.evaluate({"extra": ""}):
+        return None
+    extras = metadata.metadata("dustpatrol").get_all("Provides-Extra") or []
+    return next((extra for extra in extras if marker.evaluate({"extra": extra})), "unknown")
+
+
+def check_data_dir(settings: Settings) -> CheckResult:
+    data_dir = settings.paths.data_dir
+    existing = data_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and os.access(existing, os.W_OK):
+        state = "exists" if data_dir.exists() else "will be created"
+        return CheckResult("data folder", CheckStatus.OK, f"{data_dir} ({state}, writable)")
+    return CheckResult(
+        "data folder",
+        CheckStatus.FAIL,
+        f"{data_dir} cannot be written ({existing} is not a writable folder)",
+        "set paths.data_dir (DUSTPATROL_PATHS__DATA_DIR) to a writable folder",
+    )
+
+
+def check_database(settings: Settings) -> CheckResult:
+    url = settings.database.parsed_url()
+    shown = settings.database.masked_url()
+    if url.get_backend_name() == "sqlite":
+        return _check_sqlite(url.database, shown)
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": DB_CONNECT_TIMEOUT_S})
+    except ModuleNotFoundError as exc:
+        return CheckResult(
+            "database",
+            CheckStatus.FAIL,
+            f"{shown}: the driver module {exc.name!r} is not installed",
+            "pip install 'psycopg[binary]' (PostgreSQL support)",
+        )
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        reason = " ".join(str(exc.orig if hasattr(exc, "orig") else exc).split())
+        return CheckResult(
+            "database",
+            CheckStatus.FAIL,
+            f"{shown}: cannot connect ({reason})",
+            "start the database server or correct database.url (DUSTPATROL_DATABASE__URL)",
+        )
+    finally:
+        engine.dispose()
+    return CheckResult("database", CheckStatus.OK, f"{shown} reachable")
+
+
+def _check_sqlite(database: str | None, shown: str) -> CheckResult:
+    if not database or database == ":memory:":
+        return CheckResult("database", CheckStatus.OK, f"{shown} (in memory)")
+    path = Path(database)
+    if not path.exists():
+        folder = path.parent
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            return CheckResult(
+                "database",
+                CheckStatus.FAIL,
+                f"{shown}: folder {folder} is not writable",
+                "set database.url to a file in a writable folder",
+            )
+        return CheckResult("database", CheckStatus.OK, f"{shown} (created on first use)")
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        return CheckResult(
+            "database",
+            CheckStatus.FAIL,
+            f"{shown}: {exc}",
+            "move the damaged file away or point database.url to another file",
+        )
+    return CheckResult("database", CheckStatus.OK, f"{shown} readable")
+
+
+def check_model(settings: Settings) -> CheckResult:
+    model_path = settings.detection.model_path
+    if model_path.is_file():
+        size_mb = model_path.stat().st_size / 1e6
+        return CheckResult("model", CheckStatus.OK, f"{model_path} ({size_mb:.1f} MB)")
+    return CheckResult(
+        "model",
+        CheckStatus.WARN,
+        f"no detector weights at {model_path}; `analyze` needs them",
+        "use the weights shipped in models/ or set detection.model_path "
+        "(DUSTPATROL_DETECTION__MODEL_PATH)",
+    )

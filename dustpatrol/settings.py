@@ -1,0 +1,272 @@
+"""The one typed configuration of dustpatrol.
+
+Sources, lowest to highest precedence: field defaults < the TOML file named by ``--config``
+(or ``DUSTPATROL_CONFIG``) < environment variables ``DUSTPATROL_<SECTION>__<FIELD>``.
+Unknown keys fail at start-up, wherever they come from: a typo must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from dustpatrol.errors import ConfigError
+
+ENV_PREFIX = "DUSTPATROL_"
+ENV_NESTED_DELIMITER = "__"
+CONFIG_FILE_ENV = "DUSTPATROL_CONFIG"
+
+SUPPORTED_DATABASE_DRIVERS = frozenset(
+    {"sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
+)
+MAX_ALTITUDE_LEGAL_M = 120.0  # China's cap for light drones in ordinary airspace
+
+_config_file: ContextVar[Path | None] = ContextVar("dustpatrol_config_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsSettings(_Section):
+    """Where dustpatrol keeps its data. Relative paths are relative to the working directory."""
+
+    data_dir: Path = Path("var")
+    frames_dir: Path = Path("var/frames")
+    models_dir: Path = Path("models")
+
+
+class DatabaseSettings(_Section):
+    """The database: SQLite (embedded default) or PostgreSQL."""
+
+    url: str = "sqlite:///var/dustpatrol.db"
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_supported(cls, value: str) -> str:
+        try:
+            parsed = make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                f"{value!r} is not a database URL; use sqlite:///var/dustpatrol.db or "
+                "postgresql+psycopg://user:password@host:5432/dbname"
+            ) from None
+        if parsed.drivername not in SUPPORTED_DATABASE_DRIVERS:
+            raise ValueError(
+                f"database driver {parsed.drivername!r} is not supported; use one of "
+                + ", ".join(sorted(SUPPORTED_DATABASE_DRIVERS))
+            )
+        return value
+
+    def parsed_url(self) -> URL:
+        """The URL as a SQLAlchemy ``URL``."""
+        return make_url(self.url)
+
+    def masked_url(self) -> str:
+        """The URL with any password replaced by ``***``, safe to print or log."""
+        return self.parsed_url().render_as_string(hide_password=True)
+
+
+class DetectionSettings(_Section):
+    """The detector and tiled inference."""
+
+    model_path: Path = Path("models/dustpatrol-seg.onnx")
+    backend: Literal["onnx", "ultralytics"] = "onnx"
+    target_gsd_m: float = Field(0.05, gt=0.0, le=1.0, description="analysis resolution, m/px")
+    tile_size_px: int = Field(640, ge=64, le=4096)
+    tile_overlap: float = Field(0.2, ge=0.0, lt=0.9, description="fraction of the tile size")
+    min_confidence: float = Field(0.35, ge=0.0, le=1.0)
+
+
+class GeoreferencingSettings(_Section):
+    """Placing detections on the ground and matching them to sites."""
+
+    ground_height_m: float = Field(
+        0.0, description="ground height above the take-off point, for flat-ground casting"
+    )
+    attitude_std_deg: float = Field(0.5, ge=0.0, le=10.0)
+    match_tolerance_m: float = Field(2.0, ge=0.0, le=100.0)
+
+
+class NoticesSettings(_Section):
+    """Rules that turn findings into rectification notices."""
+
+    number_prefix: str = Field("GX", pattern=r"^[A-Z]{1,6}$")
+    require_confirmation: bool = True
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    min_area_m2: dict[str, float] = Field(
+        default_factory=lambda: {"exposed_soil": 20.0, "road_dust": 10.0}
+    )
+    deadline_hours: dict[str, float] = Field(
+        default_factory=lambda: {"exposed_soil": 24.0, "road_dust": 4.0}
+    )
+
+    @field_validator("min_area_m2", "deadline_hours")
+    @classmethod
+    def _positive_per_class(cls, value: dict[str, float]) -> dict[str, float]:
+        for class_name, number in value.items():
+            if number < 0:
+                raise ValueError(f"{class_name}: {number} must not be negative")
+        return value
+
+
+class FlightSettings(_Section):
+    """Flight execution and pre-flight checks."""
+
+    require_rtk_fixed: bool = True
+    altitude_m: float = Field(100.0, gt=0.0, le=MAX_ALTITUDE_LEGAL_M)
+    connect_timeout_s: float = Field(30.0, gt=0.0)
+    battery_reserve_pct: float = Field(25.0, ge=0.0, lt=100.0)
+
+
+class ServerSettings(_Section):
+    """The HTTP service."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    secret_key: SecretStr | None = None
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Every setting of dustpatrol, grouped by section."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    paths: PathsSettings = PathsSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    detection: DetectionSettings = DetectionSettings()
+    georeferencing: GeoreferencingSettings = GeoreferencingSettings()
+    notices: NoticesSettings = NoticesSettings()
+    flight: FlightSettings = FlightSettings()
+    server: ServerSettings = ServerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(
+    config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the effective settings, or raise `ConfigError` naming the bad field and why.
+
+    ``config_file`` wins over ``DUSTPATROL_CONFIG``; ``environ`` defaults to ``os.environ``
+    and is only read to reject unknown ``DUSTPATROL_*`` variables.
+    """
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get(CONFIG_FILE_ENV):
+        config_file = Path(environ[CONFIG_FILE_ENV])
+    if config_file is not None:
+        _check_config_file(config_file)
+    _check_environment_keys(environ)
+    token = _config_file.set(config_file)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, config_file)) from None
+    finally:
+        _config_file.reset(token)
+
+
+def _check_config_file(config_file: Path) -> None:
+    if not config_file.is_file():
+        raise ConfigError(
+            f"config file {config_file} does not exist; pass an existing TOML file to --config"
+        )
+    try:
+        tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {config_file} is not UTF-8 text") from None
+
+
+def _check_environment_keys(environ: Mapping[str, str]) -> None:
+    sections = Settings.model_fields
+    for key in environ:
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_FILE_ENV:
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
+        section = sections.get(parts[0])
+        if section is None:
+            raise ConfigError(
+                f"unknown setting in environment variable {key}: no section {parts[0]!r}; "
+                f"sections are {', '.join(sections)}"
+            )
+        if len(parts) < 2:
+            continue  # a whole section as JSON; validated by pydantic
+        section_model = section.annotation
+        assert isinstance(section_model, type) and issubclass(section_model, BaseModel)
+        if parts[1] not in section_model.model_fields:
+            raise ConfigError(
+                f"unknown setting in environment variable {key}: section {parts[0]!r} has "
+                f"no field {parts[1]!r}; fields are {', '.join(section_model.model_fields)}"
+            )
+
+
+def _describe_validation_error(exc: ValidationError, config_file: Path | None) -> str:
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            where = f" in {config_file}" if config_file else ""
+            problems.append(f"unknown setting {location!r}{where}")
+        else:
+            env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(
+                str(part).upper() for part in error["loc"][:2]
+            )
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"invalid setting {location} ({env_name}): {message}")
+    return "; ".join(problems)
+
+
+def masked_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with secrets and database passwords masked."""
+    data = settings.model_dump(mode="json")
+    data["database"]["url"] = settings.database.masked_url()
+    for section_name, section in data.items():
+        section_model = getattr(settings, section_name)
+        for field_name in section:
+            if isinstance(getattr(section_model, field_name), SecretStr):
+                section[field_name] = "********"
+    return data
