@@ -26,6 +26,7 @@ from dustpatrol.errors import ConfigError, DustpatrolError
 from dustpatrol.settings import Settings, load_settings, masked_settings
 from geo.errors import GeoError
 from missions.errors import MissionError
+from sim.cli import sim_app
 from sim.errors import SimError
 from vision.errors import VisionError
 
@@ -204,6 +205,9 @@ def doctor(ctx: typer.Context) -> None:
         console.print(f"\n{len(failed)} check(s) failed.")
         raise typer.Exit(EXIT_ERROR)
     console.print("\nAll required checks passed.")
+
+
+app.add_typer(sim_app, name="sim")
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks run by ``make bench``: results printed as a table and written to var/bench/."""

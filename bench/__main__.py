@@ -1,0 +1,28 @@
+"""``python -m bench [--quick]``: run every benchmark suite and report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench import sim_render
+from bench.results import BenchResult, report
+
+SUITES = {"sim": sim_render.run}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="dustpatrol benchmarks")
+    parser.add_argument("--quick", action="store_true", help="fewer runs per case")
+    parser.add_argument("--suite", choices=sorted(SUITES), action="append", help="only these")
+    parser.add_argument("--out", type=Path, default=Path("var/bench"), help="results folder")
+    args = parser.parse_args()
+    results: list[BenchResult] = []
+    for name in args.suite or sorted(SUITES):
+        results.extend(SUITES[name](quick=args.quick))
+    path = report(results, args.out)
+    print(f"written: {path} and {args.out / 'latest.md'}")
+
+
+if __name__ == "__main__":
+    main()

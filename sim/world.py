@@ -1,0 +1,936 @@
+"""The simulated district: sites with ground-truth patches, roads and countryside distractors.
+
+All geometry is in the district's UTM zone (metres, ``District.crs``); exports are EPSG:4326.
+A district is a pure function of its `DistrictParams`: sites, roads and patches are built at
+once (they are few), the countryside between them is generated per 250 m cell on demand and
+cached, so memory stays bounded however large the district is and no district-sized raster
+ever exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import shapely
+from pyproj import CRS, Transformer
+from pyproj.aoi import AreaOfInterest
+from pyproj.database import query_utm_crs_info
+from shapely import affinity
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
+from shapely.geometry.base import BaseGeometry
+
+from sim.errors import SimError
+from sim.kinds import GroundTruthClass, Season, SiteKind, SurfaceKind
+from sim.names import SiteIdentity, site_identity
+
+DEFAULT_ORIGIN_LAT = 36.48
+DEFAULT_ORIGIN_LON = 115.45
+CELL_SIZE_M = 250.0
+MIN_SITES, MAX_SITES = 10, 200
+WORLD_FORMAT_VERSION = 1
+
+Area = Polygon | MultiPolygon
+
+PROBLEM_CLASSES = frozenset({GroundTruthClass.EXPOSED_SOIL, GroundTruthClass.ROAD_DUST})
+
+# Drawing layers: a surface hides every surface of a lower layer beneath it.
+LAYER_LAND = 1  # fields, village ground, roads
+LAYER_SITE_BASE = 2
+LAYER_SITE_BLOCK = 3
+LAYER_SITE_DETAIL = 4  # road dust, torn-net holes, puddles
+LAYER_OBJECT = 5  # buildings, machinery, trucks, trees, roofs
+
+
+@dataclass(frozen=True, slots=True)
+class DistrictParams:
+    """Everything a district is generated from."""
+
+    seed: int
+    origin_lat: float = DEFAULT_ORIGIN_LAT
+    origin_lon: float = DEFAULT_ORIGIN_LON
+    n_sites: int = 40
+    extent_m: float = 12_000.0
+    ground_ellipsoid_height_m: float = 35.0  # flat ground, height above the WGS84 ellipsoid
+
+    def validate(self) -> None:
+        if not MIN_SITES <= self.n_sites <= MAX_SITES:
+            raise SimError(
+                f"n_sites must be between {MIN_SITES} and {MAX_SITES}, got {self.n_sites}"
+            )
+        if not -80.0 <= self.origin_lat <= 84.0:
+            raise SimError(f"origin_lat {self.origin_lat} is outside the UTM range (-80..84)")
+        if not -180.0 <= self.origin_lon <= 180.0:
+            raise SimError(f"origin_lon {self.origin_lon} must be within -180..180")
+        min_extent = 400.0 * math.sqrt(self.n_sites)
+        if not min_extent <= self.extent_m <= 100_000.0:
+            raise SimError(
+                f"extent_m must be between {min_extent:.0f} m (room for {self.n_sites} sites) "
+                f"and 100000 m, got {self.extent_m}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """Per-district lighting, season and air quality."""
+
+    sun_azimuth_deg: float  # clockwise from north
+    sun_elevation_deg: float
+    season: Season
+    haze_per_m: float  # extinction coefficient; 0.0005 clear, 0.004 heavy pollution day
+    brightness: float  # overall exposure factor around 1.0
+    warmth: float  # colour temperature shift, -1 cool .. 1 warm
+
+    @property
+    def shadow_offset(self) -> tuple[float, float]:
+        """Ground offset (east, north) in metres of the shadow of a 1 m tall object."""
+        length = 1.0 / math.tan(math.radians(self.sun_elevation_deg))
+        azimuth = math.radians(self.sun_azimuth_deg + 180.0)
+        return length * math.sin(azimuth), length * math.cos(azimuth)
+
+
+@dataclass(frozen=True, slots=True)
+class Surface:
+    """One patch of ground or one object seen from above."""
+
+    kind: SurfaceKind
+    geometry: Area
+    layer: int
+    color_rgb: tuple[int, int, int]
+    gt_class: GroundTruthClass = GroundTruthClass.BACKGROUND
+    height_m: float = 0.0  # casts a shadow when > 0
+    site_id: str | None = None
+    patch_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    site_id: str
+    kind: SiteKind
+    geometry: Area  # UTM
+    identity: SiteIdentity
+    compliant: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """A ground-truth patch: the visible part of a labelled surface."""
+
+    patch_id: str
+    site_id: str
+    gt_class: GroundTruthClass
+    geometry: Area  # UTM, visible part only
+
+    @property
+    def area_m2(self) -> float:
+        return float(self.geometry.area)
+
+
+@dataclass(slots=True)
+class District:
+    """A generated district. Build it with `generate_district`."""
+
+    params: DistrictParams
+    crs: CRS
+    origin_utm: tuple[float, float]
+    environment: Environment
+    sites: tuple[Site, ...]
+    patches: tuple[Patch, ...]
+    fixed_surfaces: tuple[Surface, ...]  # sites and roads
+    village_centres: tuple[tuple[float, float], ...]
+    _index: shapely.STRtree = field(repr=False)
+    _blocked: shapely.STRtree = field(repr=False)  # sites and roads, cut out of the countryside
+    _cells: CellCache | None = field(default=None, repr=False)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(min_e, min_n, max_e, max_n) in UTM metres."""
+        half = self.params.extent_m / 2.0
+        e0, n0 = self.origin_utm
+        return (e0 - half, n0 - half, e0 + half, n0 + half)
+
+    def to_lonlat(self) -> Transformer:
+        return Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
+
+    def from_lonlat(self) -> Transformer:
+        return Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
+
+    def geometry_to_lonlat(self, geometry: BaseGeometry) -> BaseGeometry:
+        """A UTM geometry of this district in WGS84 longitude/latitude (EPSG:4326)."""
+        transformer = self.to_lonlat()
+
+        def convert(coords: np.ndarray) -> np.ndarray:
+            lon, lat = transformer.transform(coords[:, 0], coords[:, 1])
+            return np.column_stack([lon, lat])
+
+        return shapely.transform(geometry, convert)
+
+    def site(self, site_id: str) -> Site:
+        for site in self.sites:
+            if site.site_id == site_id:
+                return site
+        raise SimError(f"no site {site_id!r} in this district")
+
+    def surfaces_in(self, region: BaseGeometry) -> list[Surface]:
+        """Every surface intersecting ``region`` (UTM), in drawing order (lowest layer first)."""
+        hits = self._index.query(region, predicate="intersects")
+        found = [self.fixed_surfaces[int(i)] for i in hits]
+        min_e, min_n, max_e, max_n = region.bounds
+        for i in range(math.floor(min_e / CELL_SIZE_M), math.floor(max_e / CELL_SIZE_M) + 1):
+            for j in range(math.floor(min_n / CELL_SIZE_M), math.floor(max_n / CELL_SIZE_M) + 1):
+                if box(*_cell_box(i, j)).intersects(region):
+                    found.extend(s for s in self._cell(i, j) if s.geometry.intersects(region))
+        found.sort(key=lambda s: s.layer)
+        return found
+
+    def _cell(self, i: int, j: int) -> tuple[Surface, ...]:
+        if self._cells is None:
+            self._cells = CellCache(self)
+        return self._cells(i, j)
+
+
+def _cell_box(i: int, j: int) -> tuple[float, float, float, float]:
+    return (i * CELL_SIZE_M, j * CELL_SIZE_M, (i + 1) * CELL_SIZE_M, (j + 1) * CELL_SIZE_M)
+
+
+def utm_crs_for(lat: float, lon: float) -> CRS:
+    """The WGS84 UTM zone CRS containing (lat, lon)."""
+    infos = query_utm_crs_info(
+        datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat)
+    )
+    if not infos:
+        raise SimError(f"no UTM zone found for lat={lat}, lon={lon}")
+    return CRS.from_epsg(int(infos[0].code))
+
+
+def _rng(*keys: int | str) -> np.random.Generator:
+    """A generator seeded by a stable hash of ``keys`` (independent streams per purpose)."""
+    digest = hashlib.blake2b(repr(keys).encode(), digest_size=16).digest()
+    return np.random.default_rng(int.from_bytes(digest, "little"))
+
+
+def _jitter(
+    rgb: Sequence[int], rng: np.random.Generator, amount: float = 14.0
+) -> tuple[int, int, int]:
+    shift = rng.normal(0.0, amount) + rng.normal(0.0, amount / 2.0, size=3)
+    r, g, b = (int(np.clip(c + s, 0, 255)) for c, s in zip(rgb, shift, strict=True))
+    return r, g, b
+
+
+# ---------------------------------------------------------------------------------------------
+# generation
+
+
+def generate_district(
+    seed: int,
+    *,
+    origin_lat: float = DEFAULT_ORIGIN_LAT,
+    origin_lon: float = DEFAULT_ORIGIN_LON,
+    n_sites: int = 40,
+    extent_m: float = 12_000.0,
+) -> District:
+    """Generate a district of ``n_sites`` sites (10–200) in a square of ``extent_m`` metres
+    centred on (origin_lat, origin_lon), deterministically from ``seed``."""
+    params = DistrictParams(
+        seed=seed, origin_lat=origin_lat, origin_lon=origin_lon, n_sites=n_sites, extent_m=extent_m
+    )
+    return build_district(params)
+
+
+def build_district(params: DistrictParams) -> District:
+    """The district described by ``params`` (see `generate_district`)."""
+    params.validate()
+    crs = utm_crs_for(params.origin_lat, params.origin_lon)
+    e0, n0 = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(
+        params.origin_lon, params.origin_lat
+    )
+    environment = _environment(_rng(params.seed, "environment"))
+    half = params.extent_m / 2.0
+    extent = (e0 - half, n0 - half, e0 + half, n0 + half)
+    roads = _main_roads(extent, _rng(params.seed, "roads"))
+    road_union = shapely.union_all([r.geometry for r in roads])
+    sites, site_surfaces, access = _place_sites(params, extent, road_union, environment)
+    fixed = tuple(roads + access + site_surfaces)
+    patches = _visible_patches(site_surfaces)
+    # Compliance is what the ground truth shows, not what the layout intended.
+    problems = {p.site_id for p in patches if p.gt_class in PROBLEM_CLASSES}
+    sites = [replace(s, compliant=s.site_id not in problems) for s in sites]
+    villages = _village_centres(extent, _rng(params.seed, "villages"))
+    blocked = [s.geometry for s in sites] + [r.geometry for r in roads + access]
+    return District(
+        params=params,
+        crs=crs,
+        origin_utm=(float(e0), float(n0)),
+        environment=environment,
+        sites=tuple(sites),
+        patches=tuple(patches),
+        fixed_surfaces=fixed,
+        village_centres=villages,
+        _index=shapely.STRtree([s.geometry for s in fixed]),
+        _blocked=shapely.STRtree(blocked),
+    )
+
+
+def _environment(rng: np.random.Generator) -> Environment:
+    season = Season(str(rng.choice([s.value for s in Season])))
+    max_elevation = {"summer": 72.0, "spring": 58.0, "autumn": 50.0, "winter": 33.0}[season.value]
+    hazy = rng.random() < 0.3
+    return Environment(
+        sun_azimuth_deg=float(rng.uniform(100.0, 260.0)),
+        sun_elevation_deg=float(rng.uniform(22.0, max_elevation)),
+        season=season,
+        haze_per_m=float(rng.uniform(0.002, 0.005) if hazy else rng.uniform(0.0002, 0.0008)),
+        brightness=float(rng.uniform(0.9, 1.1)),
+        warmth=float(rng.uniform(-0.6, 0.6)),
+    )
+
+
+def _main_roads(
+    extent: tuple[float, float, float, float], rng: np.random.Generator
+) -> list[Surface]:
+    min_e, min_n, max_e, max_n = extent
+    roads: list[Surface] = []
+    for axis in ("e", "n"):
+        position = (min_e if axis == "e" else min_n) + rng.uniform(300.0, 900.0)
+        stop = max_e if axis == "e" else max_n
+        while position < stop - 200.0:
+            width = float(rng.choice([7.0, 9.0, 12.0, 16.0]))
+            if axis == "e":
+                line = LineString([(position, min_n - 50.0), (position, max_n + 50.0)])
+            else:
+                line = LineString([(min_e - 50.0, position), (max_e + 50.0, position)])
+            roads.append(
+                Surface(
+                    kind=SurfaceKind.ASPHALT,
+                    geometry=line.buffer(width / 2.0, cap_style="flat"),
+                    layer=LAYER_LAND,
+                    color_rgb=_jitter((78, 80, 84), rng, 6.0),
+                )
+            )
+            position += rng.uniform(900.0, 2200.0)
+    return roads
+
+
+def _village_centres(
+    extent: tuple[float, float, float, float], rng: np.random.Generator
+) -> tuple[tuple[float, float], ...]:
+    min_e, min_n, max_e, max_n = extent
+    count = max(2, int((max_e - min_e) * (max_n - min_n) / 3.0e6))
+    return tuple(
+        (float(rng.uniform(min_e, max_e)), float(rng.uniform(min_n, max_n))) for _ in range(count)
+    )
+
+
+SITE_KIND_WEIGHTS = {
+    SiteKind.CONSTRUCTION: 0.4,
+    SiteKind.DEMOLITION: 0.15,
+    SiteKind.FACTORY: 0.2,
+    SiteKind.COAL_YARD: 0.1,
+    SiteKind.RESTAURANT: 0.15,
+}
+SITE_SIZE_M = {
+    SiteKind.CONSTRUCTION: (90.0, 320.0),
+    SiteKind.DEMOLITION: (60.0, 200.0),
+    SiteKind.FACTORY: (90.0, 260.0),
+    SiteKind.COAL_YARD: (70.0, 200.0),
+    SiteKind.RESTAURANT: (22.0, 45.0),
+}
+
+
+def _place_sites(
+    params: DistrictParams,
+    extent: tuple[float, float, float, float],
+    roads: BaseGeometry,
+    environment: Environment,
+) -> tuple[list[Site], list[Surface], list[Surface]]:
+    rng = _rng(params.seed, "sites")
+    min_e, min_n, max_e, max_n = extent
+    kinds = list(SITE_KIND_WEIGHTS)
+    weights = np.array(list(SITE_KIND_WEIGHTS.values()))
+    sites: list[Site] = []
+    surfaces: list[Surface] = []
+    access_roads: list[Surface] = []
+    taken: list[BaseGeometry] = []
+    # Sites cluster around the county town (the origin) like real ones do.
+    spread = params.extent_m / 4.0
+    attempts = 0
+    while len(sites) < params.n_sites:
+        attempts += 1
+        if attempts > params.n_sites * 400:
+            raise SimError(
+                f"could only place {len(sites)} of {params.n_sites} sites in "
+                f"{params.extent_m:.0f} m; increase extent_m"
+            )
+        kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+        ce = float(np.clip(rng.normal((min_e + max_e) / 2, spread), min_e + 300, max_e - 300))
+        cn = float(np.clip(rng.normal((min_n + max_n) / 2, spread), min_n + 300, max_n - 300))
+        shape_rng = _rng(params.seed, "site-shape", attempts)
+        outline, angle_deg = _site_outline(kind, ce, cn, shape_rng)
+        clearance = outline.buffer(25.0)
+        if clearance.intersects(roads) or any(clearance.intersects(t) for t in taken):
+            continue
+        index = len(sites)
+        site_id = f"S{index + 1:04d}"
+        layout_rng = _rng(params.seed, "site-layout", index)
+        compliant = bool(layout_rng.random() < 0.4)
+        identity = site_identity(kind, index, _rng(params.seed, "site-name", index))
+        site_surfaces, exit_point = _site_layout(
+            site_id, kind, outline, angle_deg, compliant, layout_rng
+        )
+        road = _access_road(exit_point, roads, outline, layout_rng)
+        if road is not None and any(road.geometry.intersects(t) for t in taken):
+            continue
+        sites.append(Site(site_id, kind, outline, identity, compliant))
+        surfaces.extend(site_surfaces)
+        if road is not None:
+            access_roads.append(road)
+            taken.append(road.geometry.buffer(10.0))
+        taken.append(clearance)
+    return sites, surfaces, access_roads
+
+
+def _rotated_rect(ce: float, cn: float, width: float, height: float, angle_deg: float) -> Polygon:
+    rect = box(-width / 2, -height / 2, width / 2, height / 2)
+    return affinity.translate(affinity.rotate(rect, angle_deg, origin=(0, 0)), ce, cn)
+
+
+def _site_outline(
+    kind: SiteKind, ce: float, cn: float, rng: np.random.Generator
+) -> tuple[Area, float]:
+    low, high = SITE_SIZE_M[kind]
+    width, height = rng.uniform(low, high), rng.uniform(low, high) * rng.uniform(0.6, 1.0)
+    # Most sites follow the north-south street grid; some are turned.
+    angle = float(rng.normal(0.0, 4.0) if rng.random() < 0.7 else rng.uniform(-45.0, 45.0))
+    rect = box(-width / 2, -height / 2, width / 2, height / 2)
+    shape_roll = rng.random()
+    outline: BaseGeometry = rect
+    if kind is not SiteKind.RESTAURANT and shape_roll < 0.2:  # L-shaped: concave
+        notch = box(
+            width / 2 - width * rng.uniform(0.3, 0.5),
+            height / 2 - height * rng.uniform(0.3, 0.5),
+            width / 2,
+            height / 2,
+        )
+        outline = rect.difference(notch)
+    elif kind is not SiteKind.RESTAURANT and shape_roll < 0.32:  # an excluded plot inside
+        hole_w, hole_h = width * rng.uniform(0.15, 0.25), height * rng.uniform(0.15, 0.25)
+        hx, hy = rng.uniform(-width / 5, width / 5), rng.uniform(-height / 5, height / 5)
+        outline = rect.difference(box(hx, hy, hx + hole_w, hy + hole_h))
+    elif kind is not SiteKind.RESTAURANT and shape_roll < 0.42:  # two parts across a lane
+        gap = rng.uniform(8.0, 14.0)
+        cut = rng.uniform(-width / 6, width / 6)
+        outline = rect.difference(box(cut - gap / 2, -height, cut + gap / 2, height))
+    placed = affinity.translate(affinity.rotate(outline, angle, origin=(0, 0)), ce, cn)
+    placed = shapely.set_precision(placed, 0.01)
+    if not isinstance(placed, Polygon | MultiPolygon):
+        raise SimError(f"internal: site outline became {placed.geom_type}")
+    return placed, angle
+
+
+def _blob(
+    ce: float,
+    cn: float,
+    radius: float,
+    rng: np.random.Generator,
+    elongation: float = 1.0,
+    angle_deg: float = 0.0,
+) -> Polygon:
+    """An irregular patch outline: a circle with a noisy radius."""
+    n = 28
+    angles = np.linspace(0.0, 2.0 * math.pi, n, endpoint=False)
+    harmonics = sum(
+        rng.normal(0.0, 0.18 / k) * np.cos(k * angles + rng.uniform(0, 2 * math.pi))
+        for k in range(2, 6)
+    )
+    radii = radius * (1.0 + harmonics)
+    radii = np.clip(radii, radius * 0.4, radius * 1.6)
+    xs = radii * np.cos(angles) * elongation
+    ys = radii * np.sin(angles)
+    shape = Polygon(np.column_stack([xs, ys]))
+    shape = affinity.rotate(shape, angle_deg, origin=(0, 0))
+    placed = affinity.translate(shapely.make_valid(shape).buffer(0), ce, cn)
+    if not isinstance(placed, Polygon):
+        raise SimError(f"internal: a patch outline became {placed.geom_type}")
+    return placed
+
+
+def _as_area(geometry: BaseGeometry) -> Area | None:
+    """The polygonal part of a geometry, or None when nothing polygonal is left."""
+    if geometry.is_empty:
+        return None
+    if isinstance(geometry, Polygon | MultiPolygon):
+        return geometry
+    polygons = [
+        g for g in getattr(geometry, "geoms", []) if isinstance(g, Polygon) and not g.is_empty
+    ]
+    if not polygons:
+        return None
+    return MultiPolygon(polygons)
+
+
+SOIL_COLOURS = (
+    (176, 140, 96),  # dry loess
+    (152, 112, 78),  # brown earth
+    (118, 92, 68),  # damp
+    (164, 116, 82),  # reddish clay
+)
+NET_GREEN = (46, 110, 62)
+NET_BLACK = (44, 46, 48)
+
+
+class _SiteBuilder:
+    """Lays out the surfaces of one site in its own rotated frame (u along, v across)."""
+
+    def __init__(
+        self,
+        site_id: str,
+        outline: Area,
+        angle_deg: float,
+        rng: np.random.Generator,
+        tidy: bool,
+    ) -> None:
+        self.site_id = site_id
+        self.tidy = tidy  # a tidy site keeps its nets whole
+        self.outline = outline
+        self.angle_deg = angle_deg
+        self.rng = rng
+        self.centre = outline.centroid
+        self.surfaces: list[Surface] = []
+        self._patch_number = 0
+        local = affinity.rotate(
+            affinity.translate(outline, -self.centre.x, -self.centre.y), -angle_deg, origin=(0, 0)
+        )
+        self.local_bounds: tuple[float, float, float, float] = local.bounds
+
+    def to_world(self, geometry: BaseGeometry) -> BaseGeometry:
+        rotated = affinity.rotate(geometry, self.angle_deg, origin=(0, 0))
+        return affinity.translate(rotated, self.centre.x, self.centre.y)
+
+    def add(
+        self,
+        kind: SurfaceKind,
+        local_geometry: BaseGeometry,
+        layer: int,
+        rgb: Sequence[int],
+        gt: GroundTruthClass = GroundTruthClass.BACKGROUND,
+        height_m: float = 0.0,
+    ) -> None:
+        """Add a surface given in site-local coordinates, clipped to the site outline."""
+        area = _as_area(self.to_world(local_geometry).intersection(self.outline))
+        if area is None or area.area < 0.5:
+            return
+        patch_id = None
+        if gt is not GroundTruthClass.BACKGROUND:
+            self._patch_number += 1
+            patch_id = f"{self.site_id}-P{self._patch_number:03d}"
+        color = _jitter(rgb, self.rng)
+        self.surfaces.append(
+            Surface(kind, area, layer, color, gt, height_m, self.site_id, patch_id)
+        )
+
+    def soil(self) -> tuple[int, int, int]:
+        return SOIL_COLOURS[int(self.rng.integers(len(SOIL_COLOURS)))]
+
+    def fill_block(self, choice: str, cell: BaseGeometry) -> None:
+        rng = self.rng
+        c = cell.centroid
+        min_u, min_v, max_u, max_v = cell.bounds
+        radius = min(max_u - min_u, max_v - min_v) / 2.0
+        if choice == "soil":
+            shape = _blob(
+                c.x,
+                c.y,
+                radius * rng.uniform(0.7, 1.0),
+                rng,
+                rng.uniform(0.9, 1.5),
+                float(rng.uniform(0, 180)),
+            )
+            self.add(
+                SurfaceKind.BARE_SOIL,
+                shape.intersection(cell),
+                LAYER_SITE_BLOCK,
+                self.soil(),
+                GroundTruthClass.EXPOSED_SOIL,
+            )
+        elif choice in ("net", "covered_pile"):
+            net = cell.buffer(-rng.uniform(0.0, 3.0))
+            black = rng.random() < 0.25
+            self.add(
+                SurfaceKind.NET_BLACK if black else SurfaceKind.NET_GREEN,
+                net,
+                LAYER_SITE_BLOCK,
+                NET_BLACK if black else NET_GREEN,
+                GroundTruthClass.COVERED_SOIL,
+                1.0 if choice == "covered_pile" else 0.0,
+            )
+            if not self.tidy and rng.random() < 0.4:  # torn or wind-lifted: soil shows through
+                for _ in range(int(rng.integers(1, 4))):
+                    hole = _blob(
+                        rng.uniform(min_u, max_u),
+                        rng.uniform(min_v, max_v),
+                        rng.uniform(1.2, 3.5),
+                        rng,
+                    )
+                    self.add(
+                        SurfaceKind.BARE_SOIL,
+                        hole.intersection(net),
+                        LAYER_SITE_DETAIL,
+                        self.soil(),
+                        GroundTruthClass.EXPOSED_SOIL,
+                    )
+        elif choice == "concrete":
+            self.add(SurfaceKind.CONCRETE, cell, LAYER_SITE_BLOCK, (172, 170, 164))
+            if rng.random() < 0.3:
+                puddle = _blob(
+                    c.x, c.y, rng.uniform(1.5, 4.0), rng, 1.6, float(rng.uniform(0, 180))
+                )
+                self.add(
+                    SurfaceKind.WATER, puddle.intersection(cell), LAYER_SITE_DETAIL, (70, 82, 88)
+                )
+        elif choice == "gravel":
+            self.add(SurfaceKind.GRAVEL, cell, LAYER_SITE_BLOCK, (128, 124, 118))
+        elif choice == "rubble":
+            self.add(SurfaceKind.RUBBLE, cell, LAYER_SITE_BLOCK, (158, 152, 144))
+        elif choice == "coal":
+            pile = _blob(c.x, c.y, radius * 0.85, rng, 1.2, float(rng.uniform(0, 180)))
+            self.add(
+                SurfaceKind.COAL,
+                pile.intersection(cell),
+                LAYER_SITE_BLOCK,
+                (34, 34, 36),
+                height_m=3.0,
+            )
+        elif choice == "frame":
+            height = float(rng.uniform(6.0, 30.0))
+            self.add(
+                SurfaceKind.BUILDING_FRAME,
+                cell.buffer(-3.0),
+                LAYER_OBJECT,
+                (150, 150, 148),
+                height_m=height,
+            )
+        elif choice == "building":
+            height = float(rng.uniform(6.0, 14.0))
+            self.add(
+                SurfaceKind.ROOF_GRAY,
+                cell.buffer(-2.0),
+                LAYER_OBJECT,
+                (104, 118, 140),
+                height_m=height,
+            )
+        else:
+            raise SimError(f"internal: unknown block kind {choice!r}")
+
+
+SITE_BASE = {
+    SiteKind.CONSTRUCTION: (SurfaceKind.GRAVEL, (132, 128, 120)),
+    SiteKind.DEMOLITION: (SurfaceKind.RUBBLE, (150, 146, 138)),
+    SiteKind.FACTORY: (SurfaceKind.CONCRETE, (168, 166, 160)),
+    SiteKind.COAL_YARD: (SurfaceKind.CONCRETE, (120, 118, 114)),
+    SiteKind.RESTAURANT: (SurfaceKind.CONCRETE, (176, 172, 166)),
+}
+
+
+def _site_layout(
+    site_id: str,
+    kind: SiteKind,
+    outline: Area,
+    angle_deg: float,
+    compliant: bool,
+    rng: np.random.Generator,
+) -> tuple[list[Surface], tuple[float, float]]:
+    """The surfaces inside one site and the point where its exit meets the boundary."""
+    site = _SiteBuilder(site_id, outline, angle_deg, rng, tidy=compliant)
+    min_u, min_v, max_u, max_v = site.local_bounds
+    base_kind, base_rgb = SITE_BASE[kind]
+    site.add(base_kind, box(min_u - 1, min_v - 1, max_u + 1, max_v + 1), LAYER_SITE_BASE, base_rgb)
+
+    # The exit is in the middle of the (local) south edge; a paved road leads inside.
+    exit_u = (min_u + max_u) / 2.0
+    road_width = 7.0 if kind is not SiteKind.RESTAURANT else 4.0
+    road_end_v = min_v + (max_v - min_v) * 0.55
+    internal_road = box(exit_u - road_width / 2, min_v - 1.0, exit_u + road_width / 2, road_end_v)
+    site.add(SurfaceKind.CONCRETE, internal_road, LAYER_SITE_BLOCK, (170, 168, 162))
+    exit_world = Point(site.to_world(Point(exit_u, min_v)).coords[0])
+
+    if kind is SiteKind.RESTAURANT:
+        building = box(min_u + 3, min_v + (max_v - min_v) * 0.45, max_u - 3, max_v - 3)
+        red = rng.random() < 0.5
+        site.add(
+            SurfaceKind.ROOF_RED if red else SurfaceKind.ROOF_GRAY,
+            building,
+            LAYER_OBJECT,
+            (150, 70, 56) if red else (110, 112, 118),
+            height_m=5.0,
+        )
+        if not compliant:
+            dust = _blob(exit_u, min_v + 4.0, rng.uniform(2.0, 3.5), rng, 1.8, 90.0)
+            site.add(
+                SurfaceKind.ROAD_DUST,
+                dust,
+                LAYER_SITE_DETAIL,
+                (140, 122, 98),
+                GroundTruthClass.ROAD_DUST,
+            )
+        return site.surfaces, (exit_world.x, exit_world.y)
+
+    # Blocks on a grid, leaving the internal road free.
+    block = rng.uniform(28.0, 55.0)
+    n_u = max(1, int((max_u - min_u) // block))
+    n_v = max(1, int((max_v - min_v) // block))
+    du, dv = (max_u - min_u) / n_u, (max_v - min_v) / n_v
+    shares = _block_shares(kind, compliant)
+    names = list(shares)
+    probs = np.array([shares[n] for n in names])
+    road_margin = internal_road.buffer(1.5)
+    for iu in range(n_u):
+        for iv in range(n_v):
+            cell = box(
+                min_u + iu * du + 2.0,
+                min_v + iv * dv + 2.0,
+                min_u + (iu + 1) * du - 2.0,
+                min_v + (iv + 1) * dv - 2.0,
+            )
+            cell_area = cell.difference(road_margin)
+            if cell_area.area < 40.0:
+                continue
+            site.fill_block(names[int(rng.choice(len(names), p=probs / probs.sum()))], cell_area)
+
+    for _ in range(int(rng.integers(0, 4))):  # excavators and trucks
+        u, v = rng.uniform(min_u + 8, max_u - 8), rng.uniform(min_v + 8, max_v - 8)
+        heavy = rng.random() < 0.6
+        width, length = (3.2, 7.0) if heavy else (2.5, 8.5)
+        vehicle = _rotated_rect(u, v, width, length, float(rng.uniform(0, 180)))
+        site.add(
+            SurfaceKind.MACHINERY if heavy else SurfaceKind.TRUCK,
+            vehicle,
+            LAYER_OBJECT,
+            (214, 170, 40) if heavy else (60, 96, 160),
+            height_m=3.0,
+        )
+
+    dusty_kinds = (SiteKind.CONSTRUCTION, SiteKind.DEMOLITION, SiteKind.COAL_YARD)
+    if not compliant and kind in dusty_kinds and rng.random() < 0.75:
+        for _ in range(int(rng.integers(1, 4))):
+            v = min_v + rng.uniform(2.0, road_end_v - min_v - 2.0)
+            dust = _blob(
+                exit_u + rng.normal(0, 1.0),
+                v,
+                rng.uniform(2.0, 4.0),
+                rng,
+                rng.uniform(1.5, 3.0),
+                90.0,
+            )
+            site.add(
+                SurfaceKind.ROAD_DUST,
+                dust.intersection(internal_road),
+                LAYER_SITE_DETAIL,
+                (142, 124, 100),
+                GroundTruthClass.ROAD_DUST,
+            )
+    return site.surfaces, (exit_world.x, exit_world.y)
+
+
+def _block_shares(kind: SiteKind, compliant: bool) -> dict[str, float]:
+    if kind is SiteKind.CONSTRUCTION:
+        if compliant:
+            return {"net": 0.45, "concrete": 0.2, "frame": 0.25, "gravel": 0.1}
+        return {"soil": 0.35, "net": 0.3, "concrete": 0.1, "frame": 0.2, "gravel": 0.05}
+    if kind is SiteKind.DEMOLITION:
+        if compliant:
+            return {"net": 0.5, "rubble": 0.3, "gravel": 0.2}
+        return {"soil": 0.35, "net": 0.25, "rubble": 0.3, "gravel": 0.1}
+    if kind is SiteKind.FACTORY:
+        if compliant:
+            return {"building": 0.45, "concrete": 0.45, "net": 0.1}
+        return {"building": 0.4, "concrete": 0.35, "soil": 0.15, "net": 0.1}
+    if compliant:  # coal yard
+        return {"covered_pile": 0.55, "concrete": 0.3, "building": 0.15}
+    return {"coal": 0.35, "covered_pile": 0.3, "soil": 0.15, "concrete": 0.2}
+
+
+def _access_road(
+    exit_point: tuple[float, float], roads: BaseGeometry, outline: Area, rng: np.random.Generator
+) -> Surface | None:
+    """A concrete road from the site exit straight to the nearest main road."""
+    start = Point(exit_point)
+    link = shapely.shortest_line(start, roads)
+    if link is None or link.length > 1500.0:
+        return None
+    road_e, road_n = link.coords[-1]
+    path = LineString([(start.x, start.y), (road_e, start.y), (road_e, road_n)])
+    geometry = path.buffer(3.0, cap_style="flat", join_style="mitre").difference(outline)
+    area = _as_area(geometry)
+    if area is None:
+        return None
+    return Surface(SurfaceKind.CONCRETE, area, LAYER_LAND, _jitter((160, 158, 152), rng, 6.0))
+
+
+def _visible_patches(surfaces: Sequence[Surface]) -> list[Patch]:
+    """Ground-truth patches minus whatever is drawn over them in the same site.
+
+    Drawing order is by layer, and within a layer by creation order (the sort is stable).
+    """
+    by_site: dict[str, list[Surface]] = {}
+    for surface in surfaces:
+        if surface.site_id is not None:
+            by_site.setdefault(surface.site_id, []).append(surface)
+    patches: list[Patch] = []
+    for site_surfaces in by_site.values():
+        for position, surface in enumerate(site_surfaces):
+            if surface.patch_id is None or surface.site_id is None:
+                continue
+            above = [
+                s.geometry
+                for later, s in enumerate(site_surfaces)
+                if s.layer > surface.layer or (s.layer == surface.layer and later > position)
+            ]
+            visible = (
+                surface.geometry.difference(shapely.union_all(above)) if above else surface.geometry
+            )
+            area = _as_area(visible)
+            if area is not None and area.area >= 0.5:
+                patches.append(Patch(surface.patch_id, surface.site_id, surface.gt_class, area))
+    return patches
+
+
+# ---------------------------------------------------------------------------------------------
+# the countryside, generated per cell on demand
+
+
+SEASON_CROP = {
+    Season.SPRING: (96, 138, 62),
+    Season.SUMMER: (62, 118, 52),
+    Season.AUTUMN: (170, 150, 86),
+    Season.WINTER: (104, 120, 70),  # winter wheat seedlings
+}
+SEASON_TREE = {
+    Season.SPRING: (70, 118, 58),
+    Season.SUMMER: (44, 86, 44),
+    Season.AUTUMN: (120, 104, 52),
+    Season.WINTER: (96, 84, 70),
+}
+
+
+class CellCache:
+    """Generated countryside cells of one district, least recently used evicted."""
+
+    def __init__(self, district: District, max_cells: int = 2048) -> None:
+        self.district = district
+        self.max_cells = max_cells
+        self._cells: dict[tuple[int, int], tuple[Surface, ...]] = {}
+
+    def __call__(self, i: int, j: int) -> tuple[Surface, ...]:
+        key = (i, j)
+        cached = self._cells.pop(key, None)
+        if cached is None:
+            cached = _generate_cell(self.district, i, j)
+            if len(self._cells) >= self.max_cells:
+                self._cells.pop(next(iter(self._cells)))
+        self._cells[key] = cached
+        return cached
+
+
+def _generate_cell(district: District, i: int, j: int) -> tuple[Surface, ...]:
+    rng = _rng(district.params.seed, "cell", i, j)
+    cell = box(*_cell_box(i, j))
+    season = district.environment.season
+    blocked_hits = district._blocked.query(cell.buffer(6.0), predicate="intersects")
+    blocked_geoms = [district._blocked.geometries[int(k)] for k in blocked_hits]
+    blocked = shapely.union_all([g.buffer(4.0) for g in blocked_geoms]) if blocked_geoms else None
+    centre = cell.centroid
+    near_village = (
+        min(
+            (math.hypot(centre.x - ve, centre.y - vn) for ve, vn in district.village_centres),
+            default=1e9,
+        )
+        < 420.0
+    )
+    raw: list[tuple[SurfaceKind, BaseGeometry, int, Sequence[int], float]] = []
+    if near_village:
+        raw.append((SurfaceKind.COURTYARD, cell, LAYER_LAND, (150, 140, 124), 0.0))
+        min_e, min_n = cell.bounds[:2]
+        # Houses in rows facing south, as in the north China plain.
+        for row in range(int(CELL_SIZE_M // 26)):
+            for col in range(int(CELL_SIZE_M // 22)):
+                if rng.random() < 0.25:
+                    continue
+                e = min_e + col * 22.0 + rng.uniform(1.0, 4.0)
+                n = min_n + row * 26.0 + rng.uniform(1.0, 4.0)
+                w, h = rng.uniform(12.0, 18.0), rng.uniform(7.0, 10.0)
+                roof_kind = SurfaceKind(
+                    int(
+                        rng.choice(
+                            [SurfaceKind.ROOF_RED, SurfaceKind.ROOF_BROWN, SurfaceKind.ROOF_GRAY],
+                            p=[0.4, 0.35, 0.25],
+                        )
+                    )
+                )
+                roof_rgb = {
+                    SurfaceKind.ROOF_RED: (158, 74, 58),
+                    SurfaceKind.ROOF_BROWN: (128, 92, 66),
+                    SurfaceKind.ROOF_GRAY: (112, 114, 120),
+                }[roof_kind]
+                raw.append(
+                    (
+                        roof_kind,
+                        box(e, n, e + w, n + h),
+                        LAYER_OBJECT,
+                        roof_rgb,
+                        float(rng.uniform(3.5, 7.0)),
+                    )
+                )
+                if rng.random() < 0.3:
+                    tree = Point(e + w + 2.0, n + h + 3.0).buffer(
+                        rng.uniform(2.0, 3.5), quad_segs=4
+                    )
+                    raw.append((SurfaceKind.TREE, tree, LAYER_OBJECT, SEASON_TREE[season], 8.0))
+    else:
+        min_e, min_n, max_e, max_n = cell.bounds
+        raw.append((SurfaceKind.GROUND, cell, LAYER_LAND, (112, 122, 84), 0.0))
+        n = min_n
+        while n < max_n:
+            width = rng.uniform(18.0, 60.0)
+            strip = box(min_e, n, max_e, min(n + width, max_n))
+            roll = rng.random()
+            if roll < 0.3:
+                raw.append((SurfaceKind.PLOWED_FIELD, strip, LAYER_LAND, (136, 108, 80), 0.0))
+            elif roll < 0.85:
+                raw.append((SurfaceKind.CROP, strip, LAYER_LAND, SEASON_CROP[season], 0.0))
+            if rng.random() < 0.25:  # a row of poplars along the field edge
+                for e in np.arange(min_e + rng.uniform(0, 6), max_e, rng.uniform(5.0, 8.0)):
+                    canopy = Point(float(e), n + rng.normal(0, 0.5)).buffer(
+                        rng.uniform(2.0, 3.2), quad_segs=4
+                    )
+                    raw.append(
+                        (
+                            SurfaceKind.TREE,
+                            canopy,
+                            LAYER_OBJECT,
+                            SEASON_TREE[season],
+                            float(rng.uniform(8, 14)),
+                        )
+                    )
+            n += width
+        if rng.random() < 0.04:
+            pond = _blob(
+                centre.x, centre.y, rng.uniform(10.0, 30.0), rng, 1.4, float(rng.uniform(0, 180))
+            )
+            raw.append((SurfaceKind.WATER, pond, LAYER_LAND, (62, 78, 84), 0.0))
+    surfaces: list[Surface] = []
+    for kind, geometry, layer, rgb, height in raw:
+        clipped = geometry.intersection(cell)
+        if blocked is not None:
+            clipped = clipped.difference(blocked)
+        area = _as_area(clipped)
+        if area is not None and area.area >= 0.5:
+            surfaces.append(Surface(kind, area, layer, _jitter(rgb, rng, 8.0), height_m=height))
+    return tuple(surfaces)
+
+
+def iter_site_surfaces(district: District, site_id: str) -> Iterable[Surface]:
+    """The surfaces generated for one site."""
+    return (s for s in district.fixed_surfaces if s.site_id == site_id)

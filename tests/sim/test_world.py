@@ -1,0 +1,209 @@
+"""The simulated district: determinism, site shapes and attributes, ground truth, bad input."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import shapely
+from shapely.geometry import MultiPolygon, Polygon, shape
+
+from sim.errors import SimError
+from sim.export import fingerprint, load_district, write_district
+from sim.kinds import GroundTruthClass, SiteKind
+from sim.world import CELL_SIZE_M, LAYER_LAND, District, build_district, generate_district
+
+
+def test_same_seed_gives_the_same_world(district: District) -> None:
+    again = generate_district(11, n_sites=14, extent_m=3_000.0)
+    assert fingerprint(again) == fingerprint(district)
+    assert again.environment == district.environment
+
+
+def test_different_seeds_give_different_worlds(district: District) -> None:
+    other = generate_district(12, n_sites=14, extent_m=3_000.0)
+    assert fingerprint(other) != fingerprint(district)
+
+
+def test_site_count_is_what_was_asked(district: District) -> None:
+    assert len(district.sites) == 14
+    assert len({site.site_id for site in district.sites}) == 14
+
+
+@pytest.fixture(scope="module")
+def big_district() -> District:
+    return generate_district(5, n_sites=120, extent_m=12_000.0)
+
+
+def test_sites_come_in_every_kind_and_shape(big_district: District) -> None:
+    kinds = Counter(site.kind for site in big_district.sites)
+    assert set(kinds) == set(SiteKind)
+    geometries = [site.geometry for site in big_district.sites]
+    assert any(isinstance(g, MultiPolygon) for g in geometries), "no multipart site"
+    assert any(isinstance(g, Polygon) and g.interiors for g in geometries), "no site with a hole"
+    concave = [g for g in geometries if g.convex_hull.area - g.area > 0.05 * g.area]
+    assert concave, "no concave site"
+    assert all(g.is_valid and not g.is_empty for g in geometries)
+
+
+def test_sites_do_not_overlap(big_district: District) -> None:
+    tree = shapely.STRtree([site.geometry for site in big_district.sites])
+    pairs = tree.query([site.geometry for site in big_district.sites], predicate="intersects")
+    assert all(a == b for a, b in zip(*pairs, strict=True))
+
+
+def test_site_attributes_are_complete_and_chinese(district: District) -> None:
+    for site in district.sites:
+        identity = site.identity
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in identity.name_zh)
+        assert identity.name_pinyin.isascii() and identity.name_pinyin.strip()
+        assert identity.address_zh.endswith("号")
+        assert identity.bureau_zh.endswith("局")
+        assert len(identity.permit_number) == 20 and identity.permit_number.isdigit()
+
+
+def test_some_sites_are_compliant_and_some_are_not(big_district: District) -> None:
+    states = Counter(site.compliant for site in big_district.sites)
+    assert states[True] > 10 and states[False] > 10
+
+
+def test_compliance_matches_the_ground_truth(big_district: District) -> None:
+    problem_sites = {
+        patch.site_id
+        for patch in big_district.patches
+        if patch.gt_class in (GroundTruthClass.EXPOSED_SOIL, GroundTruthClass.ROAD_DUST)
+    }
+    for site in big_district.sites:
+        assert site.compliant == (site.site_id not in problem_sites)
+
+
+def test_patches_lie_inside_their_site_and_have_areas(big_district: District) -> None:
+    classes = Counter(patch.gt_class for patch in big_district.patches)
+    assert set(classes) == {
+        GroundTruthClass.EXPOSED_SOIL,
+        GroundTruthClass.ROAD_DUST,
+        GroundTruthClass.COVERED_SOIL,
+    }
+    for patch in big_district.patches:
+        site = big_district.site(patch.site_id)
+        assert patch.area_m2 >= 0.5
+        assert patch.geometry.difference(site.geometry.buffer(0.05)).area < 0.01
+
+
+def test_patches_do_not_overlap_each_other(district: District) -> None:
+    by_site: dict[str, list[Polygon | MultiPolygon]] = {}
+    for patch in district.patches:
+        by_site.setdefault(patch.site_id, []).append(patch.geometry)
+    for geometries in by_site.values():
+        total = sum(g.area for g in geometries)
+        assert shapely.union_all(geometries).area == pytest.approx(total, rel=1e-6)
+
+
+def test_countryside_stays_outside_sites_and_roads(district: District) -> None:
+    site = district.sites[0]
+    region = site.geometry.buffer(300.0)
+    countryside = [
+        s for s in district.surfaces_in(region) if s.site_id is None and s.layer >= LAYER_LAND
+    ]
+    sites_union = shapely.union_all([s.geometry for s in district.sites])
+    generated = [s for s in countryside if s not in district.fixed_surfaces]
+    assert generated, "no countryside around the site"
+    for surface in generated:
+        assert surface.gt_class is GroundTruthClass.BACKGROUND
+        assert surface.geometry.intersection(sites_union).area < 0.01
+
+
+def test_countryside_cells_are_deterministic_and_cached_within_bounds(district: District) -> None:
+    min_e, min_n, _, _ = district.bounds
+    probe = shapely.box(min_e + 10, min_n + 10, min_e + 20, min_n + 20)
+    first = district.surfaces_in(probe)
+    rebuilt = build_district(district.params)
+    assert [s.geometry.wkb for s in rebuilt.surfaces_in(probe)] == [s.geometry.wkb for s in first]
+    cache = district._cells
+    assert cache is not None
+    for i in range(60):
+        district.surfaces_in(
+            shapely.box(min_e + i * CELL_SIZE_M, min_n, min_e + i * CELL_SIZE_M + 5, min_n + 5)
+        )
+    assert len(cache._cells) <= cache.max_cells
+
+
+def test_a_large_district_needs_no_district_sized_raster() -> None:
+    district = generate_district(3, n_sites=10, extent_m=60_000.0)
+    e, n = district.origin_utm
+    far_corner = shapely.box(e + 29_000, n + 29_000, e + 29_200, n + 29_200)
+    assert district.surfaces_in(far_corner)  # any place can be queried, cell by cell
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_sites": 5}, "n_sites must be between 10 and 200"),
+        ({"n_sites": 201}, "n_sites must be between 10 and 200"),
+        ({"origin_lat": 87.0}, "outside the UTM range"),
+        ({"n_sites": 100, "extent_m": 1000.0}, "extent_m must be between"),
+    ],
+)
+def test_bad_district_parameters_are_refused(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(SimError, match=message):
+        generate_district(1, **kwargs)  # type: ignore[arg-type]
+
+
+def test_written_district_reads_back_as_the_same_district(
+    district: District, tmp_path: Path
+) -> None:
+    written = write_district(district, tmp_path)
+    assert {p.name for p in written} == {
+        "world.json",
+        "sites.geojson",
+        "truth_patches.geojson",
+        "truth_sites.geojson",
+    }
+    assert fingerprint(load_district(tmp_path)) == fingerprint(district)
+
+
+def test_exported_geojson_is_wgs84_with_areas_in_square_metres(
+    district: District, tmp_path: Path
+) -> None:
+    write_district(district, tmp_path)
+    patches = json.loads((tmp_path / "truth_patches.geojson").read_text(encoding="utf-8"))
+    assert len(patches["features"]) == len(district.patches)
+    for feature, patch in zip(patches["features"], district.patches, strict=True):
+        lon, lat = shape(feature["geometry"]).representative_point().coords[0]
+        assert 115.0 < lon < 116.0 and 36.0 < lat < 37.0
+        assert feature["properties"]["area_m2"] == pytest.approx(patch.area_m2, abs=1e-3)
+        assert feature["properties"]["class"] in {"exposed_soil", "road_dust", "covered_soil"}
+    registry = json.loads((tmp_path / "sites.geojson").read_text(encoding="utf-8"))
+    first = registry["features"][0]["properties"]
+    assert set(first) >= {
+        "site_id",
+        "name",
+        "address",
+        "kind",
+        "responsible_bureau",
+        "permit_number",
+    }
+
+
+def test_loading_a_missing_world_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(SimError, match="dustpatrol sim world"):
+        load_district(tmp_path)
+
+
+def test_loading_a_corrupt_world_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "world.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(SimError, match="not a district file"):
+        load_district(tmp_path)
+
+
+def test_loading_a_world_from_another_generator_is_refused(
+    district: District, tmp_path: Path
+) -> None:
+    write_district(district, tmp_path)
+    world = json.loads((tmp_path / "world.json").read_text(encoding="utf-8"))
+    world["fingerprint"] = "0" * 64
+    (tmp_path / "world.json").write_text(json.dumps(world), encoding="utf-8")
+    with pytest.raises(SimError, match="different world generator"):
+        load_district(tmp_path)
