@@ -215,8 +215,11 @@ def _rng(*keys: int | str) -> np.random.Generator:
 def _jitter(
     rgb: Sequence[int], rng: np.random.Generator, amount: float = 14.0
 ) -> tuple[int, int, int]:
-    shift = rng.normal(0.0, amount) + rng.normal(0.0, amount / 2.0, size=3)
-    r, g, b = (int(np.clip(c + s, 0, 255)) for c, s in zip(rgb, shift, strict=True))
+    """A colour varied in brightness and, proportionally to its brightness, in hue."""
+    base = np.asarray(rgb, dtype=np.float64)
+    hue_shift = rng.normal(0.0, amount / 2.0, size=3) * (base.mean() / 160.0)
+    shifted = base + rng.normal(0.0, amount) * (base.mean() / 128.0) + hue_shift
+    r, g, b = (int(c) for c in np.clip(np.round(shifted), 0, 255))
     return r, g, b
 
 
