@@ -106,7 +106,8 @@ class GeoreferencingSettings(_Section):
     ground_height_m: float = Field(
         0.0, description="ground height above the take-off point, for flat-ground casting"
     )
-    attitude_std_deg: float = Field(0.5, ge=0.0, le=10.0)
+    yaw_std_deg: float = Field(0.5, ge=0.0, le=10.0, description="heading error, 1 sigma")
+    tilt_std_deg: float = Field(0.2, ge=0.0, le=10.0, description="pitch/roll error, 1 sigma")
     match_tolerance_m: float = Field(2.0, ge=0.0, le=100.0)
 
 

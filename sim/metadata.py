@@ -26,6 +26,7 @@ DJI_NAMESPACE = "http://www.dji.com/drone-dji/1.0/"
 TAG_MAKE, TAG_MODEL, TAG_SOFTWARE = 0x010F, 0x0110, 0x0131
 TAG_EXIF_IFD, TAG_GPS_IFD = 0x8769, 0x8825
 TAG_DATETIME_ORIGINAL, TAG_FOCAL_LENGTH, TAG_FOCAL_35MM = 0x9003, 0x920A, 0xA405
+TAG_OFFSET_TIME_ORIGINAL = 0x9011
 TAG_PIXEL_X, TAG_PIXEL_Y = 0xA002, 0xA003
 
 
@@ -58,6 +59,7 @@ def exif_bytes(camera: CameraModel, pose: Pose) -> bytes:
     focal = Fraction(camera.focal_length_mm).limit_denominator(1000)
     exif[TAG_EXIF_IFD] = {
         TAG_DATETIME_ORIGINAL: pose.time_utc.strftime("%Y:%m:%d %H:%M:%S"),
+        TAG_OFFSET_TIME_ORIGINAL: "+00:00",
         TAG_FOCAL_LENGTH: IFDRational(focal.numerator, focal.denominator),
         TAG_FOCAL_35MM: camera.focal_length_35mm,
         TAG_PIXEL_X: camera.width_px,
