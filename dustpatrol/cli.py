@@ -24,6 +24,7 @@ from dustpatrol import __version__
 from dustpatrol.doctor import CheckStatus, run_checks
 from dustpatrol.errors import ConfigError, DustpatrolError
 from dustpatrol.settings import Settings, load_settings, masked_settings
+from geo.cli import sites_app
 from geo.errors import GeoError
 from missions.errors import MissionError
 from sim.cli import sim_app
@@ -208,6 +209,7 @@ def doctor(ctx: typer.Context) -> None:
 
 
 app.add_typer(sim_app, name="sim")
+app.add_typer(sites_app, name="sites")
 
 
 def main() -> None:
