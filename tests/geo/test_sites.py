@@ -64,10 +64,8 @@ def write_format(frame: gpd.GeoDataFrame, folder: Path, kind: str) -> Path:
         path = folder / "sites.shp"
         pyogrio.write_dataframe(frame, path, encoding="GBK")
     elif kind == "zip":
-        shp = (
-            write_format(frame, folder / "shp", "shp") if (folder / "shp").mkdir() is None else None
-        )
-        assert shp is not None
+        (folder / "shp").mkdir()
+        shp = write_format(frame, folder / "shp", "shp")
         path = folder / "sites.zip"
         with zipfile.ZipFile(path, "w") as archive:
             for part in shp.parent.iterdir():
