@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import sim_render
+from bench import geo_matching, sim_render
 from bench.results import BenchResult, report
 
-SUITES = {"sim": sim_render.run}
+SUITES = {"geo": geo_matching.run, "sim": sim_render.run}
 
 
 def main() -> None:

@@ -1,0 +1,506 @@
+"""Matching ground detections to sites, merging repeated observations, and site coverage.
+
+Everything here works in one projected CRS (metres) given by the caller; site registries
+arrive in EPSG:4326 and are projected once. Matching is columnar (numpy arrays of shapely
+geometries through one STRtree) so a million detections take seconds, not hours.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+from pyproj import CRS
+from shapely.geometry import MultiPolygon, Polygon, mapping
+from shapely.geometry.base import BaseGeometry
+
+from geo.crs import WGS84, transformer
+from geo.errors import GeoError
+
+FULL_OVERLAP = 1.0 - 1e-9
+
+
+class MatchError(GeoError):
+    """Inputs to matching or merging are inconsistent."""
+
+
+class MatchFlag(IntEnum):
+    INSIDE = 0  # wholly inside its site
+    CLIPPED = 1  # partly outside its site: the geometry was clipped to the site
+    NEAR_BOUNDARY = 2  # outside every site but within the tolerance of one: kept, unclipped
+    OFF_SITE = 3  # far from every site: for analysts, never a site finding
+
+
+@dataclass(frozen=True, slots=True)
+class SiteMatches:
+    """Per detection (same order as the input): the site it belongs to and how.
+
+    ``site_index`` is -1 and ``site_id`` None for off-site detections; ``geometry`` is the
+    detection clipped to its site when ``flag`` is CLIPPED, else the detection itself.
+    """
+
+    site_index: NDArray[np.int64]
+    site_id: NDArray[np.object_]
+    flag: NDArray[np.uint8]
+    overlap_ratio: NDArray[np.float64]  # share of the detection's area inside the site
+    distance_m: NDArray[np.float64]  # 0 when touching the site
+    geometry: NDArray[np.object_]
+
+    def __len__(self) -> int:
+        return len(self.flag)
+
+
+def project_sites(sites: gpd.GeoDataFrame, crs: CRS) -> NDArray[np.object_]:
+    """Site geometries in ``crs``; the registry must have a CRS."""
+    if sites.crs is None:
+        raise MatchError("the site registry has no CRS; load it with geo.sites.load_sites")
+    if not CRS(crs).is_projected:
+        raise MatchError(f"matching needs a projected CRS in metres, got {CRS(crs).name}")
+    return np.asarray(sites.to_crs(crs).geometry.values, dtype=object)
+
+
+def match_findings(
+    ground_polygons: Sequence[BaseGeometry] | NDArray[np.object_],
+    sites: gpd.GeoDataFrame,
+    tolerance_m: float | NDArray[np.float64],
+    crs: CRS,
+) -> SiteMatches:
+    """Assign each ground polygon (in ``crs``) to the site it overlaps most.
+
+    Detections partly outside are clipped and flagged CLIPPED; detections outside every site
+    but within ``tolerance_m`` (scalar, or one per detection, e.g. their 95 % uncertainty) of
+    one are kept unclipped and flagged NEAR_BOUNDARY; the rest are OFF_SITE.
+    """
+    detections = np.asarray(ground_polygons, dtype=object)
+    n = len(detections)
+    tolerance = np.broadcast_to(np.asarray(tolerance_m, dtype=np.float64), (n,))
+    if n and (np.any(tolerance < 0) or not np.all(np.isfinite(tolerance))):
+        raise MatchError("tolerance_m must be finite and not negative")
+    if n and (shapely.is_missing(detections).any() or shapely.is_empty(detections).any()):
+        raise MatchError("detections must be non-empty geometries")
+    site_geoms = project_sites(sites, crs)
+    site_ids = sites["site_id"].to_numpy(dtype=object) if len(sites) else np.array([], dtype=object)
+    best_site = np.full(n, -1, dtype=np.int64)
+    ratio = np.zeros(n)
+    distance = np.full(n, np.inf)
+    flag = np.full(n, MatchFlag.OFF_SITE, dtype=np.uint8)
+    geometry = detections.copy()
+    if n == 0 or len(site_geoms) == 0:
+        return SiteMatches(
+            best_site, np.full(n, None, dtype=object), flag, ratio, distance, geometry
+        )
+
+    tree = shapely.STRtree(site_geoms)
+    det_idx, site_idx = _parallel_query(tree, detections)
+    # Most pairs are decided by vectorised edge tests; GEOS handles the rest exactly.
+    state = _classify_pairs(
+        shapely.bounds(detections), det_idx, site_idx, _SiteEdges.of(site_geoms)
+    )
+    pair_ratio = np.where(state == _INSIDE, 1.0, 0.0)
+    overlap = np.full(len(det_idx), None, dtype=object)
+    exact = np.flatnonzero(state == _AMBIGUOUS)
+    if len(exact):
+        shapely.prepare(site_geoms)
+        clipped_parts = _parallel(
+            shapely.intersection, detections[det_idx[exact]], site_geoms[site_idx[exact]]
+        )
+        overlap[exact] = clipped_parts
+        pair_ratio[exact] = shapely.area(clipped_parts) / shapely.area(detections[det_idx[exact]])
+    touching = pair_ratio > 0.0
+    det_idx, site_idx, pair_ratio, overlap = (
+        det_idx[touching],
+        site_idx[touching],
+        pair_ratio[touching],
+        overlap[touching],
+    )
+    chosen = _best_pair(det_idx, site_idx, pair_ratio, n)
+    matched = det_idx[chosen]
+    best_site[matched] = site_idx[chosen]
+    ratio[matched] = pair_ratio[chosen]
+    distance[matched] = 0.0
+    flag[matched] = MatchFlag.INSIDE
+    partly = pair_ratio[chosen] < FULL_OVERLAP
+    if partly.any():
+        flag[matched[partly]] = MatchFlag.CLIPPED
+        geometry[matched[partly]] = overlap[chosen[partly]]
+
+    unmatched = np.flatnonzero(best_site < 0)
+    if len(unmatched) and tolerance[unmatched].max() > 0:
+        near_det, near_site = tree.query(
+            detections[unmatched], predicate="dwithin", distance=float(tolerance[unmatched].max())
+        )
+        if len(near_det):
+            det_global = unmatched[near_det]
+            gaps = shapely.distance(detections[det_global], site_geoms[near_site])
+            ok = gaps <= tolerance[det_global]
+            det_global, near_site, gaps = det_global[ok], near_site[ok], gaps[ok]
+            order = np.lexsort((near_site, gaps, det_global))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = det_global[order][1:] != det_global[order][:-1]
+            chosen = order[first]
+            best_site[det_global[chosen]] = near_site[chosen]
+            distance[det_global[chosen]] = gaps[chosen]
+            flag[det_global[chosen]] = MatchFlag.NEAR_BOUNDARY
+    assigned_ids = np.full(n, None, dtype=object)
+    has_site = best_site >= 0
+    assigned_ids[has_site] = site_ids[best_site[has_site]]
+    return SiteMatches(best_site, assigned_ids, flag, ratio, distance, geometry)
+
+
+_OUTSIDE, _INSIDE, _AMBIGUOUS = 0, 1, 2
+
+
+def _best_pair(
+    det_idx: NDArray[np.int64], site_idx: NDArray[np.int64], ratio: NDArray[np.float64], n: int
+) -> NDArray[np.int64]:
+    """Index of each detection's best pair: largest overlap, then lowest site index.
+
+    Most detections have one candidate; only those with several are sorted.
+    """
+    per_detection = np.bincount(det_idx, minlength=n)
+    single = per_detection[det_idx] == 1
+    contested = np.flatnonzero(~single)
+    order = contested[np.lexsort((site_idx[contested], -ratio[contested], det_idx[contested]))]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = det_idx[order][1:] != det_idx[order][:-1]
+    return np.concatenate([np.flatnonzero(single), order[first]])
+
+
+MAX_FAST_EDGES = 48  # sites with more edges always take the exact GEOS path
+EDGE_BUCKETS = (4, 8, 16, 32, MAX_FAST_EDGES)
+PAIR_CHUNK = 250_000
+THREADS = 2
+
+
+def _parallel(function: Any, *arrays: NDArray[Any]) -> NDArray[Any]:
+    """Run a vectorised shapely function over halves of the arrays on two threads.
+
+    Shapely releases the GIL inside GEOS, so this uses both cores of a small machine.
+    """
+    n = len(arrays[0])
+    if n < 20_000:
+        return np.asarray(function(*arrays))
+    bounds = np.linspace(0, n, THREADS + 1).astype(int)
+    with ThreadPoolExecutor(THREADS) as pool:
+        parts = pool.map(
+            lambda ab: function(*(a[ab[0] : ab[1]] for a in arrays)),
+            itertools.pairwise(bounds),
+        )
+        return np.concatenate(list(parts))
+
+
+def _parallel_query(
+    tree: shapely.STRtree, detections: NDArray[np.object_]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Bounding-box candidate pairs (detection, site), on two threads for large inputs."""
+    n = len(detections)
+    if n < 20_000:
+        found = tree.query(detections)
+        return found[0], found[1]
+    bounds = np.linspace(0, n, THREADS + 1).astype(int)
+    with ThreadPoolExecutor(THREADS) as pool:
+        parts = list(
+            pool.map(
+                lambda ab: tree.query(detections[ab[0] : ab[1]]),
+                itertools.pairwise(bounds),
+            )
+        )
+    det = np.concatenate([part[0] + start for part, start in zip(parts, bounds[:-1], strict=True)])
+    site = np.concatenate([part[1] for part in parts])
+    return det, site
+
+
+@dataclass(frozen=True, slots=True)
+class _SiteEdges:
+    """Every site's ring edges (x1, y1, x2, y2), stored flat with per-site offsets."""
+
+    edges: NDArray[np.float64]  # (total edges, 4), grouped by site
+    offsets: NDArray[np.int64]  # first edge of each site
+    counts: NDArray[np.int64]  # edges per site
+
+    @classmethod
+    def of(cls, site_geoms: NDArray[np.object_]) -> _SiteEdges:
+        parts, part_site = shapely.get_parts(site_geoms, return_index=True)
+        ring_geoms, ring_part = shapely.get_rings(parts, return_index=True)
+        coords, coord_ring = shapely.get_coordinates(ring_geoms, return_index=True)
+        same_ring = coord_ring[:-1] == coord_ring[1:]
+        edges = np.concatenate([coords[:-1], coords[1:]], axis=1)[same_ring]
+        # get_parts, get_rings and get_coordinates keep input order: edges come grouped by site.
+        edge_site = part_site[ring_part[coord_ring[:-1][same_ring]]]
+        counts = np.bincount(edge_site, minlength=len(site_geoms)).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        return cls(edges, offsets, counts)
+
+    def padded(self, sites: NDArray[np.int64], width: int) -> NDArray[np.float64]:
+        """(len(sites), width, 4) edges of ``sites``, NaN beyond each site's own edges."""
+        slots = np.arange(width)
+        index = self.offsets[sites][:, None] + slots[None, :]
+        valid = slots[None, :] < self.counts[sites][:, None]
+        gathered = self.edges[np.where(valid, index, 0)]
+        gathered[~valid] = np.nan
+        return gathered
+
+
+def _classify_pairs(
+    det_bounds: NDArray[np.float64],
+    det_idx: NDArray[np.int64],
+    site_idx: NDArray[np.int64],
+    sites: _SiteEdges,
+) -> NDArray[np.uint8]:
+    """For each candidate pair: the detection's box lies wholly inside the site, wholly
+    outside it, or the site's boundary crosses the box (ambiguous: decide exactly).
+
+    Pairs are bucketed by the site's edge count so that a rectangle costs 4 edge tests;
+    sites with more than ``MAX_FAST_EDGES`` edges always take the exact path.
+    """
+    state = np.full(len(det_idx), _AMBIGUOUS, dtype=np.uint8)
+    counts = sites.counts[site_idx]
+    jobs: list[tuple[NDArray[np.int64], int]] = []
+    low = 0
+    for width in EDGE_BUCKETS:
+        selected = np.flatnonzero((counts > low) & (counts <= width))
+        low = width
+        jobs.extend(
+            (selected[i : i + PAIR_CHUNK], width) for i in range(0, len(selected), PAIR_CHUNK)
+        )
+
+    def run(job: tuple[NDArray[np.int64], int]) -> None:
+        pairs, width = job
+        state[pairs] = _classify_chunk(
+            det_bounds[det_idx[pairs]], sites.padded(site_idx[pairs], width)
+        )
+
+    with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL in array loops
+        list(pool.map(run, jobs))
+    return state
+
+
+def _classify_chunk(box: NDArray[np.float64], edges: NDArray[np.float64]) -> NDArray[np.uint8]:
+    x1, y1, x2, y2 = (edges[:, :, k] for k in range(4))
+    min_x, min_y, max_x, max_y = (box[:, k : k + 1] for k in range(4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Does any edge touch the box? Bounding boxes overlap, and the box corners do not
+        # all lie strictly on one side of the edge's line.
+        overlap = (
+            (np.fmax(x1, x2) >= min_x)
+            & (np.fmin(x1, x2) <= max_x)
+            & (np.fmax(y1, y2) >= min_y)
+            & (np.fmin(y1, y2) <= max_y)
+        )
+        dx, dy = x2 - x1, y2 - y1
+        left = np.ones(overlap.shape, dtype=bool)
+        right = np.ones(overlap.shape, dtype=bool)
+        for cx, cy in ((min_x, min_y), (max_x, min_y), (max_x, max_y), (min_x, max_y)):
+            side = dx * (cy - y1) - dy * (cx - x1)
+            left &= side > 0
+            right &= side < 0
+        touches = (overlap & ~left & ~right).any(axis=1)
+        # Even-odd crossing test of the box centre (the rings of holes count too).
+        px, py = (min_x + max_x) / 2.0, (min_y + max_y) / 2.0
+        straddle = (y1 > py) != (y2 > py)
+        x_cross = x1 + (py - y1) * dx / np.where(dy == 0, 1.0, dy)
+        inside = (np.count_nonzero(straddle & (px < x_cross), axis=1) % 2) == 1
+    return np.where(touches, _AMBIGUOUS, np.where(inside, _INSIDE, _OUTSIDE)).astype(np.uint8)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One detection in one frame, placed on the ground (``polygon`` in the caller's CRS)."""
+
+    frame_id: str
+    class_name: str
+    polygon: Polygon | MultiPolygon
+    confidence: float
+    uncertainty_m: float
+    pixel_box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the frame
+    site_id: str | None = None
+    flag: MatchFlag = MatchFlag.INSIDE
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    frame_id: str
+    pixel_box: tuple[int, int, int, int]
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One patch on the ground, however many frames saw it."""
+
+    site_id: str | None
+    class_name: str
+    polygon: Polygon | MultiPolygon
+    crs: CRS
+    area_m2: float
+    confidence: float
+    uncertainty_m: float
+    evidence: tuple[Evidence, ...]
+    flags: frozenset[MatchFlag] = field(default_factory=frozenset)
+
+
+def combine_confidence(per_frame: Sequence[float]) -> float:
+    """Independent looks: 1 - Π(1 - c) over frames (each frame's best confidence once)."""
+    remaining = 1.0
+    for confidence in per_frame:
+        remaining *= 1.0 - min(max(confidence, 0.0), 1.0)
+    return 1.0 - remaining
+
+
+def merge_observations(observations: Sequence[Observation], crs: CRS) -> list[Finding]:
+    """Merge observations of the same class and site that overlap, or lie within the smaller
+    of their uncertainties of each other, into `Finding` s (union polygon, area in m²)."""
+    if not CRS(crs).is_projected:
+        raise MatchError(f"merging needs a projected CRS in metres, got {CRS(crs).name}")
+    if not observations:
+        return []
+    polygons = np.array([o.polygon for o in observations], dtype=object)
+    uncertainty = np.array([o.uncertainty_m for o in observations])
+    groups = np.array([f"{o.site_id}\x00{o.class_name}" for o in observations], dtype=object)
+    parent = np.arange(len(observations))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    tree = shapely.STRtree(polygons)
+    left, right = tree.query(polygons, predicate="dwithin", distance=float(uncertainty.max()))
+    keep = (left < right) & (groups[left] == groups[right])
+    left, right = left[keep], right[keep]
+    gaps = shapely.distance(polygons[left], polygons[right])
+    linked = gaps <= np.minimum(uncertainty[left], uncertainty[right])
+    for a, b in zip(left[linked], right[linked], strict=True):
+        ra, rb = root(int(a)), root(int(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    members: dict[int, list[int]] = {}
+    for i in range(len(observations)):
+        members.setdefault(root(i), []).append(i)
+    findings = []
+    for indices in members.values():
+        group = [observations[i] for i in indices]
+        union = shapely.union_all(polygons[indices])
+        if not isinstance(union, Polygon | MultiPolygon):
+            union = MultiPolygon([g for g in getattr(union, "geoms", []) if isinstance(g, Polygon)])
+        best_per_frame: dict[str, float] = {}
+        for o in group:
+            best_per_frame[o.frame_id] = max(best_per_frame.get(o.frame_id, 0.0), o.confidence)
+        evidence = tuple(
+            sorted(
+                (Evidence(o.frame_id, o.pixel_box, o.confidence) for o in group),
+                key=lambda e: (-e.confidence, e.frame_id),
+            )
+        )
+        findings.append(
+            Finding(
+                site_id=group[0].site_id,
+                class_name=group[0].class_name,
+                polygon=union,
+                crs=CRS(crs),
+                area_m2=float(union.area),
+                confidence=combine_confidence(list(best_per_frame.values())),
+                uncertainty_m=min(o.uncertainty_m for o in group),
+                evidence=evidence,
+                flags=frozenset(o.flag for o in group),
+            )
+        )
+    findings.sort(key=lambda f: (f.site_id or "~", f.class_name, -f.area_m2))
+    return findings
+
+
+def findings_geojson(findings: Sequence[Finding]) -> dict[str, Any]:
+    """RFC 7946 FeatureCollection (EPSG:4326) of findings: the format the API accepts."""
+    features = []
+    for finding in findings:
+        to_wgs84 = transformer(finding.crs, WGS84)
+
+        def convert(coords: NDArray[np.float64], t: Any = to_wgs84) -> NDArray[np.float64]:
+            lon, lat = t.transform(coords[:, 0], coords[:, 1])
+            return np.column_stack([lon, lat])
+
+        geometry = shapely.transform(finding.polygon, convert)
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": mapping(shapely.set_precision(geometry, 1e-8)),
+                "properties": {
+                    "site_id": finding.site_id,
+                    "class": finding.class_name,
+                    "area_m2": round(finding.area_m2, 3),
+                    "confidence": round(finding.confidence, 4),
+                    "uncertainty_m": round(finding.uncertainty_m, 3),
+                    "flags": sorted(flag.name.lower() for flag in finding.flags),
+                    "evidence": [
+                        {
+                            "frame_id": e.frame_id,
+                            "pixel_box": list(e.pixel_box),
+                            "confidence": round(e.confidence, 4),
+                        }
+                        for e in finding.evidence
+                    ],
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+@dataclass(frozen=True, slots=True)
+class SiteCoverage:
+    site_id: str
+    site_area_m2: float
+    seen_m2: float
+    exposed_soil_m2: float
+    covered_soil_m2: float
+
+    @property
+    def coverage_ratio(self) -> float:
+        """Share of the site seen by at least one frame."""
+        return self.seen_m2 / self.site_area_m2 if self.site_area_m2 > 0 else 0.0
+
+    @property
+    def exposed_share(self) -> float:
+        """Exposed soil as a share of all soil found (exposed + covered); NaN if none."""
+        soil = self.exposed_soil_m2 + self.covered_soil_m2
+        return self.exposed_soil_m2 / soil if soil > 0 else math.nan
+
+
+def site_coverage(
+    sites: gpd.GeoDataFrame,
+    footprints: Sequence[BaseGeometry],
+    findings: Sequence[Finding],
+    crs: CRS,
+) -> list[SiteCoverage]:
+    """For each site: area seen by the frames' footprints and soil found (m², in ``crs``)."""
+    site_geoms = project_sites(sites, crs)
+    seen = shapely.union_all(np.asarray(footprints, dtype=object)) if footprints else Polygon()
+    result = []
+    for site_id, geom in zip(sites["site_id"], site_geoms, strict=True):
+        soil: dict[str, list[BaseGeometry]] = {"exposed_soil": [], "covered_soil": []}
+        for finding in findings:
+            if finding.site_id == site_id and finding.class_name in soil:
+                soil[finding.class_name].append(finding.polygon)
+        areas = {
+            name: float(shapely.union_all(parts).intersection(geom).area) if parts else 0.0
+            for name, parts in soil.items()
+        }
+        result.append(
+            SiteCoverage(
+                site_id=str(site_id),
+                site_area_m2=float(geom.area),
+                seen_m2=float(geom.intersection(seen).area),
+                exposed_soil_m2=areas["exposed_soil"],
+                covered_soil_m2=areas["covered_soil"],
+            )
+        )
+    return result
