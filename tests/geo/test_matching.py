@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import shapely
 from pyproj import CRS
-from shapely.geometry import Polygon, box
+from shapely.geometry import Point, Polygon, box
 
 from geo.matching import (
     MatchError,
@@ -202,7 +202,7 @@ def test_fast_path_agrees_with_exact_geometry_on_awkward_sites(district: Distric
     )
     projected = sites.to_crs(district.crs).geometry.to_numpy()
     rng = np.random.default_rng(8)
-    boundary_points = []
+    boundary_points: list[Point] = []
     for geometry in projected:
         for ring in shapely.get_rings(shapely.get_parts(geometry)):
             distances = rng.uniform(0, ring.length, 60)
