@@ -342,6 +342,8 @@ def _shade(
     env = district.environment
     height, width = kind.shape
     ce, cn = view.centre_utm
+    # Each district's ground looks different: the texture anchor moves with the district.
+    ce, cn = ce + env.texture_offset_m[0], cn + env.texture_offset_m[1]
     local_from_image = np.linalg.inv(view.homography_local)
     half_size = (math.ceil(width / 2), math.ceil(height / 2))
     low_size = (math.ceil(width / LOWRES), math.ceil(height / LOWRES))

@@ -83,6 +83,7 @@ class Environment:
     haze_per_m: float  # extinction coefficient; 0.0005 clear, 0.004 heavy pollution day
     brightness: float  # overall exposure factor around 1.0
     warmth: float  # colour temperature shift, -1 cool .. 1 warm
+    texture_offset_m: tuple[float, float] = (0.0, 0.0)  # shifts the world-anchored texture
 
     @property
     def shadow_offset(self) -> tuple[float, float]:
@@ -288,6 +289,7 @@ def _environment(rng: np.random.Generator) -> Environment:
         haze_per_m=float(rng.uniform(0.002, 0.005) if hazy else rng.uniform(0.0002, 0.0008)),
         brightness=float(rng.uniform(0.9, 1.1)),
         warmth=float(rng.uniform(-0.6, 0.6)),
+        texture_offset_m=(float(rng.uniform(0.0, 5000.0)), float(rng.uniform(0.0, 5000.0))),
     )
 
 

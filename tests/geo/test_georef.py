@@ -211,3 +211,21 @@ def test_intrinsics_fall_back_to_the_model_preset() -> None:
     meta = read_frame_meta(make_jpeg(gps=standard_gps(), size=(528, 396)))
     camera = intrinsics_from_meta(meta)
     assert camera.focal_px == pytest.approx(371.329)
+
+
+def test_lens_distortion_is_removed_before_casting() -> None:
+    import cv2
+
+    ideal_camera = CameraIntrinsics(1000, 750, 700.0, 499.5, 374.5)
+    distortion = (-0.12, 0.04, 0.001, -0.0005, 0.0)
+    lens_camera = CameraIntrinsics(1000, 750, 700.0, 499.5, 374.5, distortion)
+    pose = CameraPose(CRS.from_epsg(32650), 500000.0, 4000000.0, 100.0, 10.0, -80.0, 0.0)
+    ideal = np.array([[50.0, 40.0], [900.0, 700.0], [499.5, 374.5], [120.0, 600.0]])
+    normalised = np.column_stack([(ideal - [499.5, 374.5]) / 700.0, np.ones(len(ideal))])
+    distorted, _ = cv2.projectPoints(
+        normalised, np.zeros(3), np.zeros(3), lens_camera.matrix, np.asarray(distortion)
+    )
+    expected = pixel_to_ground(ideal, ideal_camera, pose).points
+    placed = pixel_to_ground(distorted.reshape(-1, 2), lens_camera, pose).points
+    assert np.abs(placed - expected).max() < 0.01
+    assert np.abs(pixel_to_ground(distorted.reshape(-1, 2), ideal_camera, pose).points - expected).max() > 1.0
