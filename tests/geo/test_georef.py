@@ -228,4 +228,9 @@ def test_lens_distortion_is_removed_before_casting() -> None:
     expected = pixel_to_ground(ideal, ideal_camera, pose).points
     placed = pixel_to_ground(distorted.reshape(-1, 2), lens_camera, pose).points
     assert np.abs(placed - expected).max() < 0.01
-    assert np.abs(pixel_to_ground(distorted.reshape(-1, 2), ideal_camera, pose).points - expected).max() > 1.0
+    assert (
+        np.abs(
+            pixel_to_ground(distorted.reshape(-1, 2), ideal_camera, pose).points - expected
+        ).max()
+        > 1.0
+    )
