@@ -222,9 +222,10 @@ def test_lens_distortion_is_removed_before_casting() -> None:
     pose = CameraPose(CRS.from_epsg(32650), 500000.0, 4000000.0, 100.0, 10.0, -80.0, 0.0)
     ideal = np.array([[50.0, 40.0], [900.0, 700.0], [499.5, 374.5], [120.0, 600.0]])
     normalised = np.column_stack([(ideal - [499.5, 374.5]) / 700.0, np.ones(len(ideal))])
-    distorted, _ = cv2.projectPoints(
+    projected, _ = cv2.projectPoints(
         normalised, np.zeros(3), np.zeros(3), lens_camera.matrix, np.asarray(distortion)
     )
+    distorted = np.asarray(projected, dtype=np.float64)
     expected = pixel_to_ground(ideal, ideal_camera, pose).points
     placed = pixel_to_ground(distorted.reshape(-1, 2), lens_camera, pose).points
     assert np.abs(placed - expected).max() < 0.01
