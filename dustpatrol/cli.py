@@ -193,7 +193,7 @@ def _to_toml(data: dict[str, Any]) -> str:
 @app.command()
 def doctor(ctx: typer.Context) -> None:
     """Check this installation: Python, packages, settings, data folder, database and model."""
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     results = run_checks(cli_state(ctx).config_file)
     marks = {CheckStatus.OK: "[green]ok[/]", CheckStatus.WARN: "[yellow]warn[/]"}
     marks[CheckStatus.FAIL] = "[red]FAIL[/]"
