@@ -26,6 +26,7 @@ from dustpatrol.errors import ConfigError, DustpatrolError
 from dustpatrol.settings import Settings, load_settings, masked_settings
 from geo.cli import sites_app
 from geo.errors import GeoError
+from missions.cli import plan_command
 from missions.errors import MissionError
 from sim.cli import sim_app
 from sim.errors import SimError
@@ -210,6 +211,7 @@ def doctor(ctx: typer.Context) -> None:
 
 app.add_typer(sim_app, name="sim")
 app.add_typer(sites_app, name="sites")
+app.command("plan")(plan_command)
 
 
 def main() -> None:

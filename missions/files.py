@@ -1,0 +1,485 @@
+"""Mission files for every ground station, written from a `Sortie` and read back.
+
+* QGroundControl ``.plan`` (JSON: mission with plannedHomePosition, geofence with the no-fly
+  polygons as exclusion zones, rally points at the launch points).
+* Mission Planner ``QGC WPL 110`` ``.waypoints`` (tab separated; line 0 is home).
+* KML: the route and the expected camera footprints, for Google Earth-style viewers.
+* DJI WPML ``.kmz`` (``wpmz/template.kml`` + ``wpmz/waylines.wpml``) for DJI Pilot 2.
+
+Exports are pure functions of the plan: the same plan gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+from shapely import affinity
+from shapely.geometry import LineString, box
+
+from geo.crs import WGS84, transformer, utm_crs_for
+from missions.model import (
+    MavCmd,
+    MavFrame,
+    MissionItem,
+    PatrolPlan,
+    PlanningError,
+    Sortie,
+    SurveySettings,
+)
+
+MAV_AUTOPILOT_ARDUPILOTMEGA = 3
+MAV_TYPE_QUADROTOR = 2
+WPML_NAMESPACE = "http://www.dji.com/wpmz/1.0.2"
+KML_NAMESPACE = "http://www.opengis.net/kml/2.2"
+DJI_M3E = (77, 0)  # droneEnumValue, droneSubEnumValue
+DJI_M3E_CAMERA = 66  # payloadEnumValue
+FIXED_ZIP_TIME = (2026, 1, 1, 0, 0, 0)  # zip entries carry no wall-clock time
+
+
+class MissionFileError(PlanningError):
+    """A mission file cannot be read."""
+
+
+def _params(item: MissionItem) -> list[float]:
+    return [
+        item.param1,
+        item.param2,
+        item.param3,
+        item.param4,
+        item.lat_deg,
+        item.lon_deg,
+        item.altitude_m,
+    ]
+
+
+# --- QGroundControl .plan ------------------------------------------------------------------
+
+
+def qgc_plan(sortie: Sortie, plan: PatrolPlan) -> dict[str, Any]:
+    """The QGroundControl plan document of one sortie."""
+    items = []
+    for number, item in enumerate(sortie.items, start=1):
+        frame = (
+            MavFrame.GLOBAL_RELATIVE_ALT
+            if item.frame is MavFrame.GLOBAL_RELATIVE_ALT_INT
+            else item.frame
+        )
+        entry: dict[str, Any] = {
+            "type": "SimpleItem",
+            "autoContinue": item.autocontinue,
+            "command": int(item.command),
+            "doJumpId": number,
+            "frame": int(frame),
+            "params": _params(item),
+        }
+        if item.is_position:
+            entry.update(
+                {"AMSLAltAboveTerrain": None, "Altitude": item.altitude_m, "AltitudeMode": 1}
+            )
+        items.append(entry)
+    cruise = next((i.param2 for i in sortie.items if i.command is MavCmd.DO_CHANGE_SPEED), 0.0)
+    return {
+        "fileType": "Plan",
+        "version": 1,
+        "groundStation": "dustpatrol",
+        "mission": {
+            "version": 2,
+            "firmwareType": MAV_AUTOPILOT_ARDUPILOTMEGA,
+            "vehicleType": MAV_TYPE_QUADROTOR,
+            "cruiseSpeed": cruise,
+            "hoverSpeed": cruise,
+            "globalPlanAltitudeMode": 1,
+            "plannedHomePosition": [sortie.launch.lat_deg, sortie.launch.lon_deg, 0.0],
+            "items": items,
+        },
+        "geoFence": {
+            "version": 2,
+            "circles": [],
+            "polygons": [
+                {
+                    "inclusion": False,
+                    "version": 1,
+                    "polygon": [[lat, lon] for lon, lat in ring[:-1]],
+                }
+                for ring in plan.no_fly_zones
+            ],
+        },
+        "rallyPoints": {
+            "version": 2,
+            "points": [[sortie.launch.lat_deg, sortie.launch.lon_deg, sortie.altitude_m]],
+        },
+    }
+
+
+def read_qgc_plan(path: Path) -> tuple[tuple[float, float, float], list[MissionItem]]:
+    """(planned home (lat, lon, alt), mission items) of a QGroundControl ``.plan`` file."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("fileType") != "Plan":
+            raise MissionFileError(f"{path}: fileType is {document.get('fileType')!r}, not 'Plan'")
+        mission = document["mission"]
+        home = tuple(float(v) for v in mission["plannedHomePosition"])
+        items = []
+        for entry in mission["items"]:
+            if entry.get("type") != "SimpleItem":
+                raise MissionFileError(
+                    f"{path}: item type {entry.get('type')!r} is not supported; "
+                    "convert complex items to simple waypoints in QGroundControl first"
+                )
+            params = [0.0 if p is None else float(p) for p in entry["params"]]
+            items.append(
+                _item(
+                    int(entry["command"]), int(entry["frame"]), params, bool(entry["autoContinue"])
+                )
+            )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise MissionFileError(f"{path}: not a valid QGroundControl plan ({exc})") from None
+    if len(home) != 3:
+        raise MissionFileError(f"{path}: plannedHomePosition must be [lat, lon, alt]")
+    return (home[0], home[1], home[2]), items
+
+
+def _item(command: int, frame: int, params: Sequence[float], autocontinue: bool) -> MissionItem:
+    try:
+        cmd = MavCmd(command)
+    except ValueError:
+        raise MissionFileError(
+            f"MAVLink command {command} is not used by dustpatrol missions"
+        ) from None
+    mav_frame = MavFrame(frame)
+    if mav_frame is MavFrame.GLOBAL_RELATIVE_ALT:
+        mav_frame = MavFrame.GLOBAL_RELATIVE_ALT_INT
+    p = list(params) + [0.0] * (7 - len(params))
+    return MissionItem(cmd, mav_frame, p[0], p[1], p[2], p[3], p[4], p[5], p[6], autocontinue)
+
+
+# --- Mission Planner .waypoints ------------------------------------------------------------
+
+
+def waypoints_text(sortie: Sortie) -> str:
+    """The ``QGC WPL 110`` text of one sortie (line 0: home at the launch point)."""
+    lines = ["QGC WPL 110"]
+    home = [0, 1, int(MavFrame.GLOBAL), int(MavCmd.NAV_WAYPOINT), 0, 0, 0, 0]
+    lines.append(_wpl_line(home, sortie.launch.lat_deg, sortie.launch.lon_deg, 0.0, True))
+    for index, item in enumerate(sortie.items, start=1):
+        frame = (
+            MavFrame.GLOBAL_RELATIVE_ALT
+            if item.frame is MavFrame.GLOBAL_RELATIVE_ALT_INT
+            else item.frame
+        )
+        head = [
+            index,
+            0,
+            int(frame),
+            int(item.command),
+            item.param1,
+            item.param2,
+            item.param3,
+            item.param4,
+        ]
+        lines.append(
+            _wpl_line(head, item.lat_deg, item.lon_deg, item.altitude_m, item.autocontinue)
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _wpl_line(head: Sequence[float], x: float, y: float, z: float, autocontinue: bool) -> str:
+    cells = [str(int(v)) for v in head[:4]] + [f"{v:.8f}" for v in head[4:]]
+    cells += [f"{x:.8f}", f"{y:.8f}", f"{z:.6f}", "1" if autocontinue else "0"]
+    return "\t".join(cells)
+
+
+def read_waypoints(path: Path) -> tuple[tuple[float, float, float], list[MissionItem]]:
+    """(home (lat, lon, alt), mission items) of a Mission Planner ``.waypoints`` file."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("QGC WPL 110"):
+        raise MissionFileError(f"{path}: first line must be 'QGC WPL 110'")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t") if "\t" in line else line.split()
+        if len(cells) != 12:
+            raise MissionFileError(f"{path}: line {number} has {len(cells)} fields, expected 12")
+        try:
+            rows.append([float(c) for c in cells])
+        except ValueError:
+            raise MissionFileError(f"{path}: line {number} holds a non-number") from None
+    if not rows:
+        raise MissionFileError(f"{path}: no home line")
+    home = (rows[0][8], rows[0][9], rows[0][10])
+    items = [_item(int(r[3]), int(r[2]), r[4:11], bool(r[11])) for r in rows[1:]]
+    return home, items
+
+
+# --- KML -----------------------------------------------------------------------------------
+
+
+def camera_footprints(sortie: Sortie, settings: SurveySettings) -> list[list[tuple[float, float]]]:
+    """Lon/lat rings of the nadir frames the sortie's survey lines will take."""
+    crs = utm_crs_for(sortie.launch.lon_deg, sortie.launch.lat_deg)
+    to_utm, to_wgs84 = transformer(WGS84, crs), transformer(crs, WGS84)
+    across, along = settings.camera.footprint_m(settings.altitude_m)
+    rings = []
+    position = None
+    trigger = 0.0
+    for item in sortie.items:
+        if item.command is MavCmd.DO_SET_CAM_TRIGG_DIST:
+            trigger = item.param1
+        elif item.command is MavCmd.NAV_WAYPOINT:
+            point = to_utm.transform(item.lon_deg, item.lat_deg)
+            if trigger > 0 and position is not None:
+                line = LineString([position, point])
+                count = math.floor(line.length / trigger + 1e-6) + 1
+                angle = math.degrees(math.atan2(point[1] - position[1], point[0] - position[0]))
+                for k in range(count):
+                    centre = line.interpolate(k * trigger)
+                    frame = box(
+                        centre.x - along / 2,
+                        centre.y - across / 2,
+                        centre.x + along / 2,
+                        centre.y + across / 2,
+                    )
+                    frame = affinity.rotate(frame, angle, origin=centre)
+                    xs, ys = np.asarray(frame.exterior.coords).T
+                    lon, lat = to_wgs84.transform(xs, ys)
+                    rings.append(list(zip(map(float, lon), map(float, lat), strict=True)))
+            position = point
+    return rings
+
+
+def _kml_polygon(ring: Sequence[tuple[float, float]]) -> str:
+    coordinates = " ".join(f"{lon:.8f},{lat:.8f}" for lon, lat in ring)
+    return (
+        "<Polygon><outerBoundaryIs><LinearRing>"
+        f"<coordinates>{coordinates}</coordinates>"
+        "</LinearRing></outerBoundaryIs></Polygon>"
+    )
+
+
+def kml_document(plan: PatrolPlan, sorties: Sequence[Sortie] | None = None) -> str:
+    """One KML document: a folder per sortie (default: all) with route and camera footprints."""
+    folders = []
+    for sortie in plan.sorties if sorties is None else sorties:
+        route = [(sortie.launch.lon_deg, sortie.launch.lat_deg, 0.0)]
+        route += [(i.lon_deg, i.lat_deg, i.altitude_m) for i in sortie.items if i.is_position]
+        route.append((sortie.launch.lon_deg, sortie.launch.lat_deg, 0.0))
+        coordinates = " ".join(f"{lon:.8f},{lat:.8f},{alt:.2f}" for lon, lat, alt in route)
+        footprints = "".join(
+            f"<Placemark><styleUrl>#footprint</styleUrl>{_kml_polygon(ring)}</Placemark>"
+            for ring in camera_footprints(sortie, plan.settings)
+        )
+        sites = ", ".join(
+            f"{v.site_id} ({v.part}/{v.parts})" if v.parts > 1 else v.site_id for v in sortie.visits
+        )
+        summary = (
+            f"{sortie.duration_s / 60:.1f} min, {sortie.distance_m / 1000:.2f} km, "
+            f"{sortie.expected_frames} frames: {sites}"
+        )
+        folders.append(
+            f"<Folder><name>{escape(sortie.name)}</name>"
+            f"<description>{escape(summary)}</description>"
+            "<Placemark><name>route</name><styleUrl>#route</styleUrl><LineString>"
+            "<altitudeMode>relativeToGround</altitudeMode>"
+            f"<coordinates>{coordinates}</coordinates></LineString></Placemark>"
+            f"<Folder><name>camera footprints</name>{footprints}</Folder></Folder>"
+        )
+    zones = "".join(
+        "<Placemark><name>no-fly zone</name><styleUrl>#nofly</styleUrl>"
+        f"{_kml_polygon(ring)}</Placemark>"
+        for ring in plan.no_fly_zones
+    )
+    styles = (
+        '<Style id="route"><LineStyle><color>ff00a5ff</color><width>3</width></LineStyle></Style>'
+        '<Style id="footprint"><LineStyle><color>8000ff00</color></LineStyle>'
+        "<PolyStyle><color>2000ff00</color></PolyStyle></Style>"
+        '<Style id="nofly"><LineStyle><color>ff0000ff</color></LineStyle>'
+        "<PolyStyle><color>400000ff</color></PolyStyle></Style>"
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<kml xmlns="{KML_NAMESPACE}"><Document>'
+        f"<name>dustpatrol patrol</name>{styles}{''.join(folders)}{zones}</Document></kml>\n"
+    )
+
+
+# --- DJI WPML .kmz -------------------------------------------------------------------------
+
+
+def _mission_config(sortie: Sortie, cruise: float) -> str:
+    return (
+        "<wpml:missionConfig>"
+        "<wpml:flyToWaylineMode>safely</wpml:flyToWaylineMode>"
+        "<wpml:finishAction>goHome</wpml:finishAction>"
+        "<wpml:exitOnRCLost>executeLostAction</wpml:exitOnRCLost>"
+        "<wpml:executeRCLostAction>goBack</wpml:executeRCLostAction>"
+        "<wpml:takeOffSecurityHeight>20</wpml:takeOffSecurityHeight>"
+        f"<wpml:globalTransitionalSpeed>{cruise:g}</wpml:globalTransitionalSpeed>"
+        f"<wpml:globalRTHHeight>{sortie.altitude_m:g}</wpml:globalRTHHeight>"
+        f"<wpml:droneInfo><wpml:droneEnumValue>{DJI_M3E[0]}</wpml:droneEnumValue>"
+        f"<wpml:droneSubEnumValue>{DJI_M3E[1]}</wpml:droneSubEnumValue></wpml:droneInfo>"
+        f"<wpml:payloadInfo><wpml:payloadEnumValue>{DJI_M3E_CAMERA}</wpml:payloadEnumValue>"
+        "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex></wpml:payloadInfo>"
+        "</wpml:missionConfig>"
+    )
+
+
+def _action(action_id: int, function: str, params: str) -> str:
+    return (
+        f"<wpml:action><wpml:actionId>{action_id}</wpml:actionId>"
+        f"<wpml:actionActuatorFunc>{function}</wpml:actionActuatorFunc>"
+        f"<wpml:actionActuatorFuncParam>{params}</wpml:actionActuatorFuncParam></wpml:action>"
+    )
+
+
+def _wpml_waypoints(sortie: Sortie) -> tuple[str, float]:
+    """Placemarks of the sortie's positions with their action groups, and the cruise speed."""
+    cruise = next((i.param2 for i in sortie.items if i.command is MavCmd.DO_CHANGE_SPEED), 10.0)
+    placemarks: list[str] = []
+    groups: dict[int, list[str]] = {}
+    speed = cruise
+    index = -1
+    trigger_from: tuple[int, float] | None = None
+    group_id = 0
+    pending_yaw: float | None = None
+    pending_pitch: float | None = None
+    for item in sortie.items:
+        if item.command is MavCmd.DO_CHANGE_SPEED:
+            speed = item.param2
+        elif item.command is MavCmd.NAV_WAYPOINT:
+            index += 1
+            placemarks.append(
+                f"<Placemark><Point><coordinates>{item.lon_deg:.8f},{item.lat_deg:.8f}</coordinates></Point>"
+                f"<wpml:index>{index}</wpml:index>"
+                f"<wpml:executeHeight>{item.altitude_m:g}</wpml:executeHeight>"
+                f"<wpml:waypointSpeed>{speed:g}</wpml:waypointSpeed>"
+                "<wpml:waypointHeadingParam><wpml:waypointHeadingMode>followWayline</wpml:waypointHeadingMode>"
+                "</wpml:waypointHeadingParam>"
+                "<wpml:waypointTurnParam><wpml:waypointTurnMode>toPointAndStopWithDiscontinuityCurvature"
+                "</wpml:waypointTurnMode><wpml:waypointTurnDampingDist>0</wpml:waypointTurnDampingDist>"
+                "</wpml:waypointTurnParam><wpml:useStraightLine>1</wpml:useStraightLine>"
+                "{actions}</Placemark>"
+            )
+        elif item.command is MavCmd.DO_SET_CAM_TRIGG_DIST:
+            if item.param1 > 0:
+                trigger_from = (index, item.param1)
+            elif trigger_from is not None:
+                start, distance = trigger_from
+                group_id += 1
+                photo = _action(
+                    1, "takePhoto", "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex>"
+                )
+                groups.setdefault(start, []).append(
+                    f"<wpml:actionGroup><wpml:actionGroupId>{group_id}</wpml:actionGroupId>"
+                    f"<wpml:actionGroupStartIndex>{start}</wpml:actionGroupStartIndex>"
+                    f"<wpml:actionGroupEndIndex>{index}</wpml:actionGroupEndIndex>"
+                    "<wpml:actionGroupMode>sequence</wpml:actionGroupMode>"
+                    "<wpml:actionTrigger><wpml:actionTriggerType>multipleDistance</wpml:actionTriggerType>"
+                    f"<wpml:actionTriggerParam>{distance:.2f}</wpml:actionTriggerParam></wpml:actionTrigger>"
+                    f"{photo}</wpml:actionGroup>"
+                )
+                trigger_from = None
+        elif item.command is MavCmd.CONDITION_YAW:
+            pending_yaw = item.param1
+        elif item.command is MavCmd.DO_MOUNT_CONTROL:
+            pending_pitch = item.param1
+        elif item.command is MavCmd.DO_DIGICAM_CONTROL:
+            group_id += 1
+            yaw = ((pending_yaw or 0.0) + 180.0) % 360.0 - 180.0
+            pitch = -90.0 if pending_pitch is None else pending_pitch
+            actions = [
+                _action(
+                    1,
+                    "rotateYaw",
+                    f"<wpml:aircraftHeading>{yaw:.1f}</wpml:aircraftHeading>"
+                    "<wpml:aircraftPathMode>counterClockwise</wpml:aircraftPathMode>",
+                ),
+                _action(
+                    2,
+                    "gimbalRotate",
+                    "<wpml:gimbalRotateMode>absoluteAngle</wpml:gimbalRotateMode>"
+                    "<wpml:gimbalPitchRotateEnable>1</wpml:gimbalPitchRotateEnable>"
+                    f"<wpml:gimbalPitchRotateAngle>{pitch:g}</wpml:gimbalPitchRotateAngle>"
+                    "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex>",
+                ),
+                _action(3, "takePhoto", "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex>"),
+            ]
+            groups.setdefault(index, []).append(
+                f"<wpml:actionGroup><wpml:actionGroupId>{group_id}</wpml:actionGroupId>"
+                f"<wpml:actionGroupStartIndex>{index}</wpml:actionGroupStartIndex>"
+                f"<wpml:actionGroupEndIndex>{index}</wpml:actionGroupEndIndex>"
+                "<wpml:actionGroupMode>sequence</wpml:actionGroupMode>"
+                "<wpml:actionTrigger><wpml:actionTriggerType>reachPoint</wpml:actionTriggerType>"
+                f"</wpml:actionTrigger>{''.join(actions)}</wpml:actionGroup>"
+            )
+            pending_yaw = pending_pitch = None
+    body = "".join(
+        p.replace("{actions}", "".join(groups.get(i, []))) for i, p in enumerate(placemarks)
+    )
+    return body, cruise
+
+
+def wpml_kmz(sortie: Sortie) -> bytes:
+    """A DJI Pilot 2 route file: a zip with ``wpmz/template.kml`` and ``wpmz/waylines.wpml``."""
+    placemarks, cruise = _wpml_waypoints(sortie)
+    header = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<kml xmlns="{KML_NAMESPACE}" xmlns:wpml="{WPML_NAMESPACE}">'
+    )
+    config = _mission_config(sortie, cruise)
+    folder_head = (
+        "<wpml:templateId>0</wpml:templateId>"
+        "<wpml:executeHeightMode>relativeToStartPoint</wpml:executeHeightMode>"
+        "<wpml:waylineId>0</wpml:waylineId>"
+        f"<wpml:distance>{sortie.distance_m:.1f}</wpml:distance>"
+        f"<wpml:duration>{sortie.duration_s:.1f}</wpml:duration>"
+        f"<wpml:autoFlightSpeed>{cruise:g}</wpml:autoFlightSpeed>"
+    )
+    waylines = (
+        f"{header}<Document>{config}<Folder>{folder_head}{placemarks}</Folder></Document></kml>\n"
+    )
+    template = (
+        f"{header}<Document><wpml:author>dustpatrol</wpml:author>"
+        "<wpml:createTime>0</wpml:createTime><wpml:updateTime>0</wpml:updateTime>"
+        f"{config}<Folder><wpml:templateType>waypoint</wpml:templateType>"
+        "<wpml:templateId>0</wpml:templateId>"
+        "<wpml:waylineCoordinateSysParam><wpml:coordinateMode>WGS84</wpml:coordinateMode>"
+        "<wpml:heightMode>relativeToStartPoint</wpml:heightMode></wpml:waylineCoordinateSysParam>"
+        f"<wpml:autoFlightSpeed>{cruise:g}</wpml:autoFlightSpeed>{placemarks}</Folder></Document></kml>\n"
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in (("wpmz/template.kml", template), ("wpmz/waylines.wpml", waylines)):
+            info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, text.encode("utf-8"))
+    return buffer.getvalue()
+
+
+# --- writing a whole plan ------------------------------------------------------------------
+
+
+def write_plan_files(plan: PatrolPlan, folder: Path) -> list[Path]:
+    """Every format, one file per sortie, plus ``patrol.kml`` for the whole plan."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for sortie in plan.sorties:
+        outputs = {
+            f"{sortie.name}.plan": json.dumps(qgc_plan(sortie, plan), indent=2).encode("utf-8"),
+            f"{sortie.name}.waypoints": waypoints_text(sortie).encode("utf-8"),
+            f"{sortie.name}.kmz": wpml_kmz(sortie),
+            f"{sortie.name}.kml": kml_document(plan, [sortie]).encode("utf-8"),
+        }
+        for name, data in outputs.items():
+            path = folder / name
+            path.write_bytes(data)
+            written.append(path)
+    kml = folder / "patrol.kml"
+    kml.write_text(kml_document(plan), encoding="utf-8")
+    written.append(kml)
+    return written
