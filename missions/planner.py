@@ -262,10 +262,18 @@ def _route(
         for j in range(n_nodes):
             if i != j:
                 distance[i, j] = nofly.distance(out_xy[i], in_xy[j])
-    total_work = sum(_work_time_s(t.legs, fleet[0], nofly) for t in tasks)
-    per_drone = max(
-        1, math.ceil(total_work / (min(d.usable_time_s for d in fleet) * len(fleet))) + 2
-    )
+    # Enough sorties per drone: each task flown alone from its nearest launch point would
+    # need this much time; the solver then packs tasks into as few sorties as it can.
+    drone = min(fleet, key=lambda d: d.usable_time_s)
+    alone = [
+        _work_time_s(t.legs, drone, nofly)
+        + min(distance[:n_launch, n_launch + k] + distance[n_launch + k, :n_launch])
+        / drone.cruise_speed_m_s
+        for k, t in enumerate(tasks)
+    ]
+    budget = drone.usable_time_s - climb_s
+    needed = math.ceil(sum(alone) / budget)
+    per_drone = min(math.ceil(len(tasks) / len(fleet)), math.ceil(needed / len(fleet)) + 2)
     vehicles = [(d, d % n_launch) for d in range(len(fleet)) for _ in range(per_drone)]
     manager = pywrapcp.RoutingIndexManager(
         n_nodes,
