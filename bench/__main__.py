@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import geo_matching, sim_render
+from bench import geo_matching, missions_planning, sim_render
 from bench.results import BenchResult, report
 
-SUITES = {"geo": geo_matching.run, "sim": sim_render.run}
+SUITES = {"geo": geo_matching.run, "missions": missions_planning.run, "sim": sim_render.run}
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from dustpatrol.errors import ConfigError, DustpatrolError
 from dustpatrol.settings import Settings, load_settings, masked_settings
 from geo.cli import sites_app
 from geo.errors import GeoError
-from missions.cli import plan_command
+from missions.cli import fly_command, plan_command
 from missions.errors import MissionError
 from sim.cli import sim_app
 from sim.errors import SimError
@@ -212,6 +212,7 @@ def doctor(ctx: typer.Context) -> None:
 app.add_typer(sim_app, name="sim")
 app.add_typer(sites_app, name="sites")
 app.command("plan")(plan_command)
+app.command("fly")(fly_command)
 
 
 def main() -> None:

@@ -98,3 +98,59 @@ def plan_command(
     for dropped in plan.dropped:
         console.print(f"[yellow]dropped[/] {dropped.site_id}: {dropped.reason}")
     console.print(f"{len(written)} files written to {out}")
+
+
+def fly_command(
+    plan_file: Annotated[
+        Path, typer.Argument(help="A sortie's .plan file (from `dustpatrol plan`).")
+    ],
+    connect: Annotated[str, typer.Option(help="Vehicle address, e.g. tcp:127.0.0.1:5760.")],
+    log: Annotated[Path, typer.Option(help="Folder for track, triggers and events.")] = Path(
+        "var/flights"
+    ),
+    allow_no_rtk: Annotated[
+        bool, typer.Option(help="Fly without RTK fixed (frames marked lower quality).")
+    ] = False,
+    connect_timeout: Annotated[float, typer.Option(help="Seconds to wait for the vehicle.")] = 30.0,
+    reserve: Annotated[float, typer.Option(help="Battery reserve, percent: RTL below it.")] = 25.0,
+) -> None:
+    """Fly one sortie: checks, upload and read-back, take-off, AUTO, progress, logs."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from missions.files import sortie_from_plan_file
+    from missions.fly import FlightOptions, fly
+
+    sortie = sortie_from_plan_file(plan_file)
+    options = FlightOptions(
+        connect_timeout_s=connect_timeout,
+        require_rtk_fixed=not allow_no_rtk,
+        battery_reserve_pct=reserve,
+    )
+    console = Console(soft_wrap=True)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("item {task.completed}/{task.total}"),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    ) as bar:
+        task = bar.add_task(sortie.name, total=len(sortie.items), status="connecting")
+
+        def show(p: object) -> None:
+            from missions.fly import Progress as FlightProgress
+
+            assert isinstance(p, FlightProgress)
+            battery = "?" if p.battery_pct is None else f"{p.battery_pct:.0f} %"
+            status = f"{p.mode}, {p.distance_m / 1000:.2f} km, battery {battery}, {p.frames} frames"
+            bar.update(task, completed=p.item, status=status)
+
+        flight = fly(sortie, connect, options, show)
+    written = flight.write(log / sortie.name)
+    outcome = flight.outcome.value if flight.outcome else "unknown"
+    console.print(
+        f"{sortie.name}: {outcome}; {len(flight.triggers)} frames, "
+        f"{flight.distance_m / 1000:.2f} km"
+    )
+    if flight.lower_quality_frames:
+        console.print(f"[yellow]{flight.lower_quality_frames} frames taken without RTK fixed[/]")
+    console.print(f"logs: {written[0].parent}")

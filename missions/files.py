@@ -26,6 +26,7 @@ from shapely.geometry import LineString, box
 
 from geo.crs import WGS84, transformer, utm_crs_for
 from missions.model import (
+    LaunchPoint,
     MavCmd,
     MavFrame,
     MissionItem,
@@ -116,6 +117,16 @@ def qgc_plan(sortie: Sortie, plan: PatrolPlan) -> dict[str, Any]:
             "version": 2,
             "points": [[sortie.launch.lat_deg, sortie.launch.lon_deg, sortie.altitude_m]],
         },
+        # Ignored by QGroundControl; lets `dustpatrol fly` check the battery for this sortie.
+        "dustpatrol": {
+            "sortie": sortie.name,
+            "drone": sortie.drone,
+            "altitude_m": sortie.altitude_m,
+            "distance_m": round(sortie.distance_m, 1),
+            "duration_s": round(sortie.duration_s, 1),
+            "battery_fraction": round(sortie.battery_fraction, 4),
+            "expected_frames": sortie.expected_frames,
+        },
     }
 
 
@@ -145,6 +156,33 @@ def read_qgc_plan(path: Path) -> tuple[tuple[float, float, float], list[MissionI
     if len(home) != 3:
         raise MissionFileError(f"{path}: plannedHomePosition must be [lat, lon, alt]")
     return (home[0], home[1], home[2]), items
+
+
+def sortie_from_plan_file(path: Path) -> Sortie:
+    """A flyable `Sortie` from a ``.plan`` file (its dustpatrol block, when present, gives the
+    battery need; a plan from elsewhere is flown with the reserve check only)."""
+    (lat, lon, _), items = read_qgc_plan(path)
+    try:
+        extra = json.loads(path.read_text(encoding="utf-8")).get("dustpatrol", {})
+    except json.JSONDecodeError:
+        extra = {}
+    takeoff = next((i for i in items if i.command is MavCmd.NAV_TAKEOFF), None)
+    if takeoff is None:
+        raise MissionFileError(f"{path}: the mission has no NAV_TAKEOFF item")
+    if items[-1].command is not MavCmd.NAV_RETURN_TO_LAUNCH:
+        raise MissionFileError(f"{path}: the mission must end with NAV_RETURN_TO_LAUNCH")
+    return Sortie(
+        drone=str(extra.get("drone", "drone")),
+        number=1,
+        launch=LaunchPoint(lat, lon),
+        altitude_m=takeoff.altitude_m,
+        items=tuple(items),
+        visits=(),
+        distance_m=float(extra.get("distance_m", 0.0)),
+        duration_s=float(extra.get("duration_s", 0.0)),
+        battery_fraction=float(extra.get("battery_fraction", 0.0)),
+        expected_frames=int(extra.get("expected_frames", 0)),
+    )
 
 
 def _item(command: int, frame: int, params: Sequence[float], autocontinue: bool) -> MissionItem:

@@ -128,3 +128,52 @@ def preview_command(
         paths = write_previews(district, out, count, scale, lambda: progress.advance(task))
     for path in paths:
         typer.echo(str(path))
+
+
+@sim_app.command("vehicle")
+def vehicle_command(
+    lat: Annotated[float, typer.Option(help="Home latitude.")],
+    lon: Annotated[float, typer.Option(help="Home longitude.")],
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1.")] = 5760,
+    speedup: Annotated[float, typer.Option(help="Simulated seconds per wall second.")] = 20.0,
+    gnss: Annotated[
+        GnssMode, typer.Option(help="GNSS solution the vehicle reports.")
+    ] = GnssMode.RTK_FIXED,
+    world: Annotated[
+        Path | None, typer.Option(help="District folder: render a frame at each trigger.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Flight folder for rendered frames.")] = Path(
+        "var/flight"
+    ),
+    scale: Annotated[float, typer.Option(help="Render scale of the m3e camera.")] = 0.25,
+    no_float_missions: Annotated[
+        bool, typer.Option(help="Refuse MISSION_ITEM as ArduPilot 4.8+ may.")
+    ] = False,
+) -> None:
+    """A simulated ArduCopter on 127.0.0.1 for DroneKit and `dustpatrol fly`; Ctrl-C stops it."""
+    import time
+
+    from sim.vehicle import Failures, SimVehicle, VehicleConfig
+
+    district = load_district(world) if world is not None else None
+    config = VehicleConfig(
+        home_lat_deg=lat,
+        home_lon_deg=lon,
+        speedup=speedup,
+        gnss=gnss,
+        failures=Failures(no_float_mission_items=no_float_missions),
+        flight_folder=out / "frames" if district is not None else None,
+        camera=camera_preset("m3e", scale),
+    )
+    vehicle = SimVehicle(config, district)
+    vehicle.start(port)
+    typer.echo(f"simulated vehicle on tcp:127.0.0.1:{port} ({speedup:g}x); Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        vehicle.stop()
+        vehicle.write_log(out)
+        typer.echo(f"{len(vehicle.triggers)} frames triggered; log in {out}")
