@@ -151,7 +151,8 @@ def vehicle_command(
     ] = False,
 ) -> None:
     """A simulated ArduCopter on 127.0.0.1 for DroneKit and `dustpatrol fly`; Ctrl-C stops it."""
-    import time
+    import signal
+    import threading
 
     from sim.vehicle import Failures, SimVehicle, VehicleConfig
 
@@ -168,9 +169,12 @@ def vehicle_command(
     vehicle = SimVehicle(config, district)
     vehicle.start(port)
     typer.echo(f"simulated vehicle on tcp:127.0.0.1:{port} ({speedup:g}x); Ctrl-C to stop")
+    stopping = threading.Event()
+    # A background job ignores SIGINT: stop on SIGTERM as well.
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        while True:
-            time.sleep(0.5)
+        while not stopping.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
