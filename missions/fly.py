@@ -8,6 +8,7 @@ camera trigger and every event.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -46,6 +47,8 @@ class FlightOptions:
     battery_reserve_pct: float = 25.0
     heartbeat_lost_s: float = 2.5
     link_loss_grace_s: float = 120.0  # wall seconds to wait for the link to come back
+    reconnect_after_s: float = 5.0  # then open a new connection, every this many seconds
+    reconnect_timeout_s: float = 5.0
     max_flight_s: float = 3 * 3600.0  # wall-clock guard
 
 
@@ -229,11 +232,13 @@ def fly(
     options = options or FlightOptions()
     log = FlightLog(sortie.name)
     link = DroneLink.connect(address, options.connect_timeout_s)
+    session = _Session(link, address)
     log.event(f"connected to {address}")
     try:
         home = preflight(link, sortie, options, log)
         fixed_now = [link.state().gps_fix_type >= RTK_FIXED]
-        link.on_camera(lambda event: log.triggers.append((event, fixed_now[0])))
+        session.camera_listener = lambda event: log.triggers.append((event, fixed_now[0]))
+        link.on_camera(session.camera_listener)
         upload_and_verify(link, sortie, home, options)
         log.event(f"mission of {len(sortie.items)} items uploaded and verified")
         takeoff = next(i for i in sortie.items if i.command is MavCmd.NAV_TAKEOFF)
@@ -245,15 +250,39 @@ def fly(
         _wait_for_altitude(link, takeoff.altitude_m, options.takeoff_timeout_s, log)
         link.set_mode("AUTO")
         log.event("AUTO: mission started")
-        _watch(link, sortie, options, log, fixed_now, on_progress)
+        _watch(session, sortie, options, log, fixed_now, on_progress)
     except KeyboardInterrupt:
-        log.event("interrupted before the mission started: commanding RTL")
-        link.return_to_launch()
-        log.outcome = FlightOutcome.RETURNED_INTERRUPTED
+        if log.outcome is None:
+            log.event("interrupted before the mission started: commanding RTL")
+            session.link.return_to_launch()
+            log.outcome = FlightOutcome.RETURNED_INTERRUPTED
         raise
     finally:
-        link.close()
+        session.link.close()
     return log
+
+
+@dataclass(slots=True)
+class _Session:
+    """The current link; replaced when the executor reconnects after a link loss."""
+
+    link: DroneLink
+    address: str
+    camera_listener: Callable[[CameraEvent], None] | None = None
+    last_attempt: float = 0.0
+
+    def reconnect(self, timeout_s: float) -> bool:
+        self.last_attempt = time.monotonic()
+        try:
+            fresh = DroneLink.connect(self.address, timeout_s)
+        except LinkError:
+            return False
+        with contextlib.suppress(Exception):  # the old link is dead; closing it may fail
+            self.link.close()
+        self.link = fresh
+        if self.camera_listener is not None:
+            fresh.on_camera(self.camera_listener)
+        return True
 
 
 def _record(log: FlightLog, state: VehicleState) -> None:
@@ -298,7 +327,7 @@ def _wait_for_altitude(
 
 
 def _watch(
-    link: DroneLink,
+    session: _Session,
     sortie: Sortie,
     options: FlightOptions,
     log: FlightLog,
@@ -312,6 +341,7 @@ def _watch(
     interrupted = False
     deadline = time.monotonic() + options.max_flight_s
     while True:
+        link = session.link
         try:
             state = link.state()
             fixed_now[0] = state.gps_fix_type >= RTK_FIXED
@@ -329,6 +359,13 @@ def _watch(
                         f"no heartbeat for {options.link_loss_grace_s:.0f} s; "
                         "the vehicle is on its own failsafe"
                     )
+                elif (
+                    time.monotonic() - link_lost_since > options.reconnect_after_s
+                    and time.monotonic() - session.last_attempt > options.reconnect_after_s
+                ):
+                    log.event("reconnecting")
+                    if session.reconnect(options.reconnect_timeout_s):
+                        log.event("reconnected")
                 time.sleep(0.1)
                 continue
             if link_lost_since is not None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import select
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,6 +63,7 @@ class Failures:
 
     link_drop_at_s: float | None = None
     link_drop_for_s: float = 10.0  # wall seconds without any message either way
+    link_drop_closes_socket: bool = False  # a hard drop: the TCP connection is lost too
     battery_sag_at_s: float | None = None
     battery_sag_to_pct: float = 18.0
     rtk_loss_at_s: float | None = None
@@ -138,11 +141,23 @@ class SimVehicle:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, port: int = 0) -> int:
-        """Listen on 127.0.0.1 (a free port if 0) and run; returns the port."""
+    def start(self, port: int = 0, transport: str = "tcp") -> int:
+        """Run on 127.0.0.1 (a free port if 0); returns the port.
+
+        ``tcp``: listen for a ground station (``tcp:127.0.0.1:PORT`` in DroneKit); it may drop
+        and reconnect. ``udp``: send to a ground station listening on PORT, as ArduPilot SITL
+        sends to 14550 (``udp:127.0.0.1:PORT`` in DroneKit).
+        """
+        if transport not in ("tcp", "udp"):
+            raise ValueError(f"transport must be tcp or udp, not {transport!r}")
         self.port = port or _free_port()
+        device = (
+            f"tcpin:127.0.0.1:{self.port}"
+            if transport == "tcp"
+            else f"udpout:127.0.0.1:{self.port}"
+        )
         self.connection = mavutil.mavlink_connection(
-            f"tcpin:127.0.0.1:{self.port}",
+            device,
             source_system=1,
             source_component=1,
             dialect="ardupilotmega",
@@ -182,7 +197,28 @@ class SimVehicle:
             tick += 1
             time.sleep(max(0.0, TICK_S - (time.monotonic() - started)))
 
+    def _drop_closed_client(self) -> None:
+        """pymavlink's TCP server never notices a client that hung up: accept the next one."""
+        client = getattr(self.connection, "port", None)
+        if not isinstance(client, socket.socket):
+            return
+        readable, _, _ = select.select([client], [], [], 0)
+        if not readable:
+            return
+        try:
+            gone = client.recv(1, socket.MSG_PEEK) == b""
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            gone = True
+        if gone:
+            client.close()
+            self.connection.port = None
+            self.connection.fd = self.connection.listen.fileno()
+            self._event("ground station disconnected")
+
     def _receive(self) -> None:
+        self._drop_closed_client()
         while True:
             try:
                 message = self.connection.recv_match(blocking=False)
@@ -448,6 +484,11 @@ class SimVehicle:
             failures.link_drop_at_s = None
             self._link_down_until = time.monotonic() + failures.link_drop_for_s
             self._event("link dropped")
+            client = getattr(self.connection, "port", None)
+            if failures.link_drop_closes_socket and isinstance(client, socket.socket):
+                client.close()
+                self.connection.port = None
+                self.connection.fd = self.connection.listen.fileno()
         if (
             failures.battery_sag_at_s is not None
             and since_arm >= failures.battery_sag_at_s
@@ -712,8 +753,6 @@ def _local_frame(lat: float, lon: float) -> tuple[Any, Any]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

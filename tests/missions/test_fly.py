@@ -21,7 +21,7 @@ from dustpatrol.cli import app
 from geo.frames import read_frame_meta
 from missions.dronekit_adapter import DroneLink, LinkError
 from missions.files import write_plan_files
-from missions.fly import FlightOptions, FlightOutcome, PreflightError, fly
+from missions.fly import FlightOptions, FlightOutcome, PreflightError, Progress, fly
 from missions.model import DroneProfile, LaunchPoint, MavCmd, PatrolPlan, Sortie
 from missions.planner import plan_patrol
 from sim.camera import camera_preset
@@ -49,7 +49,12 @@ def patrol(district: District, n_sites: int) -> tuple[PatrolPlan, LaunchPoint]:
 def vehicle_factory(tmp_path: Path) -> Iterator[object]:
     started: list[SimVehicle] = []
 
-    def make(launch: LaunchPoint, district: District | None = None, **config: object) -> SimVehicle:
+    def make(
+        launch: LaunchPoint,
+        district: District | None = None,
+        transport: str = "tcp",
+        **config: object,
+    ) -> SimVehicle:
         config.setdefault("speedup", SPEEDUP)
         vehicle = SimVehicle(
             VehicleConfig(
@@ -61,7 +66,7 @@ def vehicle_factory(tmp_path: Path) -> Iterator[object]:
             ),
             district,
         )
-        vehicle.start()
+        vehicle.start(transport=transport)
         started.append(vehicle)
         return vehicle
 
@@ -141,11 +146,14 @@ def test_link_loss_brings_the_vehicle_home(district: District, vehicle_factory: 
     plan, launch = patrol(district, 1)
     # The ground-station failsafe counts wall seconds (heartbeats are real time): fly slower.
     vehicle = vehicle_factory(  # type: ignore[operator]
-        launch, speedup=20.0, failures=Failures(link_drop_at_s=35.0, link_drop_for_s=5.0)
+        launch,
+        speedup=20.0,
+        failures=Failures(link_drop_at_s=35.0, link_drop_for_s=5.0, link_drop_closes_socket=True),
     )
-    log = fly(plan.sorties[0], address(vehicle))
+    log = fly(plan.sorties[0], address(vehicle), FlightOptions(reconnect_after_s=1.0))
     assert log.outcome is FlightOutcome.RETURNED_LINK_LOSS
     texts = [text for _, text in log.events]
+    assert "reconnected" in texts  # a fresh connection once the vehicle answers again
     assert any(t.startswith("link lost") for t in texts) and any(
         t.startswith("link restored") for t in texts
     )
@@ -221,3 +229,32 @@ def test_fly_command_flies_a_plan_file(
     )
     assert summary["frames"] == plan.sorties[0].expected_frames
     assert np.isfinite(summary["distance_m"])
+
+
+def test_ctrl_c_commands_rtl_and_keeps_watching_until_landed(
+    district: District, vehicle_factory: object
+) -> None:
+    plan, launch = patrol(district, 1)
+    vehicle = vehicle_factory(launch)  # type: ignore[operator]
+    pressed: list[bool] = []
+
+    def operator(progress: Progress) -> None:
+        if progress.frames >= 2 and not pressed:
+            pressed.append(True)
+            raise KeyboardInterrupt
+
+    log = fly(plan.sorties[0], address(vehicle), on_progress=operator)
+    assert log.outcome is FlightOutcome.RETURNED_INTERRUPTED
+    assert any("commanding RTL" in text for _, text in log.events)
+    assert math.hypot(vehicle.east, vehicle.north) < 1.0 and not vehicle.armed
+
+
+def test_vehicle_speaks_udp_like_sitl(vehicle_factory: object) -> None:
+    vehicle = vehicle_factory(LaunchPoint(36.48, 115.45), transport="udp")  # type: ignore[operator]
+    link = DroneLink.connect(f"udp:127.0.0.1:{vehicle.port}", timeout_s=10.0)
+    try:
+        state = link.state()
+        assert state.mode == "STABILIZE" and state.gps_fix_type == 6
+        assert link.home()[:2] == pytest.approx((36.48, 115.45))
+    finally:
+        link.close()
