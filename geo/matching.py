@@ -68,9 +68,30 @@ def project_sites(sites: gpd.GeoDataFrame, crs: CRS) -> NDArray[np.object_]:
     return np.asarray(sites.to_crs(crs).geometry.values, dtype=object)
 
 
+@dataclass(frozen=True, slots=True)
+class SiteIndex:
+    """A registry prepared for matching in one projected CRS: build it once per registry and
+    reuse it for every flight (projection, spatial index and edge tables are the costly part)."""
+
+    crs: CRS
+    site_ids: NDArray[np.object_]
+    geometries: NDArray[np.object_]
+    tree: shapely.STRtree
+    edges: _SiteEdges
+
+    @classmethod
+    def build(cls, sites: gpd.GeoDataFrame, crs: CRS) -> SiteIndex:
+        geometries = project_sites(sites, crs)
+        shapely.prepare(geometries)
+        ids = sites["site_id"].to_numpy(dtype=object) if len(sites) else np.array([], dtype=object)
+        return cls(
+            CRS(crs), ids, geometries, shapely.STRtree(geometries), _SiteEdges.of(geometries)
+        )
+
+
 def match_findings(
     ground_polygons: Sequence[BaseGeometry] | NDArray[np.object_],
-    sites: gpd.GeoDataFrame,
+    sites: gpd.GeoDataFrame | SiteIndex,
     tolerance_m: float | NDArray[np.float64],
     crs: CRS,
 ) -> SiteMatches:
@@ -78,7 +99,8 @@ def match_findings(
 
     Detections partly outside are clipped and flagged CLIPPED; detections outside every site
     but within ``tolerance_m`` (scalar, or one per detection, e.g. their 95 % uncertainty) of
-    one are kept unclipped and flagged NEAR_BOUNDARY; the rest are OFF_SITE.
+    one are kept unclipped and flagged NEAR_BOUNDARY; the rest are OFF_SITE. ``sites`` is a
+    registry (EPSG:4326 or any CRS) or a `SiteIndex` built for ``crs``.
     """
     detections = np.asarray(ground_polygons, dtype=object)
     n = len(detections)
@@ -87,8 +109,15 @@ def match_findings(
         raise MatchError("tolerance_m must be finite and not negative")
     if n and (shapely.is_missing(detections).any() or shapely.is_empty(detections).any()):
         raise MatchError("detections must be non-empty geometries")
-    site_geoms = project_sites(sites, crs)
-    site_ids = sites["site_id"].to_numpy(dtype=object) if len(sites) else np.array([], dtype=object)
+    if isinstance(sites, SiteIndex):
+        if not sites.crs.equals(CRS(crs)):
+            raise MatchError(
+                f"the site index is in {sites.crs.name}, the detections in {CRS(crs).name}"
+            )
+        index = sites
+    else:
+        index = SiteIndex.build(sites, crs)
+    site_geoms, site_ids = index.geometries, index.site_ids
     best_site = np.full(n, -1, dtype=np.int64)
     ratio = np.zeros(n)
     distance = np.full(n, np.inf)
@@ -99,17 +128,14 @@ def match_findings(
             best_site, np.full(n, None, dtype=object), flag, ratio, distance, geometry
         )
 
-    tree = shapely.STRtree(site_geoms)
+    tree = index.tree
     det_idx, site_idx = _parallel_query(tree, detections)
     # Most pairs are decided by vectorised edge tests; GEOS handles the rest exactly.
-    state = _classify_pairs(
-        shapely.bounds(detections), det_idx, site_idx, _SiteEdges.of(site_geoms)
-    )
+    state = _classify_pairs(shapely.bounds(detections), det_idx, site_idx, index.edges)
     pair_ratio = np.where(state == _INSIDE, 1.0, 0.0)
     overlap = np.full(len(det_idx), None, dtype=object)
     exact = np.flatnonzero(state == _AMBIGUOUS)
     if len(exact):
-        shapely.prepare(site_geoms)
         clipped_parts = _parallel(
             shapely.intersection, detections[det_idx[exact]], site_geoms[site_idx[exact]]
         )

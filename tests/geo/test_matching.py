@@ -15,6 +15,7 @@ from shapely.geometry import Point, Polygon, box
 from geo.matching import (
     MatchError,
     MatchFlag,
+    SiteIndex,
     Observation,
     combine_confidence,
     findings_geojson,
@@ -225,3 +226,15 @@ def test_fast_path_agrees_with_exact_geometry_on_awkward_sites(district: Distric
             continue
         assert result.overlap_ratio[i] == pytest.approx(overlaps[best], abs=1e-9), i
         assert result.site_id[i] == sites["site_id"].iloc[best], i
+
+
+def test_a_prepared_site_index_matches_like_the_registry() -> None:
+    sites = two_square_sites()
+    detections = [square_at(10, 10), square_at(98, 50), square_at(160, 90), square_at(120, 50)]
+    index = SiteIndex.build(sites, UTM)
+    with_index = match_findings(detections, index, 3.0, UTM)
+    direct = match_findings(detections, sites, 3.0, UTM)
+    assert list(with_index.site_id) == list(direct.site_id)
+    assert list(with_index.flag) == list(direct.flag)
+    with pytest.raises(MatchError, match="site index is in"):
+        match_findings(detections, index, 3.0, CRS.from_epsg(32651))
