@@ -15,8 +15,8 @@ from shapely.geometry import Point, Polygon, box
 from geo.matching import (
     MatchError,
     MatchFlag,
-    SiteIndex,
     Observation,
+    SiteIndex,
     combine_confidence,
     findings_geojson,
     match_findings,
