@@ -1,5 +1,33 @@
-"""Errors raised by `api`: the notice service."""
+"""Errors raised by `api`: each carries the HTTP status its problem response uses."""
 
 
 class ApiError(Exception):
     """Base of every error raised by `api`; catch it to handle any of them."""
+
+    status = 500
+    title = "Internal error"
+
+
+class NotFoundError(ApiError):
+    status = 404
+    title = "Not found"
+
+
+class ConflictError(ApiError):
+    status = 409
+    title = "Conflict"
+
+
+class ForbiddenError(ApiError):
+    status = 403
+    title = "Forbidden"
+
+
+class AuthenticationError(ApiError):
+    status = 401
+    title = "Not authenticated"
+
+
+class InvalidInputError(ApiError):
+    status = 422
+    title = "Invalid input"

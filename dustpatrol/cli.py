@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from typer.core import TyperGroup
 
+from api.cli import import_sites_command, serve_command, users_app
 from api.errors import ApiError
 from dustpatrol import __version__
 from dustpatrol.doctor import CheckStatus, run_checks
@@ -213,6 +214,9 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(sites_app, name="sites")
 app.command("plan")(plan_command)
 app.command("fly")(fly_command)
+app.command("serve")(serve_command)
+app.add_typer(users_app, name="users")
+sites_app.command("import")(import_sites_command)
 
 
 def main() -> None:

@@ -1,0 +1,130 @@
+"""``dustpatrol serve``, ``dustpatrol users create`` and ``dustpatrol sites import``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from api.db import make_engine, session_factory
+from api.errors import ApiError
+from api.migrate import upgrade
+from api.models.users import Role, User, UserCreate
+from api.routes.users import add_user
+from api.services.sites import import_registry
+from dustpatrol.settings import Settings
+
+users_app = typer.Typer(help="Users of the notice service.", no_args_is_help=True)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    state = ctx.find_root().obj
+    settings = getattr(state, "settings", None)
+    if not isinstance(settings, Settings):
+        raise ApiError("settings are not loaded")
+    return settings
+
+
+def ensure_admin(settings: Settings) -> str:
+    """Create the first admin from settings when the user table is empty; say what happened."""
+    sessions = session_factory(make_engine(settings.database.url))
+    with sessions() as session:
+        if session.scalar(select(User).limit(1)) is not None:
+            return "users exist"
+        password = settings.server.admin_password
+        if password is None:
+            return (
+                "no users yet: set server.admin_password (DUSTPATROL_SERVER__ADMIN_PASSWORD) "
+                "or run `dustpatrol users create NAME --role admin`"
+            )
+        add_user(
+            session,
+            UserCreate(
+                username=settings.server.admin_username,
+                password=password.get_secret_value(),
+                role=Role.ADMIN,
+            ),
+        )
+        return f"created admin user {settings.server.admin_username!r}"
+
+
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default from settings).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+) -> None:
+    """Run the notice service: migrations first, then HTTP (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings(ctx)
+    upgrade(settings.database.url)
+    typer.echo(ensure_admin(settings))
+    app = create_app(settings, migrate=False)
+    uvicorn.run(
+        app, host=host or settings.server.host, port=port or settings.server.port, log_level="info"
+    )
+
+
+@users_app.command("create")
+def create_user_command(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[Role, typer.Option(help="admin, analyst, inspector or bureau.")],
+    bureau_id: Annotated[int | None, typer.Option(help="The bureau of a bureau user.")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option(help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a user (the password is asked for, or read from stdin)."""
+    settings = _settings(ctx)
+    upgrade(settings.database.url)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        body = UserCreate(username=username, password=password, role=role, bureau_id=bureau_id)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'user'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ApiError(problems) from None
+    with session_factory(make_engine(settings.database.url))() as session:
+        user = add_user(session, body)
+    typer.echo(f"created user {user.username!r} ({user.role}, id {user.id})")
+
+
+def import_sites_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Registry file (any format `sites check` reads).")],
+    crs: Annotated[
+        str | None, typer.Option(help="EPSG:xxxx or gcj02 when the file has no CRS.")
+    ] = None,
+    encoding: Annotated[str | None, typer.Option(help="Attribute encoding, e.g. gbk.")] = None,
+    id_field: Annotated[str | None, typer.Option(help="Attribute holding the site id.")] = None,
+) -> None:
+    """Import (or update) the sites of a registry file into the service's database."""
+    settings = _settings(ctx)
+    upgrade(settings.database.url)
+    if not file.is_file():
+        raise ApiError(f"{file} does not exist")
+    with session_factory(make_engine(settings.database.url))() as session:
+        report = import_registry(
+            session, file.read_bytes(), file.name, crs=crs, encoding=encoding, id_field=id_field
+        )
+    typer.echo(f"{file}: {report.created} created, {report.updated} updated; {report.crs_note}")
+    for issue in report.repaired:
+        typer.echo(f"repaired {issue.feature}: {issue.problem}")
+    for issue in report.rejected:
+        typer.echo(f"REJECTED {issue.feature}: {issue.problem}")
+    if report.rejected:
+        raise ApiError(f"{len(report.rejected)} feature(s) rejected; the others were imported")

@@ -1,0 +1,66 @@
+"""Dependencies: a database session per request, the current user, role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import AuthenticationError, ForbiddenError
+from api.models.users import ApiKey, Role, User
+from api.security import hash_api_key, read_token
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_current_user(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> User:
+    user: User | None = None
+    if token:
+        user = session.get(User, read_token(token, request.app.state.secret))
+    elif api_key:
+        record = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(api_key)))
+        user = session.get(User, record.user_id) if record else None
+        if user is None:
+            raise AuthenticationError("unknown API key")
+    else:
+        raise AuthenticationError("log in at /auth/token or send an X-API-Key header")
+    if user is None or not user.active:
+        raise AuthenticationError("the user does not exist or is disabled")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_roles(*roles: Role) -> Callable[[User], User]:
+    """A dependency that lets only ``roles`` through."""
+    allowed = {role.value for role in roles}
+
+    def check(user: CurrentUser) -> User:
+        if user.role not in allowed:
+            raise ForbiddenError(f"this needs one of the roles {', '.join(sorted(allowed))}")
+        return user
+
+    return check
+
+
+AdminUser = Annotated[User, Depends(require_roles(Role.ADMIN))]
+StaffUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.ANALYST, Role.INSPECTOR))]

@@ -1,0 +1,7 @@
+"""Tables and API models, one module per resource; importing this registers every table."""
+
+from api.models.bureaus import Bureau
+from api.models.sites import Site
+from api.models.users import ApiKey, Role, User
+
+__all__ = ["ApiKey", "Bureau", "Role", "Site", "User"]

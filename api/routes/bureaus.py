@@ -1,0 +1,30 @@
+"""Bureaus: created by admins, listed by staff."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from sqlalchemy import select
+
+from api.deps import AdminUser, SessionDep, StaffUser
+from api.errors import ConflictError
+from api.models.bureaus import Bureau, BureauCreate, BureauPublic
+
+router = APIRouter(prefix="/bureaus", tags=["bureaus"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_bureau(body: BureauCreate, session: SessionDep, _: AdminUser) -> BureauPublic:
+    if session.scalar(select(Bureau).where(Bureau.name == body.name)) is not None:
+        raise ConflictError(f"bureau {body.name!r} exists already")
+    bureau = Bureau(name=body.name, webhook_url=str(body.webhook_url) if body.webhook_url else None)
+    session.add(bureau)
+    session.commit()
+    return BureauPublic.model_validate(bureau)
+
+
+@router.get("")
+def list_bureaus(session: SessionDep, _: StaffUser) -> list[BureauPublic]:
+    return [
+        BureauPublic.model_validate(b)
+        for b in session.scalars(select(Bureau).order_by(Bureau.name))
+    ]

@@ -1,0 +1,1 @@
+"""Business logic behind the routes: routes stay short and call these."""
