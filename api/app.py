@@ -2,34 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-import api.models  # noqa: F401  (registers every table)
+import api.models
+import api.services.frames  # noqa: F401  (registers the frame jobs)
 from api.db import make_engine, session_factory
+from api.jobs import JobWorker
 from api.migrate import upgrade
 from api.problems import install_problem_handlers
-from api.routes import auth, bureaus, health, sites, users
+from api.routes import auth, bureaus, flights, health, sites, users
 from api.security import load_or_create_secret
 from dustpatrol.settings import Settings
 
 
-def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
-    """The notice service for ``settings``; the database is migrated to the latest schema."""
+def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True) -> FastAPI:
+    """The notice service for ``settings``; the database is migrated to the latest schema and,
+    unless ``worker`` is False, an in-process job worker runs while the app is up."""
     if migrate:
         upgrade(settings.database.url)
     engine = make_engine(settings.database.url, settings.database.echo)
+    sessions = session_factory(engine)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        jobs = JobWorker(sessions, settings) if worker else None
+        if jobs is not None:
+            jobs.start()
+        try:
+            yield
+        finally:
+            if jobs is not None:
+                jobs.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="dustpatrol",
         summary="Drone environmental inspection: sites, findings and rectification notices.",
         version="0.1.0",
     )
     app.state.engine = engine
-    app.state.sessions = session_factory(engine)
+    app.state.sessions = sessions
+    app.state.settings = settings
     app.state.secret = load_or_create_secret(
         settings.server.secret_key.get_secret_value() if settings.server.secret_key else None,
         settings.paths.data_dir,
     )
     install_problem_handlers(app)
-    for module in (health, auth, users, bureaus, sites):
+    for module in (health, auth, users, bureaus, sites, flights):
         app.include_router(module.router)
     return app

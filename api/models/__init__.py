@@ -1,7 +1,8 @@
 """Tables and API models, one module per resource; importing this registers every table."""
 
 from api.models.bureaus import Bureau
+from api.models.flights import Flight, Frame, Job
 from api.models.sites import Site
 from api.models.users import ApiKey, Role, User
 
-__all__ = ["ApiKey", "Bureau", "Role", "Site", "User"]
+__all__ = ["ApiKey", "Bureau", "Flight", "Frame", "Job", "Role", "Site", "User"]

@@ -1,0 +1,88 @@
+"""Flights and frames: register a flight, upload its frames, poll the jobs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, UploadFile, status
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from api.deps import SessionDep, StaffUser
+from api.errors import NotFoundError
+from api.models.flights import (
+    Flight,
+    FlightCreate,
+    FlightPublic,
+    Frame,
+    FramePublic,
+    FrameUploaded,
+    Job,
+    JobPublic,
+)
+from api.services.frames import MAX_FRAME_BYTES, frame_path, store_frame
+
+router = APIRouter(tags=["flights"])
+
+
+@router.post("/flights", status_code=status.HTTP_201_CREATED)
+def create_flight(body: FlightCreate, session: SessionDep, user: StaffUser) -> FlightPublic:
+    flight = Flight(
+        name=body.name, drone=body.drone, operator=body.operator, plan=body.plan, created_by=user.id
+    )
+    session.add(flight)
+    session.commit()
+    return FlightPublic.model_validate(flight)
+
+
+@router.get("/flights")
+def list_flights(session: SessionDep, _: StaffUser) -> list[FlightPublic]:
+    return [
+        FlightPublic.model_validate(f)
+        for f in session.scalars(select(Flight).order_by(Flight.id.desc()))
+    ]
+
+
+@router.get("/flights/{flight_id}")
+def get_flight(flight_id: int, session: SessionDep, _: StaffUser) -> FlightPublic:
+    flight = session.get(Flight, flight_id)
+    if flight is None:
+        raise NotFoundError(f"no flight {flight_id}")
+    return FlightPublic.model_validate(flight)
+
+
+@router.post("/flights/{flight_id}/frames", status_code=status.HTTP_201_CREATED)
+async def upload_frame(
+    flight_id: int, file: UploadFile, request: Request, session: SessionDep, _: StaffUser
+) -> FrameUploaded:
+    """Upload one JPEG; the same content uploaded again returns the stored frame."""
+    data = await file.read(MAX_FRAME_BYTES + 1)
+    frame, job_id = store_frame(
+        session, request.app.state.settings, flight_id, data, file.filename or "frame.jpg"
+    )
+    return FrameUploaded(
+        frame=FramePublic.model_validate(frame), job_id=job_id, duplicate=job_id is None
+    )
+
+
+@router.get("/flights/{flight_id}/frames")
+def list_frames(flight_id: int, session: SessionDep, _: StaffUser) -> list[FramePublic]:
+    frames = session.scalars(select(Frame).where(Frame.flight_id == flight_id).order_by(Frame.id))
+    return [FramePublic.model_validate(f) for f in frames]
+
+
+@router.get("/frames/{frame_id}/image", response_class=FileResponse)
+def frame_image(frame_id: int, request: Request, session: SessionDep, _: StaffUser) -> FileResponse:
+    frame = session.get(Frame, frame_id)
+    if frame is None:
+        raise NotFoundError(f"no frame {frame_id}")
+    return FileResponse(
+        frame_path(request.app.state.settings.paths.frames_dir, frame.sha256),
+        media_type="image/jpeg",
+    )
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: int, session: SessionDep, _: StaffUser) -> JobPublic:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    return JobPublic.model_validate(job)

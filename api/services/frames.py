@@ -1,0 +1,110 @@
+"""Frames: validated, content-addressed storage, and the metadata/footprint job."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from shapely import transform
+from shapely.geometry import mapping
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import InvalidInputError, NotFoundError
+from api.jobs import PermanentJobError, enqueue, handler
+from api.models.flights import Flight, Frame
+from dustpatrol.settings import Settings
+from geo.crs import WGS84, transformer
+from geo.errors import GeoError
+from geo.frames import read_frame_meta
+from geo.georef import footprint, intrinsics_from_meta, pose_from_meta
+
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+FRAME_METADATA_JOB = "frame_metadata"
+
+
+def frame_path(frames_dir: Path, sha256: str) -> Path:
+    return frames_dir / sha256[:2] / f"{sha256}.jpg"
+
+
+def validate_jpeg(data: bytes, filename: str) -> None:
+    if len(data) > MAX_FRAME_BYTES:
+        raise InvalidInputError(f"{filename}: larger than {MAX_FRAME_BYTES // 2**20} MiB")
+    if not data.startswith(b"\xff\xd8\xff"):
+        raise InvalidInputError(f"{filename}: not a JPEG (frames must be the camera's JPEG files)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InvalidInputError(f"{filename}: a damaged JPEG ({exc})") from None
+
+
+def store_frame(
+    session: Session, settings: Settings, flight_id: int, data: bytes, filename: str
+) -> tuple[Frame, int | None]:
+    """Store a frame once per flight; returns it and the job that reads its metadata
+    (None when the same content was uploaded to this flight before)."""
+    if session.get(Flight, flight_id) is None:
+        raise NotFoundError(f"no flight {flight_id}")
+    validate_jpeg(data, filename)
+    digest = hashlib.sha256(data).hexdigest()
+    existing = session.scalar(
+        select(Frame).where(Frame.flight_id == flight_id, Frame.sha256 == digest)
+    )
+    if existing is not None:
+        return existing, None
+    path = frame_path(settings.paths.frames_dir, digest)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".part")
+        temporary.write_bytes(data)
+        temporary.replace(path)  # atomic: a crash never leaves half a frame under its name
+    frame = Frame(flight_id=flight_id, sha256=digest, filename=filename[:300], size_bytes=len(data))
+    session.add(frame)
+    session.flush()
+    job = enqueue(session, FRAME_METADATA_JOB, {"frame_id": frame.id})
+    session.commit()
+    return frame, job.id
+
+
+@handler(FRAME_METADATA_JOB)
+def read_metadata(session: Session, payload: dict[str, Any], settings: Settings) -> None:
+    """Read the frame's position and attitude and compute its ground footprint."""
+    frame = session.get(Frame, payload["frame_id"])
+    if frame is None:
+        raise PermanentJobError(f"frame {payload['frame_id']} no longer exists")
+    path = frame_path(settings.paths.frames_dir, frame.sha256)
+    try:
+        meta = read_frame_meta(path, name=frame.filename)
+        camera = intrinsics_from_meta(meta)
+        pose = pose_from_meta(
+            meta,
+            yaw_std_deg=settings.georeferencing.yaw_std_deg,
+            tilt_std_deg=settings.georeferencing.tilt_std_deg,
+        )
+        ground = footprint(camera, pose, settings.georeferencing.ground_height_m)
+    except GeoError as exc:
+        frame.status = "failed"
+        frame.error = str(exc)
+        session.commit()
+        raise PermanentJobError(str(exc)) from None
+    to_wgs84 = transformer(pose.crs, WGS84)
+
+    def convert(coords: Any) -> Any:
+        import numpy as np
+
+        lon, lat = to_wgs84.transform(coords[:, 0], coords[:, 1])
+        return np.column_stack([lon, lat])
+
+    frame.lat_deg, frame.lon_deg = meta.lat_deg, meta.lon_deg
+    frame.relative_alt_m = meta.relative_altitude_m
+    frame.position_quality = meta.position_quality.value
+    frame.captured_at = meta.captured_at
+    frame.footprint_geojson = json.dumps(mapping(transform(ground, convert)))
+    frame.status = "ready"
+    frame.error = None
+    session.commit()
