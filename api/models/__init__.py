@@ -2,7 +2,20 @@
 
 from api.models.bureaus import Bureau
 from api.models.flights import Flight, Frame, Job
+from api.models.notices import Finding, Notice, NoticeEvent
 from api.models.sites import Site
 from api.models.users import ApiKey, Role, User
 
-__all__ = ["ApiKey", "Bureau", "Flight", "Frame", "Job", "Role", "Site", "User"]
+__all__ = [
+    "ApiKey",
+    "Bureau",
+    "Finding",
+    "Flight",
+    "Frame",
+    "Job",
+    "Notice",
+    "NoticeEvent",
+    "Role",
+    "Site",
+    "User",
+]

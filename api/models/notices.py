@@ -1,0 +1,162 @@
+"""Findings from the pipeline, and rectification notices with their audited lifecycle."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from api.db import Base
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FindingClass(StrEnum):
+    EXPOSED_SOIL = "exposed_soil"
+    ROAD_DUST = "road_dust"
+    COVERED_SOIL = "covered_soil"
+
+
+class FindingReview(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+class NoticeState(StrEnum):
+    ISSUED = "issued"
+    ACKNOWLEDGED = "acknowledged"
+    RECTIFIED = "rectified"
+    VERIFIED = "verified"
+    CLOSED = "closed"
+    OVERDUE = "overdue"
+    ESCALATED = "escalated"
+    REJECTED = "rejected"
+
+
+OPEN_STATES = frozenset(
+    {
+        NoticeState.ISSUED,
+        NoticeState.ACKNOWLEDGED,
+        NoticeState.RECTIFIED,
+        NoticeState.OVERDUE,
+        NoticeState.ESCALATED,
+    }
+)
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    flight_id: Mapped[int] = mapped_column(ForeignKey("flights.id"), index=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True, default=None)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)  # makes re-posting idempotent
+    finding_class: Mapped[str] = mapped_column(String(30))
+    geometry_geojson: Mapped[str] = mapped_column(Text)
+    area_m2: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+    uncertainty_m: Mapped[float] = mapped_column(Float)
+    evidence: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    review: Mapped[str] = mapped_column(String(20), default=FindingReview.PENDING.value)
+    notice_id: Mapped[int | None] = mapped_column(
+        ForeignKey("notices.id"), default=None, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Notice(Base):
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(30), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    bureau_id: Mapped[int | None] = mapped_column(
+        ForeignKey("bureaus.id"), index=True, default=None
+    )
+    finding_class: Mapped[str] = mapped_column(String(30))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    text_zh: Mapped[str] = mapped_column(Text)
+    text_en: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class NoticeEvent(Base):
+    __tablename__ = "notice_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(20), default=None)
+    to_state: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    attachments: Mapped[list[str]] = mapped_column(JSON, default=list)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class FindingPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    flight_id: int
+    site: str | None
+    finding_class: str
+    area_m2: float
+    confidence: float
+    uncertainty_m: float
+    review: str
+    notice: str | None
+    evidence: list[dict[str, Any]]
+
+
+class FindingsIngested(BaseModel):
+    created: int
+    unchanged: int
+    unknown_sites: list[str]
+    notices_issued: list[str]
+
+
+class ReviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class TransitionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: NoticeState
+    note: str | None = Field(default=None, max_length=2000)
+    attachments: list[str] = Field(default_factory=list, max_length=20)
+
+
+class NoticeEventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    from_state: str | None
+    to_state: str
+    actor_id: int | None
+    note: str | None
+    attachments: list[str]
+    at: datetime
+
+
+class NoticePublic(BaseModel):
+    number: str
+    site: str
+    bureau: str | None
+    finding_class: str
+    state: str
+    text_zh: str
+    text_en: str
+    issued_at: datetime
+    deadline: datetime
+    findings: list[int]
+    events: list[NoticeEventPublic]

@@ -1,0 +1,63 @@
+"""Findings in from the pipeline; analysts confirm or reject them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from sqlalchemy import select
+
+from api.deps import CurrentUser, SessionDep, StaffUser, require_roles
+from api.models.notices import Finding, FindingPublic, FindingsIngested
+from api.models.sites import Site
+from api.models.users import Role, User
+from api.services import notices as service
+
+router = APIRouter(tags=["findings"])
+Reviewer = Annotated[User, Depends(require_roles(Role.ADMIN, Role.ANALYST))]
+
+
+@router.post("/flights/{flight_id}/findings")
+def post_findings(
+    flight_id: int,
+    request: Request,
+    session: SessionDep,
+    _: StaffUser,
+    collection: Annotated[dict[str, Any], Body()],
+) -> FindingsIngested:
+    """Take the pipeline's findings (GeoJSON, as `geo.matching.findings_geojson` writes them)."""
+    return service.ingest(session, request.app.state.settings, flight_id, collection)
+
+
+@router.get("/findings")
+def list_findings(
+    session: SessionDep,
+    user: CurrentUser,
+    flight: int | None = None,
+    site: str | None = None,
+    finding_class: str | None = None,
+) -> list[FindingPublic]:
+    query = select(Finding).order_by(Finding.id)
+    if flight is not None:
+        query = query.where(Finding.flight_id == flight)
+    if site:
+        query = query.join(Site, Finding.site_id == Site.id).where(Site.site_id == site)
+    if finding_class:
+        query = query.where(Finding.finding_class == finding_class)
+    if user.role == Role.BUREAU:
+        query = query.where(
+            Finding.site_id.in_(select(Site.id).where(Site.bureau_id == user.bureau_id))
+        )
+    return [service.finding_public(session, f) for f in session.scalars(query)]
+
+
+@router.post("/findings/{finding_id}/confirm")
+def confirm(
+    finding_id: int, request: Request, session: SessionDep, user: Reviewer
+) -> FindingPublic:
+    return service.review(session, request.app.state.settings, finding_id, True, user)
+
+
+@router.post("/findings/{finding_id}/reject")
+def reject(finding_id: int, request: Request, session: SessionDep, user: Reviewer) -> FindingPublic:
+    return service.review(session, request.app.state.settings, finding_id, False, user)

@@ -1,0 +1,322 @@
+"""Findings in, notices out: rules, one open notice per site and class, audited transitions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import shapely
+from shapely.geometry import shape
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from api.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from api.models.bureaus import Bureau
+from api.models.flights import Flight
+from api.models.notices import (
+    OPEN_STATES,
+    Finding,
+    FindingClass,
+    FindingPublic,
+    FindingReview,
+    FindingsIngested,
+    Notice,
+    NoticeEvent,
+    NoticeEventPublic,
+    NoticePublic,
+    NoticeState,
+)
+from api.models.sites import Site
+from api.models.users import Role, User
+from dustpatrol.settings import Settings
+
+CLASS_NAMES = {
+    FindingClass.EXPOSED_SOIL.value: ("裸露土方", "exposed soil"),
+    FindingClass.ROAD_DUST.value: ("道路积尘", "road dust"),
+}
+S = NoticeState
+ALLOWED: dict[NoticeState, frozenset[NoticeState]] = {
+    S.ISSUED: frozenset({S.ACKNOWLEDGED, S.RECTIFIED, S.OVERDUE, S.REJECTED}),
+    S.ACKNOWLEDGED: frozenset({S.RECTIFIED, S.OVERDUE, S.REJECTED}),
+    S.OVERDUE: frozenset({S.ACKNOWLEDGED, S.RECTIFIED, S.ESCALATED, S.REJECTED}),
+    S.ESCALATED: frozenset({S.RECTIFIED, S.REJECTED}),
+    S.RECTIFIED: frozenset({S.VERIFIED, S.ACKNOWLEDGED, S.REJECTED}),  # back when proof fails
+    S.VERIFIED: frozenset({S.CLOSED}),
+    S.CLOSED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+BUREAU_MAY = frozenset({S.ACKNOWLEDGED, S.RECTIFIED})
+
+
+def _fingerprint(
+    flight_id: int, site_id: str | None, finding_class: str, geometry: dict[str, Any]
+) -> str:
+    canonical = json.dumps([flight_id, site_id, finding_class, geometry], sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def ingest(
+    session: Session, settings: Settings, flight_id: int, collection: dict[str, Any]
+) -> FindingsIngested:
+    """Store the pipeline's findings (``geo.matching.findings_geojson``); posting the same
+    analysis again changes nothing. Without required confirmation, rules run at once."""
+    if session.get(Flight, flight_id) is None:
+        raise NotFoundError(f"no flight {flight_id}")
+    if collection.get("type") != "FeatureCollection" or not isinstance(
+        collection.get("features"), list
+    ):
+        raise InvalidInputError("the body must be a GeoJSON FeatureCollection of findings")
+    sites = {s.site_id: s for s in session.scalars(select(Site))}
+    created, unchanged = 0, 0
+    unknown: set[str] = set()
+    issued: list[str] = []
+    for index, feature in enumerate(collection["features"]):
+        finding = _finding_from_feature(flight_id, index, feature, sites, unknown)
+        if (
+            session.scalar(select(Finding.id).where(Finding.fingerprint == finding.fingerprint))
+            is not None
+        ):
+            unchanged += 1
+            continue
+        session.add(finding)
+        session.flush()
+        created += 1
+        if not settings.notices.require_confirmation:
+            notice = apply_rules(session, settings, finding, actor=None)
+            if notice is not None and notice.number not in issued:
+                issued.append(notice.number)
+    session.commit()
+    return FindingsIngested(
+        created=created, unchanged=unchanged, unknown_sites=sorted(unknown), notices_issued=issued
+    )
+
+
+def _finding_from_feature(
+    flight_id: int, index: int, feature: Any, sites: dict[str, Site], unknown: set[str]
+) -> Finding:
+    where = f"feature {index}"
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        raise InvalidInputError(f"{where}: not a GeoJSON Feature")
+    properties = feature.get("properties") or {}
+    finding_class = properties.get("class")
+    if finding_class not in {c.value for c in FindingClass}:
+        raise InvalidInputError(
+            f"{where}: class must be one of {', '.join(c.value for c in FindingClass)}"
+        )
+    try:
+        geometry = shape(feature["geometry"])
+    except (KeyError, TypeError, ValueError, shapely.errors.GEOSException):
+        raise InvalidInputError(f"{where}: geometry is not a valid GeoJSON geometry") from None
+    if geometry.geom_type not in ("Polygon", "MultiPolygon") or geometry.is_empty:
+        raise InvalidInputError(f"{where}: a finding must be a polygon")
+    numbers = {}
+    for name in ("area_m2", "confidence", "uncertainty_m"):
+        value = properties.get(name)
+        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise InvalidInputError(f"{where}: {name} must be a non-negative number")
+        numbers[name] = float(value)
+    if numbers["confidence"] > 1:
+        raise InvalidInputError(f"{where}: confidence must be within 0..1")
+    site_key = properties.get("site_id")
+    site = sites.get(site_key) if site_key else None
+    if site_key and site is None:
+        unknown.add(str(site_key))
+    return Finding(
+        flight_id=flight_id,
+        site_id=site.id if site else None,
+        fingerprint=_fingerprint(flight_id, site_key, finding_class, feature["geometry"]),
+        finding_class=finding_class,
+        geometry_geojson=json.dumps(feature["geometry"]),
+        area_m2=numbers["area_m2"],
+        confidence=numbers["confidence"],
+        uncertainty_m=numbers["uncertainty_m"],
+        evidence=list(properties.get("evidence") or []),
+    )
+
+
+def apply_rules(
+    session: Session, settings: Settings, finding: Finding, actor: User | None
+) -> Notice | None:
+    """Attach the finding to its site's open notice of that class, or issue one; None when
+    the rules say no notice (compliant class, too small, too unsure, off-site)."""
+    rules = settings.notices
+    if finding.site_id is None or finding.finding_class not in rules.deadline_hours:
+        return None
+    if (
+        finding.area_m2 < rules.min_area_m2.get(finding.finding_class, 0.0)
+        or finding.confidence < rules.min_confidence
+    ):
+        return None
+    notice = session.scalar(
+        select(Notice).where(
+            Notice.site_id == finding.site_id,
+            Notice.finding_class == finding.finding_class,
+            Notice.state.in_([s.value for s in OPEN_STATES]),
+        )
+    )
+    if notice is None:
+        notice = _issue(session, settings, finding, actor)
+    finding.notice_id = notice.id
+    return notice
+
+
+def _issue(session: Session, settings: Settings, finding: Finding, actor: User | None) -> Notice:
+    site = session.get(Site, finding.site_id)
+    assert site is not None
+    now = datetime.now(UTC)
+    year_start = datetime(now.year, 1, 1, tzinfo=UTC)
+    count = session.scalar(select(func.count(Notice.id)).where(Notice.issued_at >= year_start)) or 0
+    number = f"{settings.notices.number_prefix}-{now.year}-{count + 1:06d}"
+    hours = settings.notices.deadline_hours[finding.finding_class]
+    deadline = now + timedelta(hours=hours)
+    zh, en = CLASS_NAMES[finding.finding_class]
+    name = site.name or site.site_id
+    local_deadline = deadline.astimezone().strftime("%Y-%m-%d %H:%M")
+    notice = Notice(
+        number=number,
+        site_id=site.id,
+        bureau_id=site.bureau_id,
+        finding_class=finding.finding_class,
+        state=NoticeState.ISSUED.value,
+        text_zh=(
+            f"{name}（{site.site_id}）经无人机巡查发现{zh}约{finding.area_m2:.0f}平方米，"
+            f"请于{local_deadline}前完成整改并上传整改照片。"
+        ),
+        text_en=(
+            f"The drone patrol found about {finding.area_m2:.0f} m² of {en} at {name} "
+            f"({site.site_id}); rectify it and upload photos by {local_deadline}."
+        ),
+        issued_at=now,
+        deadline=deadline,
+    )
+    session.add(notice)
+    session.flush()
+    session.add(
+        NoticeEvent(
+            notice_id=notice.id,
+            from_state=None,
+            to_state=NoticeState.ISSUED.value,
+            actor_id=actor.id if actor else None,
+            note=f"issued from finding {finding.id}",
+        )
+    )
+    return notice
+
+
+def review(
+    session: Session, settings: Settings, finding_id: int, confirm: bool, user: User
+) -> FindingPublic:
+    finding = session.get(Finding, finding_id)
+    if finding is None:
+        raise NotFoundError(f"no finding {finding_id}")
+    if finding.review != FindingReview.PENDING.value:
+        raise ConflictError(f"finding {finding_id} was already {finding.review}")
+    finding.review = (FindingReview.CONFIRMED if confirm else FindingReview.REJECTED).value
+    if confirm:
+        apply_rules(session, settings, finding, actor=user)
+    session.commit()
+    return finding_public(session, finding)
+
+
+def finding_public(session: Session, finding: Finding) -> FindingPublic:
+    site = session.get(Site, finding.site_id) if finding.site_id else None
+    notice = session.get(Notice, finding.notice_id) if finding.notice_id else None
+    return FindingPublic(
+        id=finding.id,
+        flight_id=finding.flight_id,
+        site=site.site_id if site else None,
+        finding_class=finding.finding_class,
+        area_m2=finding.area_m2,
+        confidence=finding.confidence,
+        uncertainty_m=finding.uncertainty_m,
+        review=finding.review,
+        notice=notice.number if notice else None,
+        evidence=finding.evidence,
+    )
+
+
+def visible_notices(user: User) -> Select[Notice]:
+    query = select(Notice).order_by(Notice.id)
+    if user.role == Role.BUREAU:
+        query = query.where(Notice.bureau_id == user.bureau_id)
+    return query
+
+
+def get_notice(session: Session, user: User, number: str) -> Notice:
+    notice = session.scalar(visible_notices(user).where(Notice.number == number))
+    if notice is None:
+        raise NotFoundError(f"no notice {number!r}")
+    return notice
+
+
+def transition(
+    session: Session,
+    user: User,
+    number: str,
+    to: NoticeState,
+    note: str | None,
+    attachments: list[str],
+) -> Notice:
+    """Move a notice to ``to`` if the lifecycle and the user's role allow it (409 / 403)."""
+    notice = get_notice(session, user, number)
+    current = NoticeState(notice.state)
+    if to not in ALLOWED[current]:
+        raise ConflictError(f"notice {number} cannot go from {current.value} to {to.value}")
+    refusal = _refusal(Role(user.role), current, to)
+    if refusal:
+        raise ForbiddenError(refusal)
+    notice.state = to.value
+    session.add(
+        NoticeEvent(
+            notice_id=notice.id,
+            from_state=current.value,
+            to_state=to.value,
+            actor_id=user.id,
+            note=note,
+            attachments=attachments,
+        )
+    )
+    session.commit()
+    return notice
+
+
+def _refusal(role: Role, current: NoticeState, to: NoticeState) -> str:
+    """Why ``role`` may not make this transition, or "" when it may."""
+    if role is Role.ADMIN:
+        return ""
+    if role is Role.BUREAU:
+        if to not in BUREAU_MAY or current is S.RECTIFIED:
+            return "a bureau acknowledges its notices and reports their rectification, nothing else"
+        return ""
+    if role is Role.ANALYST:
+        if to is S.RECTIFIED or (to is S.ACKNOWLEDGED and current is not S.RECTIFIED):
+            return "acknowledging and reporting rectification is the responsible bureau's part"
+        return ""
+    return "inspectors do not change notices"
+
+
+def notice_public(session: Session, notice: Notice) -> NoticePublic:
+    site = session.get(Site, notice.site_id)
+    bureau = session.get(Bureau, notice.bureau_id) if notice.bureau_id else None
+    findings = session.scalars(
+        select(Finding.id).where(Finding.notice_id == notice.id).order_by(Finding.id)
+    )
+    events = session.scalars(
+        select(NoticeEvent).where(NoticeEvent.notice_id == notice.id).order_by(NoticeEvent.id)
+    )
+    return NoticePublic(
+        number=notice.number,
+        site=site.site_id if site else "",
+        bureau=bureau.name if bureau else None,
+        finding_class=notice.finding_class,
+        state=notice.state,
+        text_zh=notice.text_zh,
+        text_en=notice.text_en,
+        issued_at=notice.issued_at,
+        deadline=notice.deadline,
+        findings=list(findings),
+        events=[NoticeEventPublic.model_validate(e) for e in events],
+    )

@@ -1,0 +1,244 @@
+"""Findings in, notices out: rules, one open notice per site and class, lifecycle, isolation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from geo.matching import Observation, findings_geojson, merge_observations
+from tests.api.conftest import World
+from tests.api.test_sites_api import imported as imported
+
+E0, N0 = 0.0, 0.0
+
+
+def findings_for(
+    world: World,
+    site_id: str,
+    cls: str,
+    area_side_m: float,
+    confidence: float = 0.9,
+    shift: float = 0.0,
+) -> dict[str, Any]:
+    """A findings collection as geo.matching writes it, placed inside ``site_id``."""
+    from pyproj import CRS
+    from shapely.geometry import box
+
+    site = world.client.get(f"/sites/{site_id}", headers=world.login("admin")).json()
+    min_lon, min_lat, _, _ = site["bbox"]
+    utm = CRS.from_epsg(32650)
+    from geo.crs import WGS84, transformer
+
+    e, n = transformer(WGS84, utm).transform(min_lon, min_lat)
+    polygon = box(e + 5 + shift, n + 5, e + 5 + shift + area_side_m, n + 5 + area_side_m)
+    observation = Observation("DJI_0001", cls, polygon, confidence, 1.5, (10, 10, 90, 90), site_id)
+    return findings_geojson(merge_observations([observation], utm))
+
+
+def post(world: World, flight: int, collection: dict[str, Any]) -> Any:
+    return world.client.post(
+        f"/flights/{flight}/findings", json=collection, headers=world.login("analyst")
+    )
+
+
+def new_flight(world: World) -> int:
+    return int(
+        world.client.post("/flights", json={"name": "f"}, headers=world.login("analyst")).json()[
+            "id"
+        ]
+    )
+
+
+def test_confirmed_findings_issue_one_notice_per_site_and_class(imported: World) -> None:
+    flight = new_flight(imported)
+    first = post(imported, flight, findings_for(imported, "S1", "exposed_soil", 10.0))
+    assert (
+        first.json()["created"] == 1 and first.json()["notices_issued"] == []
+    )  # needs confirmation
+    again = post(imported, flight, findings_for(imported, "S1", "exposed_soil", 10.0))
+    assert again.json() == {"created": 0, "unchanged": 1, "unknown_sites": [], "notices_issued": []}
+    post(imported, flight, findings_for(imported, "S1", "exposed_soil", 8.0, shift=30.0))
+    analyst = imported.login("analyst")
+    ids = [
+        f["id"]
+        for f in imported.client.get("/findings", params={"site": "S1"}, headers=analyst).json()
+    ]
+    numbers = {
+        imported.client.post(f"/findings/{i}/confirm", headers=analyst).json()["notice"]
+        for i in ids
+    }
+    assert len(numbers) == 1  # the second finding joins the open notice
+    number = numbers.pop()
+    assert number.startswith("GX-") and number.endswith("-000001")
+    notice = imported.client.get(f"/notices/{number}", headers=analyst).json()
+    assert notice["state"] == "issued" and notice["findings"] == ids
+    assert "裸露土方" in notice["text_zh"] and "exposed soil" in notice["text_en"]
+    assert notice["events"][0]["to_state"] == "issued"
+
+
+def test_rules_skip_small_unsure_compliant_and_rejected(imported: World) -> None:
+    flight = new_flight(imported)
+    for collection in (
+        findings_for(imported, "S2", "exposed_soil", 3.0),  # 9 m² < 20 m²
+        findings_for(imported, "S2", "road_dust", 5.0, confidence=0.2),  # unsure
+        findings_for(imported, "S2", "covered_soil", 20.0),  # compliant
+    ):
+        post(imported, flight, collection)
+    analyst = imported.login("analyst")
+    for finding in imported.client.get("/findings", params={"site": "S2"}, headers=analyst).json():
+        assert (
+            imported.client.post(f"/findings/{finding['id']}/confirm", headers=analyst).json()[
+                "notice"
+            ]
+            is None
+        )
+    post(imported, flight, findings_for(imported, "S2", "exposed_soil", 10.0, shift=40.0))
+    big = [
+        f
+        for f in imported.client.get("/findings", params={"site": "S2"}, headers=analyst).json()
+        if f["review"] == "pending"
+    ]
+    rejected = imported.client.post(f"/findings/{big[0]['id']}/reject", headers=analyst).json()
+    assert rejected["review"] == "rejected" and rejected["notice"] is None
+    assert (
+        imported.client.post(f"/findings/{big[0]['id']}/confirm", headers=analyst).status_code
+        == 409
+    )
+
+
+def issued_notice(world: World, site: str = "S1") -> str:
+    flight = new_flight(world)
+    post(world, flight, findings_for(world, site, "road_dust", 6.0))
+    analyst = world.login("analyst")
+    finding = world.client.get("/findings", params={"site": site}, headers=analyst).json()[-1]
+    return str(
+        world.client.post(f"/findings/{finding['id']}/confirm", headers=analyst).json()["notice"]
+    )
+
+
+def move(world: World, who: str, number: str, to: str, note: str | None = None) -> Any:
+    return world.client.post(
+        f"/notices/{number}/transitions", json={"to": to, "note": note}, headers=world.login(who)
+    )
+
+
+def test_the_lifecycle_is_followed_and_audited(imported: World) -> None:
+    number = issued_notice(imported)
+    assert move(imported, "housing", number, "acknowledged").json()["state"] == "acknowledged"
+    assert (
+        move(imported, "housing", number, "rectified", "covered with green net").json()["state"]
+        == "rectified"
+    )
+    assert move(imported, "analyst", number, "verified").json()["state"] == "verified"
+    notice = move(imported, "analyst", number, "closed").json()
+    assert notice["state"] == "closed"
+    trail = [(e["from_state"], e["to_state"]) for e in notice["events"]]
+    assert trail == [
+        (None, "issued"),
+        ("issued", "acknowledged"),
+        ("acknowledged", "rectified"),
+        ("rectified", "verified"),
+        ("verified", "closed"),
+    ]
+    assert notice["events"][2]["note"] == "covered with green net"
+
+
+@pytest.mark.parametrize(
+    ("who", "to", "status"),
+    [
+        ("housing", "closed", 409),
+        ("housing", "verified", 409),
+        ("analyst", "rectified", 403),
+        ("urban", "acknowledged", 404),
+    ],
+)
+def test_illegal_or_unauthorised_transitions(
+    imported: World, who: str, to: str, status: int
+) -> None:
+    number = issued_notice(imported)
+    response = move(imported, who, number, to)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_bureau_cannot_verify_its_own_rectification(imported: World) -> None:
+    number = issued_notice(imported)
+    move(imported, "housing", number, "rectified")
+    assert move(imported, "housing", number, "verified").status_code == 403
+
+
+def test_closed_notice_does_not_take_new_findings(imported: World) -> None:
+    first = issued_notice(imported)
+    move(imported, "admin", first, "rejected", "false positive: shadow")
+    second = issued_notice(imported)
+    assert second != first
+
+
+def test_bureaus_see_only_their_own_notices_and_findings(imported: World) -> None:
+    housing_notice = issued_notice(imported, "S1")
+    urban_notice = issued_notice(imported, "S3")
+    housing = [
+        n["number"]
+        for n in imported.client.get("/notices", headers=imported.login("housing")).json()
+    ]
+    urban = [
+        n["number"] for n in imported.client.get("/notices", headers=imported.login("urban")).json()
+    ]
+    assert housing == [housing_notice] and urban == [urban_notice]
+    assert (
+        imported.client.get(
+            f"/notices/{urban_notice}", headers=imported.login("housing")
+        ).status_code
+        == 404
+    )
+    sites = {
+        f["site"] for f in imported.client.get("/findings", headers=imported.login("urban")).json()
+    }
+    assert sites == {"S3"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"type": "Feature"}, "FeatureCollection"),
+        (
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {"type": "Feature", "properties": {"class": "smoke"}, "geometry": None}
+                ],
+            },
+            "class must be one of",
+        ),
+        (
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {
+                            "class": "road_dust",
+                            "area_m2": -1,
+                            "confidence": 0.5,
+                            "uncertainty_m": 1,
+                        },
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [
+                                [[115.45, 36.48], [115.46, 36.48], [115.46, 36.49], [115.45, 36.48]]
+                            ],
+                        },
+                    }
+                ],
+            },
+            "area_m2",
+        ),
+    ],
+)
+def test_bad_findings_are_problems_naming_the_feature(
+    imported: World, body: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    response = post(imported, new_flight(imported), body)
+    assert response.status_code == 422 and message in response.json()["detail"]
