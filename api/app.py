@@ -15,6 +15,7 @@ from api.migrate import upgrade
 from api.problems import install_problem_handlers
 from api.routes import auth, bureaus, findings, flights, health, notices, sites, users
 from api.security import load_or_create_secret
+from api.services.notices import housekeeping
 from dustpatrol.settings import Settings
 
 
@@ -28,7 +29,11 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        jobs = JobWorker(sessions, settings) if worker else None
+        jobs = (
+            JobWorker(sessions, settings, housekeeping_s=5.0, housekeeping=housekeeping)
+            if worker
+            else None
+        )
         if jobs is not None:
             jobs.start()
         try:

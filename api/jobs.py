@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -112,11 +113,18 @@ class JobWorker:
     """Runs jobs on a background thread of the API process (the embedded default)."""
 
     def __init__(
-        self, sessions: sessionmaker[Any], settings: Settings, poll_s: float = 0.2
+        self,
+        sessions: sessionmaker[Any],
+        settings: Settings,
+        poll_s: float = 0.2,
+        housekeeping_s: float = 60.0,
+        housekeeping: Callable[[Session, Settings], object] | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.poll_s = poll_s
+        self.housekeeping_s = housekeeping_s
+        self.housekeeping = housekeeping  # periodic work, e.g. marking notices overdue
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -133,7 +141,15 @@ class JobWorker:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        next_housekeeping = 0.0
         while not self._stop.is_set():
+            if self.housekeeping is not None and time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + self.housekeeping_s
+                try:
+                    with self.sessions() as session:
+                        self.housekeeping(session, self.settings)
+                except Exception:
+                    log.exception("housekeeping failed")
             try:
                 busy = run_one(self.sessions, self.settings)
             except Exception:  # database briefly unavailable: wait and go on

@@ -123,6 +123,7 @@ class NoticesSettings(_Section):
     deadline_hours: dict[str, float] = Field(
         default_factory=lambda: {"exposed_soil": 24.0, "road_dust": 4.0}
     )
+    escalate_after_hours: float = Field(24.0, ge=0.0, description="overdue this long: escalated")
 
     @field_validator("min_area_m2", "deadline_hours")
     @classmethod

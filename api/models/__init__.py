@@ -3,18 +3,21 @@
 from api.models.bureaus import Bureau
 from api.models.flights import Flight, Frame, Job
 from api.models.notices import Finding, Notice, NoticeEvent
+from api.models.outbox import DeliveryAttempt, OutboxMessage
 from api.models.sites import Site
 from api.models.users import ApiKey, Role, User
 
 __all__ = [
     "ApiKey",
     "Bureau",
+    "DeliveryAttempt",
     "Finding",
     "Flight",
     "Frame",
     "Job",
     "Notice",
     "NoticeEvent",
+    "OutboxMessage",
     "Role",
     "Site",
     "User",

@@ -17,6 +17,7 @@ class Bureau(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     webhook_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    webhook_secret: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=lambda: datetime.now(UTC)
     )
@@ -27,6 +28,7 @@ class BureauCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     webhook_url: HttpUrl | None = None
+    webhook_secret: str | None = Field(default=None, min_length=16, max_length=200)
 
 
 class BureauPublic(BaseModel):

@@ -16,7 +16,11 @@ router = APIRouter(prefix="/bureaus", tags=["bureaus"])
 def create_bureau(body: BureauCreate, session: SessionDep, _: AdminUser) -> BureauPublic:
     if session.scalar(select(Bureau).where(Bureau.name == body.name)) is not None:
         raise ConflictError(f"bureau {body.name!r} exists already")
-    bureau = Bureau(name=body.name, webhook_url=str(body.webhook_url) if body.webhook_url else None)
+    bureau = Bureau(
+        name=body.name,
+        webhook_url=str(body.webhook_url) if body.webhook_url else None,
+        webhook_secret=body.webhook_secret,
+    )
     session.add(bureau)
     session.commit()
     return BureauPublic.model_validate(bureau)

@@ -31,6 +31,7 @@ from api.models.notices import (
 )
 from api.models.sites import Site
 from api.models.users import Role, User
+from api.services.webhooks import announce
 from dustpatrol.settings import Settings
 
 CLASS_NAMES = {
@@ -88,6 +89,8 @@ def ingest(
             notice = apply_rules(session, settings, finding, actor=None)
             if notice is not None and notice.number not in issued:
                 issued.append(notice.number)
+    session.flush()
+    verify_with_flight(session, flight_id)
     session.commit()
     return FindingsIngested(
         created=created, unchanged=unchanged, unknown_sites=sorted(unknown), notices_issued=issued
@@ -194,6 +197,7 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
     )
     session.add(notice)
     session.flush()
+    announce(session, notice.bureau_id, "notice.issued", _webhook_payload(notice, site))
     session.add(
         NoticeEvent(
             notice_id=notice.id,
@@ -269,6 +273,8 @@ def transition(
     if refusal:
         raise ForbiddenError(refusal)
     notice.state = to.value
+    site = session.get(Site, notice.site_id)
+    announce(session, notice.bureau_id, f"notice.{to.value}", _webhook_payload(notice, site))
     session.add(
         NoticeEvent(
             notice_id=notice.id,
@@ -320,3 +326,151 @@ def notice_public(session: Session, notice: Notice) -> NoticePublic:
         findings=list(findings),
         events=[NoticeEventPublic.model_validate(e) for e in events],
     )
+
+
+VERIFY_MIN_COVERAGE = 0.9  # share of the site the flight's frames must have seen
+
+
+def _webhook_payload(notice: Notice, site: Site | None) -> dict[str, Any]:
+    return {
+        "notice": notice.number,
+        "site": site.site_id if site else None,
+        "class": notice.finding_class,
+        "state": notice.state,
+        "deadline": notice.deadline.isoformat(),
+        "text_zh": notice.text_zh,
+        "text_en": notice.text_en,
+    }
+
+
+def _record(session: Session, notice: Notice, to: NoticeState, note: str) -> None:
+    session.add(
+        NoticeEvent(
+            notice_id=notice.id,
+            from_state=notice.state,
+            to_state=to.value,
+            actor_id=None,
+            note=note,
+        )
+    )
+    notice.state = to.value
+    announce(
+        session,
+        notice.bureau_id,
+        f"notice.{to.value}",
+        _webhook_payload(notice, session.get(Site, notice.site_id)),
+    )
+
+
+def verify_with_flight(session: Session, flight_id: int) -> list[str]:
+    """Check rectified notices against a later flight: if its frames saw (nearly) the whole
+    site and found no problem of the notice's class there, the notice is verified; if they
+    found one, it goes back to the bureau (acknowledged). Returns the notices touched."""
+    from shapely.ops import unary_union
+
+    from api.models.flights import Frame
+    from geo.crs import WGS84, transformer, utm_crs_for
+
+    footprints = [
+        shape(json.loads(f.footprint_geojson))
+        for f in session.scalars(
+            select(Frame).where(Frame.flight_id == flight_id, Frame.status == "ready")
+        )
+        if f.footprint_geojson
+    ]
+    if not footprints:
+        return []
+    seen_lonlat = unary_union(footprints)
+    touched = []
+    for notice in session.scalars(
+        select(Notice).where(Notice.state == NoticeState.RECTIFIED.value)
+    ):
+        site = session.get(Site, notice.site_id)
+        if site is None:
+            continue
+        site_shape = shape(json.loads(site.geometry_geojson))
+        if not site_shape.intersects(seen_lonlat):
+            continue
+        centre = site_shape.centroid
+        to_utm = transformer(WGS84, utm_crs_for(centre.x, centre.y))
+
+        def project(coords: Any, t: Any = to_utm) -> Any:
+            import numpy as np
+
+            x, y = t.transform(coords[:, 0], coords[:, 1])
+            return np.column_stack([x, y])
+
+        site_utm = shapely.transform(site_shape, project)
+        seen_utm = shapely.transform(seen_lonlat, project)
+        coverage = site_utm.intersection(seen_utm).area / site_utm.area
+        if coverage < VERIFY_MIN_COVERAGE:
+            continue
+        problem = session.scalar(
+            select(Finding.id).where(
+                Finding.flight_id == flight_id,
+                Finding.site_id == site.id,
+                Finding.finding_class == notice.finding_class,
+                Finding.review != FindingReview.REJECTED.value,
+            )
+        )
+        if problem is None:
+            _record(
+                session,
+                notice,
+                NoticeState.VERIFIED,
+                f"flight {flight_id} saw {coverage:.0%} of the site: no {notice.finding_class}",
+            )
+        else:
+            _record(
+                session,
+                notice,
+                NoticeState.ACKNOWLEDGED,
+                f"flight {flight_id} found {notice.finding_class} again (finding {problem})",
+            )
+            finding = session.get(Finding, problem)
+            if finding is not None:
+                finding.notice_id = notice.id
+        touched.append(notice.number)
+    return touched
+
+
+def mark_overdue(session: Session, settings: Settings, now: datetime | None = None) -> list[str]:
+    """Open notices past their deadline become overdue; overdue ones escalate after
+    ``notices.escalate_after_hours`` more. Returns the notices changed."""
+    now = now or datetime.now(UTC)
+    changed = []
+    waiting = [NoticeState.ISSUED.value, NoticeState.ACKNOWLEDGED.value]
+    for notice in session.scalars(select(Notice).where(Notice.state.in_(waiting))):
+        if _aware(notice.deadline) < now:
+            _record(
+                session,
+                notice,
+                NoticeState.OVERDUE,
+                f"deadline {_aware(notice.deadline):%Y-%m-%d %H:%M} UTC passed",
+            )
+            changed.append(notice.number)
+    escalate_at = timedelta(hours=settings.notices.escalate_after_hours)
+    for notice in session.scalars(select(Notice).where(Notice.state == NoticeState.OVERDUE.value)):
+        if _aware(notice.deadline) + escalate_at < now:
+            _record(
+                session,
+                notice,
+                NoticeState.ESCALATED,
+                f"overdue for more than {settings.notices.escalate_after_hours:g} h",
+            )
+            changed.append(notice.number)
+    session.commit()
+    return changed
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes for timezone-aware columns: they are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def housekeeping(session: Session, settings: Settings) -> None:
+    """Periodic work of the job worker: deadlines, then webhook deliveries."""
+    from api.services.webhooks import deliver_due
+
+    mark_overdue(session, settings)
+    deliver_due(session, settings)

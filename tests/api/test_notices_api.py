@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +244,78 @@ def test_bad_findings_are_problems_naming_the_feature(
 ) -> None:
     response = post(imported, new_flight(imported), body)
     assert response.status_code == 422 and message in response.json()["detail"]
+
+
+def _session(world: World) -> Any:
+    from api.db import make_engine, session_factory
+
+    return session_factory(make_engine(world.settings.database.url))()
+
+
+def test_deadlines_make_notices_overdue_then_escalated(imported: World) -> None:
+    from api.models.notices import Notice
+    from api.services.notices import mark_overdue
+
+    number = issued_notice(imported)  # road dust: 4 h deadline
+    with _session(imported) as session:
+        notice = session.query(Notice).filter_by(number=number).one()
+        deadline = (
+            notice.deadline if notice.deadline.tzinfo else notice.deadline.replace(tzinfo=UTC)
+        )
+        assert mark_overdue(session, imported.settings, deadline - timedelta(minutes=1)) == []
+        assert mark_overdue(session, imported.settings, deadline + timedelta(hours=1)) == [number]
+        assert mark_overdue(session, imported.settings, deadline + timedelta(hours=26)) == [number]
+    notice_body = imported.client.get(
+        f"/notices/{number}", headers=imported.login("analyst")
+    ).json()
+    assert notice_body["state"] == "escalated"
+    assert [e["to_state"] for e in notice_body["events"]][-2:] == ["overdue", "escalated"]
+    # An escalated notice can still be rectified by its bureau.
+    assert move(imported, "housing", number, "rectified").json()["state"] == "rectified"
+
+
+def _flight_seeing(world: World, site_id: str) -> int:
+    """A flight with one processed frame whose footprint covers ``site_id``."""
+    from shapely.geometry import box, mapping
+
+    from api.models.flights import Frame
+
+    flight = new_flight(world)
+    site = world.client.get(f"/sites/{site_id}", headers=world.login("admin")).json()
+    min_lon, min_lat, max_lon, max_lat = site["bbox"]
+    footprint = box(min_lon - 0.001, min_lat - 0.001, max_lon + 0.001, max_lat + 0.001)
+    with _session(world) as session:
+        session.add(
+            Frame(
+                flight_id=flight,
+                sha256=f"{flight:064d}",
+                filename="f.jpg",
+                size_bytes=1,
+                status="ready",
+                footprint_geojson=json.dumps(mapping(footprint)),
+            )
+        )
+        session.commit()
+    return flight
+
+
+def test_a_later_flight_that_sees_the_site_clean_verifies_the_notice(imported: World) -> None:
+    number = issued_notice(imported)
+    move(imported, "housing", number, "rectified", "swept and watered")
+    flight = _flight_seeing(imported, "S1")
+    response = post(imported, flight, {"type": "FeatureCollection", "features": []})
+    assert response.status_code == 200, response.text
+    notice = imported.client.get(f"/notices/{number}", headers=imported.login("analyst")).json()
+    assert notice["state"] == "verified"
+    assert "no road_dust" in notice["events"][-1]["note"]
+
+
+def test_a_later_flight_that_finds_the_problem_again_reopens_it(imported: World) -> None:
+    number = issued_notice(imported)
+    move(imported, "housing", number, "rectified")
+    flight = _flight_seeing(imported, "S1")
+    post(imported, flight, findings_for(imported, "S1", "road_dust", 7.0, shift=50.0))
+    notice = imported.client.get(f"/notices/{number}", headers=imported.login("analyst")).json()
+    assert notice["state"] == "acknowledged"
+    assert "found road_dust again" in notice["events"][-1]["note"]
+    assert len(notice["findings"]) == 2
