@@ -13,7 +13,7 @@ from api.db import make_engine, session_factory
 from api.jobs import JobWorker
 from api.migrate import upgrade
 from api.problems import install_problem_handlers
-from api.routes import auth, bureaus, findings, flights, health, notices, sites, users
+from api.routes import auth, bureaus, findings, flights, health, ledger, notices, sites, users
 from api.security import load_or_create_secret
 from api.services.notices import housekeeping
 from dustpatrol.settings import Settings
@@ -56,6 +56,6 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
         settings.paths.data_dir,
     )
     install_problem_handlers(app)
-    for module in (health, auth, users, bureaus, sites, flights, findings, notices):
+    for module in (health, auth, users, bureaus, sites, flights, findings, notices, ledger):
         app.include_router(module.router)
     return app

@@ -1,0 +1,48 @@
+"""Ledger and rankings per bureau or per site, as JSON or CSV."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from api.deps import CurrentUser, SessionDep
+from api.services.ledger import ledger, to_csv
+
+router = APIRouter(prefix="/ledger", tags=["ledger"])
+
+
+class Grouping(StrEnum):
+    BUREAU = "bureau"
+    SITE = "site"
+
+
+class Format(StrEnum):
+    JSON = "json"
+    CSV = "csv"
+
+
+@router.get("/{grouping}", response_model=None)
+def get_ledger(
+    grouping: Grouping,
+    session: SessionDep,
+    user: CurrentUser,
+    since: Annotated[
+        datetime | None, Query(description="notices issued from (ISO 8601, with zone)")
+    ] = None,
+    until: Annotated[datetime | None, Query(description="notices issued before")] = None,
+    output: Annotated[Format, Query(alias="format")] = Format.JSON,
+) -> Response:
+    """Issued, open, rectified, on time, overdue and average hours to rectify, ranked by
+    on-time rate. A bureau user gets its own rows only."""
+    rows = ledger(session, user, grouping.value, since, until)
+    if output is Format.CSV:
+        return Response(
+            to_csv(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="ledger-{grouping.value}.csv"'},
+        )
+    return JSONResponse([{"rank": rank, **row.public()} for rank, row in enumerate(rows, start=1)])
