@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,12 @@ def make_engine(url: str, echo: bool = False) -> Engine:
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A stored time as timezone-aware UTC: SQLite hands back naive datetimes for timezone
+    columns (we only ever store UTC), PostgreSQL aware ones."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Any]:

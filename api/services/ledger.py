@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.db import as_utc
 from api.models.bureaus import Bureau
 from api.models.notices import OPEN_STATES, Notice, NoticeEvent, NoticeState
 from api.models.sites import Site
@@ -45,10 +46,6 @@ class LedgerRow:
         return data
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def ledger(
     session: Session,
     user: User,
@@ -65,15 +62,15 @@ def ledger(
     notices = [
         n
         for n in session.scalars(query)
-        if (since is None or _aware(n.issued_at) >= since)
-        and (until is None or _aware(n.issued_at) < until)
+        if (since is None or as_utc(n.issued_at) >= since)
+        and (until is None or as_utc(n.issued_at) < until)
     ]
     ids = [n.id for n in notices]
     first_reached: dict[tuple[int, str], datetime] = {}
     for event in session.scalars(
         select(NoticeEvent).where(NoticeEvent.notice_id.in_(ids)).order_by(NoticeEvent.id)
     ):
-        first_reached.setdefault((event.notice_id, event.to_state), _aware(event.at))
+        first_reached.setdefault((event.notice_id, event.to_state), as_utc(event.at))
     bureaus = {b.id: b.name for b in session.scalars(select(Bureau))}
     sites = {s.id: s.site_id for s in session.scalars(select(Site))}
     rows: dict[str, LedgerRow] = {}
@@ -82,7 +79,7 @@ def ledger(
         key = (bureau or "(none)") if by == "bureau" else sites.get(notice.site_id, "?")
         row = rows.setdefault(key, LedgerRow(key=key, bureau=bureau))
         row.issued += 1
-        deadline = _aware(notice.deadline)
+        deadline = as_utc(notice.deadline)
         rectified_at = first_reached.get((notice.id, NoticeState.RECTIFIED.value))
         if (
             NoticeState(notice.state) in OPEN_STATES
@@ -92,7 +89,7 @@ def ledger(
         if rectified_at is not None:
             row.rectified += 1
             row.hours_to_rectify_total += (
-                rectified_at - _aware(notice.issued_at)
+                rectified_at - as_utc(notice.issued_at)
             ).total_seconds() / 3600
             row.on_time += rectified_at <= deadline
         went_overdue = (notice.id, NoticeState.OVERDUE.value) in first_reached

@@ -13,6 +13,7 @@ from shapely.geometry import shape
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from api.db import as_utc
 from api.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from api.models.bureaus import Bureau
 from api.models.flights import Flight
@@ -441,17 +442,17 @@ def mark_overdue(session: Session, settings: Settings, now: datetime | None = No
     changed = []
     waiting = [NoticeState.ISSUED.value, NoticeState.ACKNOWLEDGED.value]
     for notice in session.scalars(select(Notice).where(Notice.state.in_(waiting))):
-        if _aware(notice.deadline) < now:
+        if as_utc(notice.deadline) < now:
             _record(
                 session,
                 notice,
                 NoticeState.OVERDUE,
-                f"deadline {_aware(notice.deadline):%Y-%m-%d %H:%M} UTC passed",
+                f"deadline {as_utc(notice.deadline):%Y-%m-%d %H:%M} UTC passed",
             )
             changed.append(notice.number)
     escalate_at = timedelta(hours=settings.notices.escalate_after_hours)
     for notice in session.scalars(select(Notice).where(Notice.state == NoticeState.OVERDUE.value)):
-        if _aware(notice.deadline) + escalate_at < now:
+        if as_utc(notice.deadline) + escalate_at < now:
             _record(
                 session,
                 notice,
@@ -461,11 +462,6 @@ def mark_overdue(session: Session, settings: Settings, now: datetime | None = No
             changed.append(notice.number)
     session.commit()
     return changed
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes for timezone-aware columns: they are UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def housekeeping(session: Session, settings: Settings) -> None:
