@@ -18,7 +18,7 @@ from shapely import affinity
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from missions.model import PlanningError, SurveySettings
+from missions.model import PlanningError, SurveySettings, heading_deg
 
 EDGE_MARGIN_M = 1.0
 CHECK_SHOTS = 4
@@ -174,7 +174,7 @@ def check_pattern(
         position = (centre.x + back * math.cos(bearing), centre.y + back * math.sin(bearing))
         if no_fly is not None and no_fly.buffer(EDGE_MARGIN_M).contains(Point(position)):
             continue
-        heading = math.degrees(math.atan2(centre.x - position[0], centre.y - position[1])) % 360.0
+        heading = heading_deg(position, (centre.x, centre.y))
         legs.append(Leg(position, position, 0.0, 1, heading, settings.check_pitch_deg))
     if not legs:
         raise PlanningError(f"site {site_id}: every check position lies inside a no-fly zone")

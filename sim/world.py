@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import shapely
 from pyproj import CRS, Transformer
-from pyproj.aoi import AreaOfInterest
-from pyproj.database import query_utm_crs_info
 from shapely import affinity
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
+from geo.crs import utm_crs_for
 from sim.errors import SimError
 from sim.kinds import GroundTruthClass, Season, SiteKind, SurfaceKind
 from sim.names import SiteIdentity, site_identity
@@ -197,16 +196,6 @@ def _cell_box(i: int, j: int) -> tuple[float, float, float, float]:
     return (i * CELL_SIZE_M, j * CELL_SIZE_M, (i + 1) * CELL_SIZE_M, (j + 1) * CELL_SIZE_M)
 
 
-def utm_crs_for(lat: float, lon: float) -> CRS:
-    """The WGS84 UTM zone CRS containing (lat, lon)."""
-    infos = query_utm_crs_info(
-        datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat)
-    )
-    if not infos:
-        raise SimError(f"no UTM zone found for lat={lat}, lon={lon}")
-    return CRS.from_epsg(int(infos[0].code))
-
-
 def _rng(*keys: int | str) -> np.random.Generator:
     """A generator seeded by a stable hash of ``keys`` (independent streams per purpose)."""
     digest = hashlib.blake2b(repr(keys).encode(), digest_size=16).digest()
@@ -247,7 +236,7 @@ def generate_district(
 def build_district(params: DistrictParams) -> District:
     """The district described by ``params`` (see `generate_district`)."""
     params.validate()
-    crs = utm_crs_for(params.origin_lat, params.origin_lon)
+    crs = utm_crs_for(params.origin_lon, params.origin_lat)
     e0, n0 = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(
         params.origin_lon, params.origin_lat
     )
@@ -934,8 +923,3 @@ def _generate_cell(district: District, i: int, j: int) -> tuple[Surface, ...]:
         if area is not None and area.area >= 0.5:
             surfaces.append(Surface(kind, area, layer, _jitter(rgb, rng, 8.0), height_m=height))
     return tuple(surfaces)
-
-
-def iter_site_surfaces(district: District, site_id: str) -> Iterable[Surface]:
-    """The surfaces generated for one site."""
-    return (s for s in district.fixed_surfaces if s.site_id == site_id)

@@ -1,4 +1,4 @@
-"""Shared fixtures: every test starts from a clean DUSTPATROL_* environment."""
+"""Shared fixtures: a clean DUSTPATROL_* environment per test, one small simulated district."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from sim.world import District, generate_district
+
 
 @pytest.fixture(autouse=True)
 def _clean_dustpatrol_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -14,3 +16,9 @@ def _clean_dustpatrol_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[N
         if key.startswith("DUSTPATROL_"):
             monkeypatch.delenv(key)
     yield
+
+
+@pytest.fixture(scope="session")
+def district() -> District:
+    """One small simulated district shared by the sim, geo and missions tests."""
+    return generate_district(11, n_sites=14, extent_m=3_000.0)

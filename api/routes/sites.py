@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -35,9 +35,6 @@ async def import_sites(
     return service.import_registry(
         session, data, file.filename or "upload", crs=crs, encoding=encoding, id_field=id_field
     )
-
-
-Filters = dict[str, Any]
 
 
 @router.get("")
