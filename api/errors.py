@@ -31,3 +31,10 @@ class AuthenticationError(ApiError):
 class InvalidInputError(ApiError):
     status = 422
     title = "Invalid input"
+
+
+class UnavailableError(ApiError):
+    """Something the server needs is not installed or configured (an operator must act)."""
+
+    status = 503
+    title = "Service unavailable"

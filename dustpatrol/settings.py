@@ -124,6 +124,23 @@ class NoticesSettings(_Section):
         default_factory=lambda: {"exposed_soil": 24.0, "road_dust": 4.0}
     )
     escalate_after_hours: float = Field(24.0, ge=0.0, description="overdue this long: escalated")
+    timezone: str = Field("Asia/Shanghai", description="local time of deadlines in notices")
+    pdf_font: Path | None = Field(
+        None,
+        description="a TTF/TTC/OTF font with Chinese glyphs for notice PDFs; "
+        "found among the system fonts when unset (Debian: fonts-wqy-microhei)",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai)") from None
+        return value
 
     @field_validator("min_area_m2", "deadline_hours")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Request, Response
 from sqlalchemy import select
 
 from api.deps import CurrentUser, SessionDep, StaffUser, require_roles
@@ -12,6 +12,7 @@ from api.models.notices import Finding, FindingPublic, FindingsIngested
 from api.models.sites import Site
 from api.models.users import Role, User
 from api.services import notices as service
+from api.services.evidence import evidence_crop
 
 router = APIRouter(tags=["findings"])
 Reviewer = Annotated[User, Depends(require_roles(Role.ADMIN, Role.ANALYST))]
@@ -49,6 +50,27 @@ def list_findings(
             Finding.site_id.in_(select(Site.id).where(Site.bureau_id == user.bureau_id))
         )
     return [service.finding_public(session, f) for f in session.scalars(query)]
+
+
+@router.get("/findings/{finding_id}")
+def get_finding(finding_id: int, session: SessionDep, user: CurrentUser) -> FindingPublic:
+    return service.finding_public(session, service.get_finding(session, user, finding_id))
+
+
+@router.get(
+    "/findings/{finding_id}/evidence/{index}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "the evidence crop"}},
+)
+def get_evidence(
+    finding_id: int, index: int, request: Request, session: SessionDep, user: CurrentUser
+) -> Response:
+    """Evidence ``index`` of the finding: the frame cropped around the pixel box, box outlined."""
+    finding = service.get_finding(session, user, finding_id)
+    data = evidence_crop(session, request.app.state.settings, finding, index)
+    return Response(
+        data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    )
 
 
 @router.post("/findings/{finding_id}/confirm")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from api.deps import CurrentUser, SessionDep
 from api.models.notices import Notice, NoticePublic, TransitionBody
 from api.services import notices as service
+from api.services.notice_pdf import notice_pdf
 
 router = APIRouter(prefix="/notices", tags=["notices"])
 
@@ -34,3 +35,24 @@ def transition(
     """Move the notice (e.g. to acknowledged, rectified, verified, closed); 409 if not allowed."""
     notice = service.transition(session, user, number, body.to, body.note, body.attachments)
     return service.notice_public(session, notice)
+
+
+@router.get(
+    "/{number}/pdf",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/pdf": {}}, "description": "the notice as a PDF (zh-CN)"},
+        503: {"description": "no font with Chinese glyphs is installed on the server"},
+    },
+)
+def get_notice_pdf(
+    number: str, request: Request, session: SessionDep, user: CurrentUser
+) -> Response:
+    """The notice as a printable PDF in Chinese: text, problems, site map, photos, audit trail."""
+    notice = service.get_notice(session, user, number)
+    data = notice_pdf(session, request.app.state.settings, notice)
+    return Response(
+        data,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{notice.number}.pdf"'},
+    )

@@ -7,6 +7,7 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import shapely
 from shapely.geometry import shape
@@ -32,6 +33,7 @@ from api.models.notices import (
 )
 from api.models.sites import Site
 from api.models.users import Role, User
+from api.services.evidence import pixel_box
 from api.services.webhooks import announce
 from dustpatrol.settings import Settings
 
@@ -51,6 +53,11 @@ ALLOWED: dict[NoticeState, frozenset[NoticeState]] = {
     S.REJECTED: frozenset(),
 }
 BUREAU_MAY = frozenset({S.ACKNOWLEDGED, S.RECTIFIED})
+
+
+def local_time(moment: datetime, settings: Settings) -> str:
+    """``moment`` as the bureau reads it: local time of ``notices.timezone``."""
+    return as_utc(moment).astimezone(ZoneInfo(settings.notices.timezone)).strftime("%Y-%m-%d %H:%M")
 
 
 def _fingerprint(
@@ -137,8 +144,23 @@ def _finding_from_feature(
         area_m2=numbers["area_m2"],
         confidence=numbers["confidence"],
         uncertainty_m=numbers["uncertainty_m"],
-        evidence=list(properties.get("evidence") or []),
+        evidence=_evidence(properties.get("evidence"), where),
     )
+
+
+def _evidence(entries: Any, where: str) -> list[dict[str, Any]]:
+    """The evidence list checked: each entry names a frame and a pixel box in it."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise InvalidInputError(f"{where}: evidence must be a list")
+    checked = []
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("frame_id"), str):
+            raise InvalidInputError(f"{where}: evidence {number} must name a frame_id")
+        pixel_box(entry, f"{where}: evidence {number}")
+        checked.append(entry)
+    return checked
 
 
 def apply_rules(
@@ -178,7 +200,7 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
     deadline = now + timedelta(hours=hours)
     zh, en = CLASS_NAMES[finding.finding_class]
     name = site.name or site.site_id
-    local_deadline = deadline.astimezone().strftime("%Y-%m-%d %H:%M")
+    local_deadline = local_time(deadline, settings)
     notice = Notice(
         number=number,
         site_id=site.id,
@@ -211,12 +233,25 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
     return notice
 
 
+def get_finding(session: Session, user: User, finding_id: int) -> Finding:
+    """The finding, if ``user`` may see it (a bureau sees its own sites' findings)."""
+    finding = session.get(Finding, finding_id)
+    if finding is None or (
+        user.role == Role.BUREAU
+        and (
+            finding.site_id is None
+            or session.scalar(select(Site.bureau_id).where(Site.id == finding.site_id))
+            != user.bureau_id
+        )
+    ):
+        raise NotFoundError(f"no finding {finding_id}")
+    return finding
+
+
 def review(
     session: Session, settings: Settings, finding_id: int, confirm: bool, user: User
 ) -> FindingPublic:
-    finding = session.get(Finding, finding_id)
-    if finding is None:
-        raise NotFoundError(f"no finding {finding_id}")
+    finding = get_finding(session, user, finding_id)
     if finding.review != FindingReview.PENDING.value:
         raise ConflictError(f"finding {finding_id} was already {finding.review}")
     finding.review = (FindingReview.CONFIRMED if confirm else FindingReview.REJECTED).value
@@ -239,7 +274,10 @@ def finding_public(session: Session, finding: Finding) -> FindingPublic:
         uncertainty_m=finding.uncertainty_m,
         review=finding.review,
         notice=notice.number if notice else None,
-        evidence=finding.evidence,
+        evidence=[
+            {**entry, "image": f"/findings/{finding.id}/evidence/{index}"}
+            for index, entry in enumerate(finding.evidence)
+        ],
     )
 
 
