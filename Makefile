@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: help install test test-all lint typecheck pytest bench demo serve clean
+.PHONY: help install test test-all lint typecheck pytest bench demo serve web clean
 
 help:
 	@echo "make test      lint, type-check and the fast test suite (installs into .venv on first use)"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench     benchmarks; results printed and written to var/bench/"
 	@echo "make demo      the whole loop on a simulated district"
 	@echo "make serve     the notice service on 127.0.0.1:8000"
+	@echo "make web       rebuild the map page's vendored front-end packages from npm (web/)"
 
 install: $(STAMP)
 
@@ -51,6 +52,11 @@ demo:
 
 serve: $(STAMP)
 	$(BIN)/dustpatrol serve
+
+# The map page's front-end packages (Leaflet) come from npm, pinned in web/package-lock.json,
+# and are copied into api/static/vendor, which is committed: serving needs no Node.js.
+web:
+	cd web && npm ci --no-audit --no-fund && node build.mjs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 import api.models
 import api.services.frames  # noqa: F401  (registers the frame jobs)
@@ -13,7 +14,18 @@ from api.db import make_engine, session_factory
 from api.jobs import JobWorker
 from api.migrate import upgrade
 from api.problems import install_problem_handlers
-from api.routes import auth, bureaus, findings, flights, health, ledger, notices, sites, users
+from api.routes import (
+    auth,
+    bureaus,
+    findings,
+    flights,
+    health,
+    ledger,
+    map_page,
+    notices,
+    sites,
+    users,
+)
 from api.security import load_or_create_secret
 from api.services.notices import housekeeping
 from dustpatrol.settings import Settings
@@ -56,6 +68,18 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
         settings.paths.data_dir,
     )
     install_problem_handlers(app)
-    for module in (health, auth, users, bureaus, sites, flights, findings, notices, ledger):
+    for module in (
+        health,
+        auth,
+        users,
+        bureaus,
+        sites,
+        flights,
+        findings,
+        notices,
+        ledger,
+        map_page,
+    ):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=map_page.STATIC_DIR), name="static")
     return app

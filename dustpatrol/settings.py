@@ -168,6 +168,12 @@ class ServerSettings(_Section):
     secret_key: SecretStr | None = None
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
+    map_tile_url: str | None = Field(
+        None,
+        description="a basemap tile URL template for /map, e.g. an intranet server's "
+        "https://tiles.example/{z}/{x}/{y}.png; none by default (offline networks)",
+    )
+    map_tile_attribution: str = ""
 
 
 class Settings(BaseSettings):

@@ -50,7 +50,8 @@ def list_sites(
     sites = service.find_sites(
         session, user, kind=kind, bureau=bureau, bbox=bbox, limit=limit, offset=offset
     )
-    return [service.site_public(session, s) for s in sites]
+    names = service.bureau_names(session)
+    return [service.site_public(session, s, names) for s in sites]
 
 
 @router.get(

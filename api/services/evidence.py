@@ -58,8 +58,7 @@ def pixel_box(entry: dict[str, Any], where: str) -> tuple[int, int, int, int]:
         not isinstance(box, list)
         or len(box) != 4
         or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in box
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
         )
         or not (box[0] < box[2] and box[1] < box[3])
     ):

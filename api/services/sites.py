@@ -150,8 +150,13 @@ def get_site(session: Session, user: User, site_id: str) -> Site:
     return site
 
 
-def site_public(session: Session, site: Site) -> SitePublic:
-    bureau = session.get(Bureau, site.bureau_id) if site.bureau_id else None
+def bureau_names(session: Session) -> dict[int, str]:
+    """Every bureau's name by id (bureaus are few): one query instead of one per site."""
+    return {b.id: b.name for b in session.scalars(select(Bureau))}
+
+
+def site_public(session: Session, site: Site, names: dict[int, str] | None = None) -> SitePublic:
+    names = bureau_names(session) if names is None else names
     return SitePublic(
         site_id=site.site_id,
         name=site.name,
@@ -159,7 +164,7 @@ def site_public(session: Session, site: Site) -> SitePublic:
         address=site.address,
         permit_number=site.permit_number,
         contact=site.contact,
-        bureau=bureau.name if bureau else None,
+        bureau=names.get(site.bureau_id) if site.bureau_id else None,
         area_m2=site.area_m2,
         bbox=(site.min_lon, site.min_lat, site.max_lon, site.max_lat),
     )
@@ -168,8 +173,9 @@ def site_public(session: Session, site: Site) -> SitePublic:
 def sites_feature_collection(session: Session, sites: list[Site]) -> dict[str, Any]:
     """RFC 7946 FeatureCollection (EPSG:4326 longitude/latitude)."""
     features = []
+    names = bureau_names(session)
     for site in sites:
-        properties = site_public(session, site).model_dump(exclude={"bbox"})
+        properties = site_public(session, site, names).model_dump(exclude={"bbox"})
         features.append(
             {
                 "type": "Feature",

@@ -1,0 +1,227 @@
+"""The analysts' map: its data (GeoJSON, filters, isolation) and the page in a real Chromium."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import uvicorn
+from shapely.geometry import box, mapping
+
+from api.app import create_app
+from api.db import make_engine, session_factory
+from api.models.flights import Frame
+from tests.api.conftest import PASSWORD, World
+from tests.api.test_evidence_api import finding_with_frame
+from tests.api.test_notices_api import findings_for, new_flight, post
+from tests.api.test_sites_api import LAT, LON
+from tests.api.test_sites_api import imported as imported
+from tests.conftest import unavailable
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+
+
+def seeded(world: World) -> dict[str, object]:
+    """S1 with a confirmed exposed-soil finding (photo uploaded) and so an issued notice, S2
+    with a pending road-dust finding, and a flight with a track of two footprinted frames."""
+    finding = finding_with_frame(world)
+    analyst = world.login("analyst")
+    notice = world.client.post(f"/findings/{finding['id']}/confirm", headers=analyst).json()
+    flight = new_flight(world)
+    post(world, flight, findings_for(world, "S2", "road_dust", 12.0))
+    sessions = session_factory(make_engine(world.settings.database.url))
+    with sessions() as session:
+        for i in range(2):
+            lon, lat = LON + 0.001 + 0.002 * i, LAT + 0.0005
+            session.add(
+                Frame(
+                    flight_id=flight,
+                    sha256=f"{flight:032d}{i:032d}",
+                    filename=f"DJI_{i:04d}.JPG",
+                    size_bytes=1,
+                    status="ready",
+                    lon_deg=lon,
+                    lat_deg=lat,
+                    captured_at=datetime.now(UTC) + timedelta(seconds=i),
+                    footprint_geojson=json.dumps(
+                        mapping(box(lon - 0.0008, lat - 0.0006, lon + 0.0008, lat + 0.0006))
+                    ),
+                )
+            )
+        session.commit()
+    return {"finding": finding["id"], "notice": notice["notice"], "flight": flight}
+
+
+def test_map_data_colours_sites_by_notice_and_carries_findings_and_tracks(
+    imported: World,
+) -> None:
+    seed = seeded(imported)
+    data = imported.client.get("/map/data", headers=imported.login("analyst")).json()
+    states = {f["id"]: f["properties"]["state"] for f in data["sites"]["features"]}
+    assert states == {"S1": "issued", "S2": "none", "S3": "none"}
+    findings = {f["id"]: f["properties"] for f in data["findings"]["features"]}
+    assert findings[seed["finding"]]["notice"] == seed["notice"]
+    assert findings[seed["finding"]]["images"] == [f"/findings/{seed['finding']}/evidence/0"]
+    assert {p["class"] for p in findings.values()} == {"exposed_soil", "road_dust"}
+    kinds = [f["properties"]["kind"] for f in data["flights"]["features"]]
+    assert kinds.count("track") == 1 and kinds.count("footprint") == 2
+    track = next(f for f in data["flights"]["features"] if f["properties"]["kind"] == "track")
+    assert track["geometry"]["type"] == "LineString" and len(track["geometry"]["coordinates"]) == 2
+
+
+def test_map_data_filters_and_bureau_isolation(imported: World) -> None:
+    seeded(imported)
+    analyst = imported.login("analyst")
+    dust = imported.client.get(
+        "/map/data", params={"finding_class": "road_dust"}, headers=analyst
+    ).json()
+    assert {f["properties"]["class"] for f in dust["findings"]["features"]} == {"road_dust"}
+    assert all(f["properties"]["state"] == "none" for f in dust["sites"]["features"])
+    urban = imported.client.get(
+        "/map/data", params={"bureau": "县城市管理局"}, headers=analyst
+    ).json()
+    assert [f["id"] for f in urban["sites"]["features"]] == ["S3"]
+    assert urban["findings"]["features"] == []
+    old = imported.client.get(
+        "/map/data", params={"since": "2020-01-01", "until": "2020-01-31"}, headers=analyst
+    ).json()
+    assert old["findings"]["features"] == [] and old["flights"]["features"] == []
+    housing = imported.client.get("/map/data", headers=imported.login("housing")).json()
+    assert sorted(f["id"] for f in housing["sites"]["features"]) == ["S1", "S2"]
+    assert housing["flights"]["features"] == []  # flights are the staff's business
+    other = imported.client.get("/map/data", headers=imported.login("urban")).json()
+    assert other["findings"]["features"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"finding_class": "smoke"}, "finding_class must be one of"),
+        ({"bureau": "no such bureau"}, "no bureau named"),
+        ({"since": "2026-02-01", "until": "2026-01-01"}, "since must be on or before until"),
+        ({"since": "yesterday"}, "since"),
+    ],
+)
+def test_map_data_bad_filters_are_named(
+    imported: World, params: dict[str, str], message: str
+) -> None:
+    response = imported.client.get("/map/data", params=params, headers=imported.login("analyst"))
+    assert response.status_code == 422
+    assert message in json.dumps(response.json(), ensure_ascii=False)
+
+
+def test_map_data_needs_a_login_and_the_page_does_not(imported: World) -> None:
+    assert imported.client.get("/map/data").status_code == 401
+    page = imported.client.get("/map")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/static/vendor/leaflet/leaflet.js" in page.text
+    assert '"tileUrl": null' in page.text  # no basemap unless configured
+    leaflet = imported.client.get("/static/vendor/leaflet/leaflet.js")
+    assert leaflet.status_code == 200 and "Leaflet" in leaflet.text[:500]
+
+
+def test_the_vendored_leaflet_is_the_locked_npm_package() -> None:
+    root = Path(__file__).resolve().parents[2]
+    lock = json.loads((root / "web" / "package-lock.json").read_text())
+    locked = lock["packages"]["node_modules/leaflet"]["version"]
+    built = (root / "api" / "static" / "vendor" / "leaflet" / "VERSION").read_text().strip()
+    assert built == locked, "run `make web` to rebuild api/static/vendor from web/"
+
+
+@pytest.fixture
+def live_server(imported: World) -> Iterator[str]:
+    """The same database served over HTTP on 127.0.0.1 for the browser."""
+    app = create_app(imported.settings, migrate=False, worker=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    app.state.engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_map_page_draws_sites_and_findings_and_shows_the_photo(
+    imported: World, live_server: str
+) -> None:
+    if not CHROMIUM.exists():
+        unavailable(f"Chromium not installed at {CHROMIUM} (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    seed = seeded(imported)
+    hosts: set[str] = set()
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.on(
+                "request",
+                lambda request: (
+                    hosts.add(urlparse(request.url).hostname or "")
+                    if request.url.startswith(("http:", "https:", "ws:", "wss:"))
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{live_server}/map")
+            page.fill("input[name=username]", "analyst")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("#login-form button[type=submit]")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
+            assert page.locator("path.site").count() == 3
+            assert page.locator("path.site-issued").count() == 1
+            assert page.locator("path.finding").count() == 2
+            assert page.locator("path.track").count() == 1
+            assert page.locator("path.footprint").count() == 2
+            options = page.locator("select[name=bureau] option").all_inner_texts()
+            assert "县住房和城乡建设局" in options
+            page.locator(f"path.finding-{seed['finding']}").click()
+            photo = page.wait_for_selector(".leaflet-popup img.evidence", timeout=15_000)
+            assert photo is not None
+            page.wait_for_function(
+                "document.querySelector('.leaflet-popup img.evidence').naturalWidth > 0"
+            )
+            popup = page.locator(".leaflet-popup-content").inner_text()
+            assert str(seed["notice"]) in popup and "S1" in popup
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.wait_for_timeout(400)  # the popup's fade-in
+            page.screenshot(path=str(ARTIFACTS / "map.png"))
+            # The class filter redraws without the other class.
+            page.select_option("select[name=finding_class]", "road_dust")
+            page.click("#filters button[type=submit]")
+            page.wait_for_selector("body[data-loaded=true]")
+            assert page.locator("path.finding").count() == 1
+        finally:
+            browser.close()
+    assert errors == []
+    assert hosts == {"127.0.0.1"}  # nothing from the internet: no CDN, no basemap
