@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start a throwaway PostgreSQL on 127.0.0.1 for the tests and print its admin URL.
 # Installs the Debian package when it is missing. Usage: export DP_TEST_POSTGRES_URL=$(.ci/postgres.sh)
+# A server already running there is stopped and replaced. The test server skips fsync; set
+# DP_TEST_POSTGRES_DURABLE=1 for a server that syncs like a production one (benchmarks).
 set -euo pipefail
 PORT=${DP_TEST_POSTGRES_PORT:-54329}
 DATA=${DP_TEST_POSTGRES_DATA:-/tmp/dustpatrol-pg}
@@ -23,6 +25,9 @@ rm -rf "$DATA"
 mkdir -p "$DATA"
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$DATA"
 as_postgres "$BIN/initdb" -D "$DATA" -U postgres --auth=trust --encoding=UTF8 >&2
-as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DATA -c fsync=off -c full_page_writes=off" start >&2
+OPTIONS="-c listen_addresses=127.0.0.1 -p $PORT -k $DATA"
+if [ "${DP_TEST_POSTGRES_DURABLE:-0}" != 1 ]; then
+    OPTIONS="$OPTIONS -c fsync=off -c full_page_writes=off"
+fi
+as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -o "$OPTIONS" start >&2
 echo "postgresql+psycopg://postgres@127.0.0.1:$PORT/postgres"

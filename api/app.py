@@ -13,7 +13,7 @@ import api.services.frames  # noqa: F401  (registers the frame jobs)
 from api.db import make_engine, session_factory
 from api.jobs import JobWorker
 from api.migrate import upgrade
-from api.problems import install_problem_handlers
+from api.problems import document_problems, install_problem_handlers
 from api.routes import (
     auth,
     bureaus,
@@ -68,6 +68,7 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
         settings.paths.data_dir,
     )
     install_problem_handlers(app)
+    document_problems(app)
     for module in (
         health,
         auth,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -64,3 +64,9 @@ def require_roles(*roles: Role) -> Callable[[User], User]:
 
 AdminUser = Annotated[User, Depends(require_roles(Role.ADMIN))]
 StaffUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.ANALYST, Role.INSPECTOR))]
+
+
+# Row ids in paths: positive and within a 64-bit integer (SQLite's and PostgreSQL's bigint),
+# so an absurd id is a 422 that names it, never an overflow inside the database driver.
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="a row id")]

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ApiError
@@ -34,6 +35,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return problem(exc.status, exc.title, str(exc), request)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # A value the schema let through but the database cannot hold (a number too large
+        # for a 64-bit column, say): the client's input, so a 422, not a 500.
+        return problem(
+            422, "Invalid input", "a value is out of the range the database holds", request
+        )
 
     @app.exception_handler(GeoError)
     async def _geo_error(request: Request, exc: GeoError) -> JSONResponse:
@@ -66,3 +76,64 @@ def _title(status: int) -> str:
         409: "Conflict",
         413: "Content too large",
     }.get(status, "Error")
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "validation errors: the field and what is wrong with it",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """State in the OpenAPI schema what every operation may answer besides success: a
+    problem+json for any 4xx (FastAPI's own 422 schema would describe a body we never send)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            routes=app.routes,
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(name, None)
+        problem_response = {
+            "description": "a problem (RFC 9457): what is wrong and what to do",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.setdefault("responses", {})
+                for code in [c for c in responses if c.startswith("4")]:
+                    del responses[code]
+                responses["4XX"] = problem_response
+                if "503" in responses:
+                    responses["503"] = {
+                        **problem_response,
+                        "description": responses["503"].get("description", "unavailable"),
+                    }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import geo_matching, missions_planning, sim_render
+from bench import api_load, geo_matching, missions_planning, sim_render
 from bench.results import BenchResult, report
 
-SUITES = {"geo": geo_matching.run, "missions": missions_planning.run, "sim": sim_render.run}
+SUITES = {
+    "api": api_load.run,
+    "geo": geo_matching.run,
+    "missions": missions_planning.run,
+    "sim": sim_render.run,
+}
 
 
 def main() -> None:

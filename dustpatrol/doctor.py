@@ -49,6 +49,7 @@ def run_checks(config_file: Path | None) -> list[CheckResult]:
     results.append(check_data_dir(settings))
     results.append(check_database(settings))
     results.append(check_model(settings))
+    results.append(check_pdf_font(settings))
     return results
 
 
@@ -226,3 +227,13 @@ def check_model(settings: Settings) -> CheckResult:
         "use the weights shipped in models/ or set detection.model_path "
         "(DUSTPATROL_DETECTION__MODEL_PATH)",
     )
+
+
+def check_pdf_font(settings: Settings) -> CheckResult:
+    from dustpatrol.fonts import INSTALL_HINT, FontError, find_cjk_font
+
+    try:
+        font = find_cjk_font(settings.notices.pdf_font)
+    except FontError as exc:
+        return CheckResult("pdf font", CheckStatus.WARN, str(exc).split(";")[0], INSTALL_HINT)
+    return CheckResult("pdf font", CheckStatus.OK, f"{font} (notice PDFs in Chinese)")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
-from sqlalchemy import DateTime, Integer, String
+from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from api.db import Base
+from api.db import Base, UtcDateTime
 
 
 class Bureau(Base):
@@ -18,9 +18,7 @@ class Bureau(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     webhook_url: Mapped[str | None] = mapped_column(String(500), default=None)
     webhook_secret: Mapped[str | None] = mapped_column(String(200), default=None)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=lambda: datetime.now(UTC)
-    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=lambda: datetime.now(UTC))
 
 
 class BureauCreate(BaseModel):

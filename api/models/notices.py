@@ -7,10 +7,10 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from api.db import Base
+from api.db import Base, UtcDateTime
 
 
 def _now() -> datetime:
@@ -68,11 +68,15 @@ class Finding(Base):
     notice_id: Mapped[int | None] = mapped_column(
         ForeignKey("notices.id"), default=None, index=True
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
 
 
 class Notice(Base):
     __tablename__ = "notices"
+    __table_args__ = (
+        Index("ix_notices_bureau_state_id", "bureau_id", "state", "id"),
+        Index("ix_notices_state_deadline", "state", "deadline"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str] = mapped_column(String(30), unique=True)
@@ -84,8 +88,44 @@ class Notice(Base):
     state: Mapped[str] = mapped_column(String(20), index=True)
     text_zh: Mapped[str] = mapped_column(Text)
     text_en: Mapped[str] = mapped_column(Text)
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    deadline: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class NoticeCounter(Base):
+    """The last number issued in a series (``GX-2026``): incremented in the issuing
+    transaction, so concurrent issues never share a number."""
+
+    __tablename__ = "notice_counters"
+
+    series: Mapped[str] = mapped_column(String(30), primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)
+
+
+class NoticePhoto(Base):
+    """A photo uploaded to a notice (the bureau's proof of rectification, usually), stored
+    content-addressed; transitions name them as attachments by SHA-256."""
+
+    __tablename__ = "notice_photos"
+    __table_args__ = (UniqueConstraint("notice_id", "sha256", name="uq_notice_photos_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(300))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    uploaded_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+
+
+class NoticePhotoPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    sha256: str
+    filename: str
+    size_bytes: int
+    at: datetime
+    url: str
 
 
 class NoticeEvent(Base):
@@ -98,7 +138,7 @@ class NoticeEvent(Base):
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     note: Mapped[str | None] = mapped_column(Text, default=None)
     attachments: Mapped[list[str]] = mapped_column(JSON, default=list)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
 
 
 class FindingPublic(BaseModel):
@@ -146,6 +186,19 @@ class NoticeEventPublic(BaseModel):
     note: str | None
     attachments: list[str]
     at: datetime
+
+
+class NoticeSummary(BaseModel):
+    """A notice in a list: what a bureau's inbox shows (the full notice at /notices/{number})."""
+
+    number: str
+    site: str
+    site_name: str | None
+    bureau: str | None
+    finding_class: str
+    state: str
+    issued_at: datetime
+    deadline: datetime
 
 
 class NoticePublic(BaseModel):

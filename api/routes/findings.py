@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from sqlalchemy import select
 
-from api.deps import CurrentUser, SessionDep, StaffUser, require_roles
+from api.deps import CurrentUser, RowId, SessionDep, StaffUser, require_roles
 from api.models.notices import Finding, FindingPublic, FindingsIngested
 from api.models.sites import Site
 from api.models.users import Role, User
@@ -20,7 +20,7 @@ Reviewer = Annotated[User, Depends(require_roles(Role.ADMIN, Role.ANALYST))]
 
 @router.post("/flights/{flight_id}/findings")
 def post_findings(
-    flight_id: int,
+    flight_id: RowId,
     request: Request,
     session: SessionDep,
     _: StaffUser,
@@ -53,7 +53,7 @@ def list_findings(
 
 
 @router.get("/findings/{finding_id}")
-def get_finding(finding_id: int, session: SessionDep, user: CurrentUser) -> FindingPublic:
+def get_finding(finding_id: RowId, session: SessionDep, user: CurrentUser) -> FindingPublic:
     return service.finding_public(session, service.get_finding(session, user, finding_id))
 
 
@@ -63,7 +63,11 @@ def get_finding(finding_id: int, session: SessionDep, user: CurrentUser) -> Find
     responses={200: {"content": {"image/jpeg": {}}, "description": "the evidence crop"}},
 )
 def get_evidence(
-    finding_id: int, index: int, request: Request, session: SessionDep, user: CurrentUser
+    finding_id: RowId,
+    index: Annotated[int, Path(ge=0, le=10_000)],
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
 ) -> Response:
     """Evidence ``index`` of the finding: the frame cropped around the pixel box, box outlined."""
     finding = service.get_finding(session, user, finding_id)
@@ -75,11 +79,13 @@ def get_evidence(
 
 @router.post("/findings/{finding_id}/confirm")
 def confirm(
-    finding_id: int, request: Request, session: SessionDep, user: Reviewer
+    finding_id: RowId, request: Request, session: SessionDep, user: Reviewer
 ) -> FindingPublic:
     return service.review(session, request.app.state.settings, finding_id, True, user)
 
 
 @router.post("/findings/{finding_id}/reject")
-def reject(finding_id: int, request: Request, session: SessionDep, user: Reviewer) -> FindingPublic:
+def reject(
+    finding_id: RowId, request: Request, session: SessionDep, user: Reviewer
+) -> FindingPublic:
     return service.review(session, request.app.state.settings, finding_id, False, user)

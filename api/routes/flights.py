@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, UploadFile, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from api.deps import SessionDep, StaffUser
+from api.deps import RowId, SessionDep, StaffUser
 from api.errors import NotFoundError
 from api.models.flights import (
     Flight,
@@ -42,7 +42,7 @@ def list_flights(session: SessionDep, _: StaffUser) -> list[FlightPublic]:
 
 
 @router.get("/flights/{flight_id}")
-def get_flight(flight_id: int, session: SessionDep, _: StaffUser) -> FlightPublic:
+def get_flight(flight_id: RowId, session: SessionDep, _: StaffUser) -> FlightPublic:
     flight = session.get(Flight, flight_id)
     if flight is None:
         raise NotFoundError(f"no flight {flight_id}")
@@ -51,7 +51,7 @@ def get_flight(flight_id: int, session: SessionDep, _: StaffUser) -> FlightPubli
 
 @router.post("/flights/{flight_id}/frames", status_code=status.HTTP_201_CREATED)
 async def upload_frame(
-    flight_id: int, file: UploadFile, request: Request, session: SessionDep, _: StaffUser
+    flight_id: RowId, file: UploadFile, request: Request, session: SessionDep, _: StaffUser
 ) -> FrameUploaded:
     """Upload one JPEG; the same content uploaded again returns the stored frame."""
     data = await file.read(MAX_FRAME_BYTES + 1)
@@ -64,13 +64,15 @@ async def upload_frame(
 
 
 @router.get("/flights/{flight_id}/frames")
-def list_frames(flight_id: int, session: SessionDep, _: StaffUser) -> list[FramePublic]:
+def list_frames(flight_id: RowId, session: SessionDep, _: StaffUser) -> list[FramePublic]:
     frames = session.scalars(select(Frame).where(Frame.flight_id == flight_id).order_by(Frame.id))
     return [FramePublic.model_validate(f) for f in frames]
 
 
 @router.get("/frames/{frame_id}/image", response_class=FileResponse)
-def frame_image(frame_id: int, request: Request, session: SessionDep, _: StaffUser) -> FileResponse:
+def frame_image(
+    frame_id: RowId, request: Request, session: SessionDep, _: StaffUser
+) -> FileResponse:
     frame = session.get(Frame, frame_id)
     if frame is None:
         raise NotFoundError(f"no frame {frame_id}")
@@ -81,7 +83,7 @@ def frame_image(frame_id: int, request: Request, session: SessionDep, _: StaffUs
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: int, session: SessionDep, _: StaffUser) -> JobPublic:
+def get_job(job_id: RowId, session: SessionDep, _: StaffUser) -> JobPublic:
     job = session.get(Job, job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id}")

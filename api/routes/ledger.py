@@ -25,7 +25,16 @@ class Format(StrEnum):
     CSV = "csv"
 
 
-@router.get("/{grouping}", response_model=None)
+@router.get(
+    "/{grouping}",
+    response_model=None,
+    responses={
+        200: {
+            "description": "the ledger rows, ranked; CSV with ?format=csv",
+            "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def get_ledger(
     grouping: Grouping,
     session: SessionDep,

@@ -2,25 +2,68 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, UploadFile
+from fastapi.responses import FileResponse
 
 from api.deps import CurrentUser, SessionDep
-from api.models.notices import Notice, NoticePublic, TransitionBody
+from api.models.notices import (
+    NoticePhotoPublic,
+    NoticePublic,
+    NoticeState,
+    NoticeSummary,
+    TransitionBody,
+)
 from api.services import notices as service
+from api.services.frames import MAX_FRAME_BYTES
 from api.services.notice_pdf import notice_pdf
 
 router = APIRouter(prefix="/notices", tags=["notices"])
 
 
-@router.get("")
+@router.get(
+    "",
+    responses={
+        200: {
+            "headers": {
+                "Link": {
+                    "description": 'the next page, `<...>; rel="next"`, absent on the last',
+                    "schema": {"type": "string"},
+                }
+            }
+        }
+    },
+)
 def list_notices(
-    session: SessionDep, user: CurrentUser, state: str | None = None, site: str | None = None
-) -> list[NoticePublic]:
-    query = service.visible_notices(user)
-    if state:
-        query = query.where(Notice.state == state)
-    notices = [service.notice_public(session, n) for n in session.scalars(query)]
-    return [n for n in notices if site is None or n.site == site]
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    state: NoticeState | None = None,
+    open: Annotated[
+        bool, Query(description="only open notices (issued to escalated, not yet verified)")
+    ] = False,
+    site: str | None = None,
+    finding_class: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(description="from the previous page's next link")] = None,
+) -> list[NoticeSummary]:
+    """The notices you may see (a bureau: its own), oldest first, a page at a time."""
+    page, following = service.list_notices(
+        session,
+        user,
+        state=state,
+        open_only=open,
+        site=site,
+        finding_class=finding_class,
+        limit=limit,
+        cursor=cursor,
+    )
+    if following is not None:
+        next_url = request.url.include_query_params(cursor=following)
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
+    return page
 
 
 @router.get("/{number}")
@@ -56,3 +99,27 @@ def get_notice_pdf(
         media_type="application/pdf",
         headers={"Content-Disposition": f'inline; filename="{notice.number}.pdf"'},
     )
+
+
+@router.post("/{number}/photos", status_code=201)
+async def upload_photo(
+    number: str, file: UploadFile, request: Request, session: SessionDep, user: CurrentUser
+) -> NoticePhotoPublic:
+    """Add a JPEG (e.g. the bureau's photo of the rectified site); name its sha256 in the
+    attachments of a transition. The same photo uploaded again is stored once."""
+    data = await file.read(MAX_FRAME_BYTES + 1)
+    return service.add_photo(
+        session, request.app.state.settings, user, number, data, file.filename or "photo.jpg"
+    )
+
+
+@router.get(
+    "/{number}/photos/{sha256}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "the photo"}},
+)
+def get_photo(
+    number: str, sha256: str, request: Request, session: SessionDep, user: CurrentUser
+) -> FileResponse:
+    path = service.get_photo(session, request.app.state.settings, user, number, sha256)
+    return FileResponse(path, media_type="image/jpeg")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from sqlalchemy import select
 
-from api.deps import AdminUser, SessionDep
+from api.deps import AdminUser, RowId, SessionDep
 from api.errors import ConflictError, InvalidInputError, NotFoundError
 from api.models.bureaus import Bureau
 from api.models.users import ApiKey, ApiKeyCreate, ApiKeyCreated, User, UserCreate, UserPublic
@@ -45,7 +45,7 @@ def list_users(session: SessionDep, _: AdminUser) -> list[UserPublic]:
 
 @router.post("/{user_id}/api-keys", status_code=status.HTTP_201_CREATED)
 def create_api_key(
-    user_id: int, body: ApiKeyCreate, session: SessionDep, _: AdminUser
+    user_id: RowId, body: ApiKeyCreate, session: SessionDep, _: AdminUser
 ) -> ApiKeyCreated:
     if session.get(User, user_id) is None:
         raise NotFoundError(f"no user with id {user_id}")

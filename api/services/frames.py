@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,18 @@ FRAME_METADATA_JOB = "frame_metadata"
 
 def frame_path(frames_dir: Path, sha256: str) -> Path:
     return frames_dir / sha256[:2] / f"{sha256}.jpg"
+
+
+def store_jpeg(directory: Path, sha256: str, data: bytes) -> Path:
+    """Write ``data`` under its hash in ``directory`` once; atomic, so a crash never leaves
+    half a file under its name."""
+    path = frame_path(directory, sha256)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{uuid.uuid4().hex}.part")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+    return path
 
 
 def validate_jpeg(data: bytes, filename: str) -> None:
@@ -57,12 +70,7 @@ def store_frame(
     )
     if existing is not None:
         return existing, None
-    path = frame_path(settings.paths.frames_dir, digest)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".part")
-        temporary.write_bytes(data)
-        temporary.replace(path)  # atomic: a crash never leaves half a frame under its name
+    store_jpeg(settings.paths.frames_dir, digest, data)
     frame = Frame(flight_id=flight_id, sha256=digest, filename=filename[:300], size_bytes=len(data))
     session.add(frame)
     session.flush()

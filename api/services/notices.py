@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import shapely
 from shapely.geometry import shape
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from api.db import as_utc
@@ -26,14 +30,19 @@ from api.models.notices import (
     FindingReview,
     FindingsIngested,
     Notice,
+    NoticeCounter,
     NoticeEvent,
     NoticeEventPublic,
+    NoticePhoto,
+    NoticePhotoPublic,
     NoticePublic,
     NoticeState,
+    NoticeSummary,
 )
 from api.models.sites import Site
 from api.models.users import Role, User
 from api.services.evidence import pixel_box
+from api.services.frames import frame_path, store_jpeg, validate_jpeg
 from api.services.webhooks import announce
 from dustpatrol.settings import Settings
 
@@ -78,7 +87,16 @@ def ingest(
         collection.get("features"), list
     ):
         raise InvalidInputError("the body must be a GeoJSON FeatureCollection of findings")
-    sites = {s.site_id: s for s in session.scalars(select(Site))}
+    named = {
+        str(f["properties"]["site_id"])
+        for f in collection["features"]
+        if isinstance(f, dict)
+        and isinstance(f.get("properties"), dict)
+        and f["properties"].get("site_id")
+    }
+    sites = {
+        s.site_id: s for s in session.scalars(select(Site).where(Site.site_id.in_(sorted(named))))
+    }
     created, unchanged = 0, 0
     unknown: set[str] = set()
     issued: list[str] = []
@@ -193,9 +211,7 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
     site = session.get(Site, finding.site_id)
     assert site is not None
     now = datetime.now(UTC)
-    year_start = datetime(now.year, 1, 1, tzinfo=UTC)
-    count = session.scalar(select(func.count(Notice.id)).where(Notice.issued_at >= year_start)) or 0
-    number = f"{settings.notices.number_prefix}-{now.year}-{count + 1:06d}"
+    number = _next_number(session, f"{settings.notices.number_prefix}-{now.year}")
     hours = settings.notices.deadline_hours[finding.finding_class]
     deadline = now + timedelta(hours=hours)
     zh, en = CLASS_NAMES[finding.finding_class]
@@ -248,6 +264,22 @@ def get_finding(session: Session, user: User, finding_id: int) -> Finding:
     return finding
 
 
+def _next_number(session: Session, series: str) -> str:
+    """The next number of ``series`` (``GX-2026-000124``). The counter row is created if
+    missing and incremented with UPDATE ... RETURNING, which holds its row lock until the
+    transaction ends: two concurrent issues can never get the same number."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(NoticeCounter).values(series=series, last=0).on_conflict_do_nothing())
+    last = session.execute(
+        update(NoticeCounter)
+        .where(NoticeCounter.series == series)
+        .values(last=NoticeCounter.last + 1)
+        .returning(NoticeCounter.last)
+    ).scalar_one()
+    return f"{series}-{last:06d}"
+
+
 def review(
     session: Session, settings: Settings, finding_id: int, confirm: bool, user: User
 ) -> FindingPublic:
@@ -288,6 +320,71 @@ def visible_notices(user: User) -> Select[Notice]:
     return query
 
 
+def _cursor_id(cursor: str) -> int:
+    try:
+        kind, _, value = base64.urlsafe_b64decode(cursor.encode() + b"==").decode().partition(":")
+        if kind != "n":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInputError(
+            "cursor is not one this server gave out: use the next link of the previous page"
+        ) from None
+
+
+def _cursor(notice_id: int) -> str:
+    return base64.urlsafe_b64encode(f"n:{notice_id}".encode()).decode().rstrip("=")
+
+
+def list_notices(
+    session: Session,
+    user: User,
+    *,
+    state: NoticeState | None = None,
+    open_only: bool = False,
+    site: str | None = None,
+    finding_class: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[NoticeSummary], str | None]:
+    """One page of the notices ``user`` may see, oldest first, and the cursor of the next page
+    (None on the last). Keyset paging: a page costs the same however deep it is."""
+    query = (
+        select(Notice, Site.site_id, Site.name, Bureau.name)
+        .join(Site, Notice.site_id == Site.id)
+        .outerjoin(Bureau, Notice.bureau_id == Bureau.id)
+        .order_by(Notice.id)
+    )
+    if user.role == Role.BUREAU:
+        query = query.where(Notice.bureau_id == user.bureau_id)
+    if state is not None:
+        query = query.where(Notice.state == state.value)
+    if open_only:
+        query = query.where(Notice.state.in_(sorted(s.value for s in OPEN_STATES)))
+    if site:
+        query = query.where(Site.site_id == site)
+    if finding_class:
+        query = query.where(Notice.finding_class == finding_class)
+    if cursor:
+        query = query.where(Notice.id > _cursor_id(cursor))
+    rows = session.execute(query.limit(limit + 1)).all()
+    page = [
+        NoticeSummary(
+            number=notice.number,
+            site=site_id,
+            site_name=site_name,
+            bureau=bureau_name,
+            finding_class=notice.finding_class,
+            state=notice.state,
+            issued_at=as_utc(notice.issued_at),
+            deadline=as_utc(notice.deadline),
+        )
+        for notice, site_id, site_name, bureau_name in rows[:limit]
+    ]
+    following = _cursor(rows[limit - 1][0].id) if len(rows) > limit else None
+    return page, following
+
+
 def get_notice(session: Session, user: User, number: str) -> Notice:
     notice = session.scalar(visible_notices(user).where(Notice.number == number))
     if notice is None:
@@ -311,6 +408,15 @@ def transition(
     refusal = _refusal(Role(user.role), current, to)
     if refusal:
         raise ForbiddenError(refusal)
+    uploaded = set(
+        session.scalars(select(NoticePhoto.sha256).where(NoticePhoto.notice_id == notice.id))
+    )
+    for attachment in attachments:
+        if attachment not in uploaded:
+            raise InvalidInputError(
+                f"attachment {attachment!r} is not a photo of notice {number}: upload it with "
+                f"POST /notices/{number}/photos and attach the sha256 it returns"
+            )
     notice.state = to.value
     site = session.get(Site, notice.site_id)
     announce(session, notice.bureau_id, f"notice.{to.value}", _webhook_payload(notice, site))
@@ -479,7 +585,8 @@ def mark_overdue(session: Session, settings: Settings, now: datetime | None = No
     now = now or datetime.now(UTC)
     changed = []
     waiting = [NoticeState.ISSUED.value, NoticeState.ACKNOWLEDGED.value]
-    for notice in session.scalars(select(Notice).where(Notice.state.in_(waiting))):
+    due = select(Notice).where(Notice.state.in_(waiting), Notice.deadline < now)
+    for notice in session.scalars(due.order_by(Notice.id)):
         if as_utc(notice.deadline) < now:
             _record(
                 session,
@@ -489,7 +596,10 @@ def mark_overdue(session: Session, settings: Settings, now: datetime | None = No
             )
             changed.append(notice.number)
     escalate_at = timedelta(hours=settings.notices.escalate_after_hours)
-    for notice in session.scalars(select(Notice).where(Notice.state == NoticeState.OVERDUE.value)):
+    late = select(Notice).where(
+        Notice.state == NoticeState.OVERDUE.value, Notice.deadline < now - escalate_at
+    )
+    for notice in session.scalars(late.order_by(Notice.id)):
         if as_utc(notice.deadline) + escalate_at < now:
             _record(
                 session,
@@ -508,3 +618,57 @@ def housekeeping(session: Session, settings: Settings) -> None:
 
     mark_overdue(session, settings)
     deliver_due(session, settings)
+
+
+def photo_path(settings: Settings, sha256: str) -> Path:
+    return frame_path(settings.paths.data_dir / "photos", sha256)
+
+
+def photo_public(number: str, photo: NoticePhoto) -> NoticePhotoPublic:
+    return NoticePhotoPublic(
+        sha256=photo.sha256,
+        filename=photo.filename,
+        size_bytes=photo.size_bytes,
+        at=photo.at,
+        url=f"/notices/{number}/photos/{photo.sha256}",
+    )
+
+
+def add_photo(
+    session: Session, settings: Settings, user: User, number: str, data: bytes, filename: str
+) -> NoticePhotoPublic:
+    """Store a JPEG for the notice (idempotent by content); a bureau adds photos to its own
+    notices, staff to any; inspectors do not change notices."""
+    notice = get_notice(session, user, number)
+    if user.role == Role.INSPECTOR:
+        raise ForbiddenError("inspectors do not change notices")
+    validate_jpeg(data, filename)
+    digest = hashlib.sha256(data).hexdigest()
+    photo = session.scalar(
+        select(NoticePhoto).where(NoticePhoto.notice_id == notice.id, NoticePhoto.sha256 == digest)
+    )
+    if photo is None:
+        store_jpeg(settings.paths.data_dir / "photos", digest, data)
+        photo = NoticePhoto(
+            notice_id=notice.id,
+            sha256=digest,
+            filename=filename[:300],
+            size_bytes=len(data),
+            uploaded_by=user.id,
+        )
+        session.add(photo)
+        session.commit()
+    return photo_public(notice.number, photo)
+
+
+def get_photo(session: Session, settings: Settings, user: User, number: str, sha256: str) -> Path:
+    notice = get_notice(session, user, number)
+    photo = session.scalar(
+        select(NoticePhoto).where(NoticePhoto.notice_id == notice.id, NoticePhoto.sha256 == sha256)
+    )
+    if photo is None:
+        raise NotFoundError(f"notice {number} has no photo {sha256!r}")
+    path = photo_path(settings, sha256)
+    if not path.exists():
+        raise NotFoundError(f"the stored file of photo {sha256} is missing")
+    return path

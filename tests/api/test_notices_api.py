@@ -319,3 +319,83 @@ def test_a_later_flight_that_finds_the_problem_again_reopens_it(imported: World)
     assert notice["state"] == "acknowledged"
     assert "found road_dust again" in notice["events"][-1]["note"]
     assert len(notice["findings"]) == 2
+
+
+def test_notices_are_listed_a_page_at_a_time_with_filters(imported: World) -> None:
+    numbers = [issued_notice(imported, site) for site in ("S1", "S2", "S3")]
+    move(imported, "housing", numbers[1], "rectified")
+    move(imported, "analyst", numbers[1], "verified")
+    analyst = imported.login("analyst")
+    seen: list[str] = []
+    url: str | None = "/notices?limit=2"
+    pages = 0
+    while url:
+        response = imported.client.get(url, headers=analyst)
+        assert response.status_code == 200, response.text
+        seen += [n["number"] for n in response.json()]
+        pages += 1
+        link = response.headers.get("link")
+        url = link.split(">")[0].lstrip("<") if link else None
+    assert seen == numbers and pages == 2
+    first = imported.client.get("/notices", headers=analyst).json()[0]
+    assert first["site"] == "S1" and first["site_name"] == "东关工地"
+    assert first["bureau"] == "县住房和城乡建设局"
+    open_ones = imported.client.get("/notices", params={"open": "true"}, headers=analyst).json()
+    assert [n["number"] for n in open_ones] == [numbers[0], numbers[2]]
+    housing = imported.client.get(
+        "/notices", params={"open": "true"}, headers=imported.login("housing")
+    ).json()
+    assert [n["number"] for n in housing] == [numbers[0]]
+    verified = imported.client.get("/notices", params={"state": "verified"}, headers=analyst).json()
+    assert [n["number"] for n in verified] == [numbers[1]]
+    bad = imported.client.get("/notices", params={"cursor": "garbage!"}, headers=analyst)
+    assert bad.status_code == 422 and "cursor" in bad.json()["detail"]
+    bad_state = imported.client.get("/notices", params={"state": "lost"}, headers=analyst)
+    assert bad_state.status_code == 422 and "state" in str(bad_state.json())
+
+
+def test_notice_numbers_continue_from_the_counter(imported: World) -> None:
+    first = issued_notice(imported, "S1")
+    second = issued_notice(imported, "S2")
+    assert int(second.rsplit("-", 1)[1]) == int(first.rsplit("-", 1)[1]) + 1
+
+
+def test_the_bureau_reports_rectification_with_photos(imported: World) -> None:
+    import io as _io
+
+    from tests.api.test_evidence_api import frame_jpeg
+
+    number = issued_notice(imported)
+    housing = imported.login("housing")
+
+    def upload_photo(data: bytes, who: dict[str, str] = housing) -> Any:
+        return imported.client.post(
+            f"/notices/{number}/photos",
+            files={"file": ("after.jpg", _io.BytesIO(data), "image/jpeg")},
+            headers=who,
+        )
+
+    first = upload_photo(frame_jpeg())
+    assert first.status_code == 201, first.text
+    sha = first.json()["sha256"]
+    assert upload_photo(frame_jpeg()).json()["sha256"] == sha  # stored once
+    refused = imported.client.post(
+        f"/notices/{number}/transitions",
+        json={"to": "rectified", "attachments": ["0" * 64]},
+        headers=housing,
+    )
+    assert refused.status_code == 422 and "POST /notices/" in refused.json()["detail"]
+    moved = imported.client.post(
+        f"/notices/{number}/transitions",
+        json={"to": "rectified", "note": "netted", "attachments": [sha]},
+        headers=housing,
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["events"][-1]["attachments"] == [sha]
+    photo = imported.client.get(first.json()["url"], headers=imported.login("analyst"))
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    assert (
+        imported.client.get(first.json()["url"], headers=imported.login("urban")).status_code == 404
+    )
+    assert upload_photo(b"not a jpeg").status_code == 422
+    assert upload_photo(frame_jpeg(), imported.login("urban")).status_code == 404
