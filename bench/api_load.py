@@ -52,7 +52,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(quick: bool = False) -> list[BenchResult]:
     notices = 20_000 if quick else 200_000
-    requests = {"list": 300 if quick else 2000, "issue": 100 if quick else 400}
+    requests = {
+        "list": 300 if quick else 2000,
+        "issue": 100 if quick else 400,
+        "ledger": 10 if quick else 40,
+    }
     results: list[BenchResult] = []
     with tempfile.TemporaryDirectory(prefix="dp-bench-") as tmp:
         results += _backend("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), notices, requests)
@@ -336,6 +340,20 @@ def _backend(
             _row(
                 backend,
                 f"list a bureau's open notices ({len(cursors)} pages of {PAGE})",
+                latencies,
+                wall,
+                failures,
+            )
+        )
+        latencies, wall, failures = _load(
+            base,
+            requests["ledger"],
+            lambda client, _: client.get("/ledger/bureau", headers=analyst),
+        )
+        results.append(
+            _row(
+                backend,
+                f"ledger per bureau over all {notices:,} notices",
                 latencies,
                 wall,
                 failures,

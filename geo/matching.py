@@ -23,6 +23,7 @@ from pyproj import CRS
 from shapely.geometry import MultiPolygon, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
 
+from geo import _kernels as kernels
 from geo.crs import WGS84, transformer
 from geo.errors import GeoError
 
@@ -76,7 +77,8 @@ class SiteIndex:
     crs: CRS
     site_ids: NDArray[np.object_]
     geometries: NDArray[np.object_]
-    tree: shapely.STRtree
+    tree: shapely.STRtree  # for the distance queries of the tolerance
+    grid: kernels.BoxGrid  # for the candidate pairs
     edges: _SiteEdges
 
     @classmethod
@@ -85,7 +87,12 @@ class SiteIndex:
         shapely.prepare(geometries)
         ids = sites["site_id"].to_numpy(dtype=object) if len(sites) else np.array([], dtype=object)
         return cls(
-            CRS(crs), ids, geometries, shapely.STRtree(geometries), _SiteEdges.of(geometries)
+            CRS(crs),
+            ids,
+            geometries,
+            shapely.STRtree(geometries),
+            kernels.BoxGrid(shapely.bounds(geometries).reshape(-1, 4)),
+            _SiteEdges.of(geometries),
         )
 
 
@@ -129,12 +136,19 @@ def match_findings(
         )
 
     tree = index.tree
-    det_idx, site_idx = _parallel_query(tree, detections)
-    # Most pairs are decided by vectorised edge tests; GEOS handles the rest exactly.
-    state = _classify_pairs(shapely.bounds(detections), det_idx, site_idx, index.edges)
+    det_bounds = shapely.bounds(detections)
+    det_idx, site_idx = index.grid.query(det_bounds)
+    # Most pairs are decided by compiled edge tests; GEOS handles the rest exactly.
+    edges = index.edges
+    state = kernels.classify_pairs(
+        det_bounds, det_idx, site_idx, edges.edges, edges.offsets, edges.counts
+    )
     pair_ratio = np.where(state == _INSIDE, 1.0, 0.0)
     overlap = np.full(len(det_idx), None, dtype=object)
     exact = np.flatnonzero(state == _AMBIGUOUS)
+    clips = _ConvexClips.of(detections, det_idx, site_idx, exact, edges)
+    pair_ratio[clips.pairs] = clips.ratio
+    exact = np.setdiff1d(exact, clips.pairs, assume_unique=True)
     if len(exact):
         clipped_parts = _parallel(
             shapely.intersection, detections[det_idx[exact]], site_geoms[site_idx[exact]]
@@ -142,6 +156,7 @@ def match_findings(
         overlap[exact] = clipped_parts
         pair_ratio[exact] = shapely.area(clipped_parts) / shapely.area(detections[det_idx[exact]])
     touching = pair_ratio > 0.0
+    pair_number = np.flatnonzero(touching)  # positions in the candidate pairs
     det_idx, site_idx, pair_ratio, overlap = (
         det_idx[touching],
         site_idx[touching],
@@ -149,6 +164,7 @@ def match_findings(
         overlap[touching],
     )
     chosen = _best_pair(det_idx, site_idx, pair_ratio, n)
+    clips.fill(overlap, pair_number, chosen[pair_ratio[chosen] < FULL_OVERLAP])
     matched = det_idx[chosen]
     best_site[matched] = site_idx[chosen]
     ratio[matched] = pair_ratio[chosen]
@@ -182,7 +198,81 @@ def match_findings(
     return SiteMatches(best_site, assigned_ids, flag, ratio, distance, geometry)
 
 
-_OUTSIDE, _INSIDE, _AMBIGUOUS = 0, 1, 2
+_OUTSIDE, _INSIDE, _AMBIGUOUS = kernels.OUTSIDE, kernels.INSIDE, kernels.AMBIGUOUS
+
+
+@dataclass(frozen=True, slots=True)
+class _ConvexClips:
+    """Ambiguous pairs of a convex one-ring detection and a convex one-ring site, clipped in
+    compiled code (Sutherland-Hodgman); the clipped polygons are built only where needed."""
+
+    pairs: NDArray[np.int64]  # candidate-pair positions clipped here
+    ratio: NDArray[np.float64]  # clipped area / detection area, per entry of pairs
+    xy: NDArray[np.float64]
+    start: NDArray[np.int64]
+    count: NDArray[np.int64]
+
+    @classmethod
+    def of(
+        cls,
+        detections: NDArray[np.object_],
+        det_idx: NDArray[np.int64],
+        site_idx: NDArray[np.int64],
+        ambiguous: NDArray[np.int64],
+        edges: _SiteEdges,
+    ) -> _ConvexClips:
+        candidates = ambiguous[edges.convex_sign[site_idx[ambiguous]] != 0]
+        geoms = detections[det_idx[candidates]]
+        simple = (shapely.get_type_id(geoms) == shapely.GeometryType.POLYGON) & (
+            shapely.get_num_interior_rings(geoms) == 0
+        )
+        candidates, geoms = candidates[simple], geoms[simple]
+        # Polygons without holes: their coordinates are the exterior ring's.
+        coords, ring = shapely.get_coordinates(geoms, return_index=True)
+        per_ring = np.bincount(ring, minlength=len(geoms)).astype(np.int64)
+        start = np.zeros(len(geoms), dtype=np.int64)
+        if len(geoms):
+            start[1:] = np.cumsum(per_ring)[:-1]
+        xy, out_start, out_count, area, det_area = kernels.clip_convex(
+            np.ascontiguousarray(coords),
+            start,
+            per_ring - 1,  # a closed ring repeats its first vertex
+            site_idx[candidates],
+            np.ascontiguousarray(edges.edges[:, :2]),
+            edges.offsets,
+            edges.counts,
+            edges.convex_sign,
+        )
+        done = out_count != kernels.NOT_CONVEX
+        ratio = np.where(out_count > 0, area / np.where(det_area > 0, det_area, 1.0), 0.0)
+        return cls(candidates[done], ratio[done], xy, out_start[done], out_count[done])
+
+    def fill(
+        self,
+        overlap: NDArray[np.object_],
+        pair_number: NDArray[np.int64],
+        wanted: NDArray[np.int64],
+    ) -> None:
+        """Build the clipped polygons of the ``wanted`` (touching-pair positions) that were
+        clipped here, into ``overlap``."""
+        lookup = np.searchsorted(self.pairs, pair_number[wanted])
+        lookup = np.minimum(lookup, max(len(self.pairs) - 1, 0))
+        mine = (
+            (self.pairs[lookup] == pair_number[wanted])
+            if len(self.pairs)
+            else np.zeros(len(wanted), dtype=bool)
+        )
+        targets, entries = wanted[mine], lookup[mine]
+        if not len(targets):
+            return
+        counts = self.count[entries]
+        take = np.repeat(self.start[entries], counts) + (
+            np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        )
+        rings = shapely.linearrings(
+            self.xy[take], indices=np.repeat(np.arange(len(targets)), counts)
+        )
+        overlap[targets] = shapely.polygons(rings)
 
 
 def _best_pair(
@@ -201,9 +291,6 @@ def _best_pair(
     return np.concatenate([np.flatnonzero(single), order[first]])
 
 
-MAX_FAST_EDGES = 48  # sites with more edges always take the exact GEOS path
-EDGE_BUCKETS = (4, 8, 16, 32, MAX_FAST_EDGES)
-PAIR_CHUNK = 250_000
 THREADS = 2
 
 
@@ -224,27 +311,6 @@ def _parallel(function: Any, *arrays: NDArray[Any]) -> NDArray[Any]:
         return np.concatenate(list(parts))
 
 
-def _parallel_query(
-    tree: shapely.STRtree, detections: NDArray[np.object_]
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Bounding-box candidate pairs (detection, site), on two threads for large inputs."""
-    n = len(detections)
-    if n < 20_000:
-        found = tree.query(detections)
-        return found[0], found[1]
-    bounds = np.linspace(0, n, THREADS + 1).astype(int)
-    with ThreadPoolExecutor(THREADS) as pool:
-        parts = list(
-            pool.map(
-                lambda ab: tree.query(detections[ab[0] : ab[1]]),
-                itertools.pairwise(bounds),
-            )
-        )
-    det = np.concatenate([part[0] + start for part, start in zip(parts, bounds[:-1], strict=True)])
-    site = np.concatenate([part[1] for part in parts])
-    return det, site
-
-
 @dataclass(frozen=True, slots=True)
 class _SiteEdges:
     """Every site's ring edges (x1, y1, x2, y2), stored flat with per-site offsets."""
@@ -252,6 +318,9 @@ class _SiteEdges:
     edges: NDArray[np.float64]  # (total edges, 4), grouped by site
     offsets: NDArray[np.int64]  # first edge of each site
     counts: NDArray[np.int64]  # edges per site
+    # +1/-1 for a site that is one convex ring (counter-/clockwise), 0 otherwise: such sites
+    # clip convex detections in compiled code; the others go to GEOS.
+    convex_sign: NDArray[np.int8]
 
     @classmethod
     def of(cls, site_geoms: NDArray[np.object_]) -> _SiteEdges:
@@ -264,78 +333,12 @@ class _SiteEdges:
         edge_site = part_site[ring_part[coord_ring[:-1][same_ring]]]
         counts = np.bincount(edge_site, minlength=len(site_geoms)).astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        return cls(edges, offsets, counts)
-
-    def padded(self, sites: NDArray[np.int64], width: int) -> NDArray[np.float64]:
-        """(len(sites), width, 4) edges of ``sites``, NaN beyond each site's own edges."""
-        slots = np.arange(width)
-        index = self.offsets[sites][:, None] + slots[None, :]
-        valid = slots[None, :] < self.counts[sites][:, None]
-        gathered = self.edges[np.where(valid, index, 0)]
-        gathered[~valid] = np.nan
-        return gathered
-
-
-def _classify_pairs(
-    det_bounds: NDArray[np.float64],
-    det_idx: NDArray[np.int64],
-    site_idx: NDArray[np.int64],
-    sites: _SiteEdges,
-) -> NDArray[np.uint8]:
-    """For each candidate pair: the detection's box lies wholly inside the site, wholly
-    outside it, or the site's boundary crosses the box (ambiguous: decide exactly).
-
-    Pairs are bucketed by the site's edge count so that a rectangle costs 4 edge tests;
-    sites with more than ``MAX_FAST_EDGES`` edges always take the exact path.
-    """
-    state = np.full(len(det_idx), _AMBIGUOUS, dtype=np.uint8)
-    counts = sites.counts[site_idx]
-    jobs: list[tuple[NDArray[np.int64], int]] = []
-    low = 0
-    for width in EDGE_BUCKETS:
-        selected = np.flatnonzero((counts > low) & (counts <= width))
-        low = width
-        jobs.extend(
-            (selected[i : i + PAIR_CHUNK], width) for i in range(0, len(selected), PAIR_CHUNK)
-        )
-
-    def run(job: tuple[NDArray[np.int64], int]) -> None:
-        pairs, width = job
-        state[pairs] = _classify_chunk(
-            det_bounds[det_idx[pairs]], sites.padded(site_idx[pairs], width)
-        )
-
-    with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL in array loops
-        list(pool.map(run, jobs))
-    return state
-
-
-def _classify_chunk(box: NDArray[np.float64], edges: NDArray[np.float64]) -> NDArray[np.uint8]:
-    x1, y1, x2, y2 = (edges[:, :, k] for k in range(4))
-    min_x, min_y, max_x, max_y = (box[:, k : k + 1] for k in range(4))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # Does any edge touch the box? Bounding boxes overlap, and the box corners do not
-        # all lie strictly on one side of the edge's line.
-        overlap = (
-            (np.fmax(x1, x2) >= min_x)
-            & (np.fmin(x1, x2) <= max_x)
-            & (np.fmax(y1, y2) >= min_y)
-            & (np.fmin(y1, y2) <= max_y)
-        )
-        dx, dy = x2 - x1, y2 - y1
-        left = np.ones(overlap.shape, dtype=bool)
-        right = np.ones(overlap.shape, dtype=bool)
-        for cx, cy in ((min_x, min_y), (max_x, min_y), (max_x, max_y), (min_x, max_y)):
-            side = dx * (cy - y1) - dy * (cx - x1)
-            left &= side > 0
-            right &= side < 0
-        touches = (overlap & ~left & ~right).any(axis=1)
-        # Even-odd crossing test of the box centre (the rings of holes count too).
-        px, py = (min_x + max_x) / 2.0, (min_y + max_y) / 2.0
-        straddle = (y1 > py) != (y2 > py)
-        x_cross = x1 + (py - y1) * dx / np.where(dy == 0, 1.0, dy)
-        inside = (np.count_nonzero(straddle & (px < x_cross), axis=1) % 2) == 1
-    return np.where(touches, _AMBIGUOUS, np.where(inside, _INSIDE, _OUTSIDE)).astype(np.uint8)
+        rings = np.bincount(part_site[ring_part], minlength=len(site_geoms))
+        edges = np.ascontiguousarray(edges)
+        # A one-ring site's edges start at its vertices, in ring order.
+        sign = kernels.ring_signs(np.ascontiguousarray(edges[:, :2]), offsets, counts)
+        sign[rings != 1] = 0
+        return cls(edges, offsets, counts, sign)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from pyproj import CRS
 from shapely.geometry import Point, Polygon, box
 
@@ -238,3 +240,90 @@ def test_a_prepared_site_index_matches_like_the_registry() -> None:
     assert list(with_index.flag) == list(direct.flag)
     with pytest.raises(MatchError, match="site index is in"):
         match_findings(detections, index, 3.0, CRS.from_epsg(32651))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    site_points=st.lists(
+        st.tuples(st.floats(0, 100), st.floats(0, 100)), min_size=3, max_size=12, unique=True
+    ),
+    det_points=st.lists(
+        st.tuples(st.floats(-20, 120), st.floats(-20, 120)), min_size=3, max_size=9, unique=True
+    ),
+    clockwise=st.booleans(),
+)
+def test_compiled_convex_clipping_agrees_with_geos(
+    site_points: list[tuple[float, float]],
+    det_points: list[tuple[float, float]],
+    clockwise: bool,
+) -> None:
+    """Convex sites (either orientation) and convex or concave detections, in UTM-sized
+    coordinates: the compiled clip gives GEOS's overlap and clipped polygon."""
+    site = shapely.MultiPoint([(E0 + x, N0 + y) for x, y in site_points]).convex_hull
+    detection = shapely.MultiPoint([(E0 + x, N0 + y) for x, y in det_points]).convex_hull
+    assume(site.geom_type == "Polygon" and site.area > 1.0)
+    assume(detection.geom_type == "Polygon" and detection.area > 0.5)
+    site = shapely.orient_polygons(site, exterior_cw=clockwise)
+    sites = gpd.GeoDataFrame({"site_id": ["A"]}, geometry=[site], crs=UTM)
+    result = match_findings([detection], sites, 0.0, UTM)
+    expected = detection.intersection(site).area / detection.area
+    if expected <= 1e-9:
+        assert result.site_id[0] is None
+        return
+    assert result.overlap_ratio[0] == pytest.approx(expected, abs=1e-7)
+    if result.flag[0] == MatchFlag.CLIPPED:
+        clipped = result.geometry[0]
+        assert clipped.is_valid
+        assert clipped.area == pytest.approx(detection.intersection(site).area, abs=1e-6)
+        assert clipped.symmetric_difference(detection.intersection(site)).area < 1e-6
+
+
+def test_concave_detections_and_shared_edges_take_the_exact_path() -> None:
+    sites = two_square_sites()
+    l_shape = Polygon(
+        [
+            (E0 + 90, N0 + 10),
+            (E0 + 120, N0 + 10),
+            (E0 + 120, N0 + 20),
+            (E0 + 100, N0 + 20),
+            (E0 + 100, N0 + 40),
+            (E0 + 90, N0 + 40),
+        ]
+    )  # concave, across A's east edge
+    along_edge = box(E0 + 90, N0 + 50, E0 + 100, N0 + 60)  # shares A's east edge
+    result = match_findings([l_shape, along_edge], sites, 0.0, UTM)
+    assert result.flag[0] == MatchFlag.CLIPPED
+    site_a = sites.to_crs(UTM).geometry.iloc[0]
+    assert result.geometry[0].area == pytest.approx(l_shape.intersection(site_a).area)
+    assert result.flag[1] == MatchFlag.INSIDE and result.overlap_ratio[1] == pytest.approx(1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3), st.floats(0, 300), st.floats(0, 50)),
+        min_size=1,
+        max_size=60,
+    ),
+    queries=st.lists(
+        st.tuples(st.floats(-2e3, 2e3), st.floats(-2e3, 2e3), st.floats(0, 500), st.floats(0, 20)),
+        min_size=0,
+        max_size=60,
+    ),
+)
+def test_the_box_grid_finds_exactly_the_pairs_an_strtree_finds(
+    items: list[tuple[float, float, float, float]],
+    queries: list[tuple[float, float, float, float]],
+) -> None:
+    from geo._kernels import BoxGrid
+
+    def boxes(rows: list[tuple[float, float, float, float]]) -> np.ndarray:
+        return np.array([(x, y, x + w, y + h) for x, y, w, h in rows]).reshape(-1, 4)
+
+    item_boxes, query_boxes = boxes(items), boxes(queries)
+    q, i = BoxGrid(item_boxes).query(query_boxes)
+    tree = shapely.STRtree(shapely.box(*item_boxes.T))
+    expected = tree.query(shapely.box(*query_boxes.T)) if len(queries) else np.empty((2, 0))
+    assert sorted(zip(q.tolist(), i.tolist(), strict=True)) == sorted(
+        zip(expected[0].tolist(), expected[1].tolist(), strict=True)
+    )
