@@ -124,6 +124,9 @@ class NoticesSettings(_Section):
         default_factory=lambda: {"exposed_soil": 24.0, "road_dust": 4.0}
     )
     escalate_after_hours: float = Field(24.0, ge=0.0, description="overdue this long: escalated")
+    rectification_photo_required: bool = Field(
+        True, description="reporting a notice rectified needs at least one photo attached"
+    )
     timezone: str = Field("Asia/Shanghai", description="local time of deadlines in notices")
     pdf_font: Path | None = Field(
         None,

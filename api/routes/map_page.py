@@ -40,9 +40,19 @@ def get_map_data(
     until: Annotated[date | None, Query(description="last day (UTC), default today")] = None,
     bureau: Annotated[str | None, Query(description="only this bureau's sites")] = None,
     finding_class: Annotated[str | None, Query(description="exposed_soil or road_dust")] = None,
+    bbox: Annotated[
+        str | None, Query(description="min_lon,min_lat,max_lon,max_lat: only sites in view")
+    ] = None,
 ) -> dict[str, Any]:
     """Sites (coloured by their most pressing notice), findings with their photos, flight
-    tracks and frame footprints, as GeoJSON FeatureCollections."""
+    tracks and frame footprints, as GeoJSON FeatureCollections. At most 5,000 sites come at
+    once (`truncated` says when there were more: ask again with the view's `bbox`)."""
     return map_data(
-        session, user, since=since, until=until, bureau=bureau, finding_class=finding_class
+        session,
+        user,
+        since=since,
+        until=until,
+        bureau=bureau,
+        finding_class=finding_class,
+        bbox=bbox,
     )

@@ -73,10 +73,12 @@ def get_notice(number: str, session: SessionDep, user: CurrentUser) -> NoticePub
 
 @router.post("/{number}/transitions")
 def transition(
-    number: str, body: TransitionBody, session: SessionDep, user: CurrentUser
+    number: str, body: TransitionBody, request: Request, session: SessionDep, user: CurrentUser
 ) -> NoticePublic:
     """Move the notice (e.g. to acknowledged, rectified, verified, closed); 409 if not allowed."""
-    notice = service.transition(session, user, number, body.to, body.note, body.attachments)
+    notice = service.transition(
+        session, request.app.state.settings, user, number, body.to, body.note, body.attachments
+    )
     return service.notice_public(session, notice)
 
 

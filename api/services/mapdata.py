@@ -7,7 +7,7 @@ import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import InvalidInputError
@@ -16,7 +16,7 @@ from api.models.flights import Flight, Frame
 from api.models.notices import Finding, FindingClass, Notice
 from api.models.sites import Site
 from api.models.users import Role, User
-from api.services.sites import bureau_names, visible_sites
+from api.services.sites import bureau_names, parse_bbox, visible_sites
 
 # The state a site is drawn in: its most pressing notice, most pressing first.
 STATE_ORDER = (
@@ -30,6 +30,7 @@ STATE_ORDER = (
     "rejected",
 )
 DEFAULT_DAYS = 30
+MAX_SITES = 5000  # per response: beyond it, the page asks for its view's bbox
 
 
 def window(since: date | None, until: date | None) -> tuple[datetime, datetime]:
@@ -53,6 +54,8 @@ def map_data(
     until: date | None = None,
     bureau: str | None = None,
     finding_class: str | None = None,
+    bbox: str | None = None,
+    max_sites: int = MAX_SITES,
 ) -> dict[str, Any]:
     if finding_class and finding_class not in {c.value for c in FindingClass}:
         raise InvalidInputError(
@@ -65,14 +68,43 @@ def map_data(
         if bureau_id is None:
             raise InvalidInputError(f"no bureau named {bureau!r}")
         sites_query = sites_query.where(Site.bureau_id == bureau_id)
-    sites = list(session.scalars(sites_query))
+    if bbox:
+        min_lon, min_lat, max_lon, max_lat = parse_bbox(bbox)
+        sites_query = sites_query.where(
+            Site.max_lon >= min_lon,
+            Site.min_lon <= max_lon,
+            Site.max_lat >= min_lat,
+            Site.min_lat <= max_lat,
+        )
+    sites = list(session.scalars(sites_query.limit(max_sites + 1)))
+    truncated = len(sites) > max_sites
+    sites = sites[:max_sites]
     site_ids = {s.id: s.site_id for s in sites}
     return {
         "window": [start.isoformat(), end.isoformat()],
+        "truncated": truncated,  # more sites than one response carries: ask for a bbox
+        "extent": _extent(session, user, bbox is None),
         "sites": _sites(session, sites, finding_class),
         "findings": _findings(session, site_ids, start, end, finding_class),
         "flights": _flights(session, user, start, end),
     }
+
+
+def _extent(session: Session, user: User, wanted: bool) -> list[float] | None:
+    """The bounding box of every site ``user`` sees (for the first view), unless a bbox
+    was asked for."""
+    if not wanted:
+        return None
+    query = select(
+        func.min(Site.min_lon),
+        func.min(Site.min_lat),
+        func.max(Site.max_lon),
+        func.max(Site.max_lat),
+    )
+    if user.role == Role.BUREAU:
+        query = query.where(Site.bureau_id == user.bureau_id)
+    row = session.execute(query).one()
+    return None if row[0] is None else [float(v) for v in row]
 
 
 def _sites(session: Session, sites: list[Site], finding_class: str | None) -> dict[str, Any]:

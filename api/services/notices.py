@@ -394,6 +394,7 @@ def get_notice(session: Session, user: User, number: str) -> Notice:
 
 def transition(
     session: Session,
+    settings: Settings,
     user: User,
     number: str,
     to: NoticeState,
@@ -408,6 +409,11 @@ def transition(
     refusal = _refusal(Role(user.role), current, to)
     if refusal:
         raise ForbiddenError(refusal)
+    if to is S.RECTIFIED and not attachments and settings.notices.rectification_photo_required:
+        raise InvalidInputError(
+            f"reporting notice {number} rectified needs a photo of the site: upload it with "
+            f"POST /notices/{number}/photos and name its sha256 in attachments"
+        )
     uploaded = set(
         session.scalars(select(NoticePhoto.sha256).where(NoticePhoto.notice_id == notice.id))
     )

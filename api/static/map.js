@@ -49,6 +49,13 @@ legend.addTo(map);
 const status = document.getElementById("status");
 const loginDialog = document.getElementById("login");
 let fittedOnce = false;
+let byView = false;
+let moveTimer = null;
+map.on("moveend", () => {
+  if (!byView) return;
+  clearTimeout(moveTimer);
+  moveTimer = setTimeout(load, 250);
+});
 
 function token() {
   return sessionStorage.getItem("dustpatrol-token");
@@ -182,19 +189,27 @@ function draw(data) {
     }),
     onEachFeature: (f, layer) => layer.bindPopup(() => findingPopup(f.properties), { maxWidth: 300 }),
   }).addTo(layers.findings);
-  const bounds = L.geoJSON(data.sites).getBounds();
-  if (!fittedOnce && bounds.isValid()) {
-    map.fitBounds(bounds.pad(0.1));
-    fittedOnce = true;
-  }
+  // A large registry comes a view at a time: once a response is truncated, every move asks
+  // for the sites in view.
+  byView = byView || data.truncated;
   status.textContent = `${data.sites.features.length} 工地 sites · ${data.findings.features.length} 发现 findings · ${flights.filter((f) => f.properties.kind === "track").length} 架次 flights`;
+  if (data.truncated) status.textContent += " · 仅显示部分工地，请放大 (zoom in for all sites)";
   document.body.dataset.loaded = "true";
+  if (!fittedOnce && data.extent) {
+    const [west, south, east, north] = data.extent;
+    fittedOnce = true;
+    map.fitBounds(L.latLngBounds([south, west], [north, east]).pad(0.1));
+  }
 }
 
 async function load() {
   const params = new URLSearchParams();
   for (const [key, value] of new FormData(document.getElementById("filters"))) {
     if (value) params.set(key, value);
+  }
+  if (byView) {
+    const view = map.getBounds().pad(0.2);
+    params.set("bbox", [view.getWest(), view.getSouth(), view.getEast(), view.getNorth()].map((v) => v.toFixed(6)).join(","));
   }
   status.textContent = "加载中 loading…";
   document.body.dataset.loaded = "false";

@@ -94,6 +94,17 @@ def test_map_data_filters_and_bureau_isolation(imported: World) -> None:
         "/map/data", params={"since": "2020-01-01", "until": "2020-01-31"}, headers=analyst
     ).json()
     assert old["findings"]["features"] == [] and old["flights"]["features"] == []
+    everything = imported.client.get("/map/data", headers=analyst).json()
+    assert everything["truncated"] is False
+    west, south, east, north = everything["extent"]
+    assert west == pytest.approx(LON) and south == pytest.approx(LAT)
+    assert east == pytest.approx(LON + 0.011) and north == pytest.approx(LAT + 0.001)
+    third = f"{LON + 0.0095},{LAT},{LON + 0.0115},{LAT + 0.001}"  # only S3's square
+    in_view = imported.client.get("/map/data", params={"bbox": third}, headers=analyst).json()
+    assert [f["id"] for f in in_view["sites"]["features"]] == ["S3"]
+    assert in_view["extent"] is None
+    bad_bbox = imported.client.get("/map/data", params={"bbox": "1,2,3"}, headers=analyst)
+    assert bad_bbox.status_code == 422 and "bbox" in bad_bbox.json()["detail"]
     housing = imported.client.get("/map/data", headers=imported.login("housing")).json()
     assert sorted(f["id"] for f in housing["sites"]["features"]) == ["S1", "S2"]
     assert housing["flights"]["features"] == []  # flights are the staff's business
@@ -225,3 +236,18 @@ def test_the_map_page_draws_sites_and_findings_and_shows_the_photo(
             browser.close()
     assert errors == []
     assert hosts == {"127.0.0.1"}  # nothing from the internet: no CDN, no basemap
+
+
+def test_a_large_registry_comes_a_view_at_a_time(imported: World) -> None:
+    from api.models.users import User
+    from api.services.mapdata import map_data
+
+    seeded(imported)
+    with session_factory(make_engine(imported.settings.database.url))() as session:
+        analyst = session.query(User).filter_by(username="analyst").one()
+        first = map_data(session, analyst, max_sites=2)
+        assert first["truncated"] is True and len(first["sites"]["features"]) == 2
+        assert first["extent"] is not None
+        # The findings come for the sites sent, not for the others.
+        sent = {f["id"] for f in first["sites"]["features"]}
+        assert {f["properties"]["site_id"] for f in first["findings"]["features"]} <= sent

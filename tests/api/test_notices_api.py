@@ -121,8 +121,25 @@ def issued_notice(world: World, site: str = "S1") -> str:
 
 
 def move(world: World, who: str, number: str, to: str, note: str | None = None) -> Any:
+    """Transition ``number``; a report of rectification comes with a photo, as required."""
+    headers = world.login(who)
+    attachments = []
+    if to == "rectified":
+        import io
+
+        from tests.api.test_evidence_api import frame_jpeg
+
+        uploaded = world.client.post(
+            f"/notices/{number}/photos",
+            files={"file": ("after.jpg", io.BytesIO(frame_jpeg()), "image/jpeg")},
+            headers=headers,
+        )
+        if uploaded.status_code == 201:
+            attachments = [uploaded.json()["sha256"]]
     return world.client.post(
-        f"/notices/{number}/transitions", json={"to": to, "note": note}, headers=world.login(who)
+        f"/notices/{number}/transitions",
+        json={"to": to, "note": note, "attachments": attachments},
+        headers=headers,
     )
 
 
@@ -375,6 +392,10 @@ def test_the_bureau_reports_rectification_with_photos(imported: World) -> None:
             headers=who,
         )
 
+    no_photo = imported.client.post(
+        f"/notices/{number}/transitions", json={"to": "rectified"}, headers=housing
+    )
+    assert no_photo.status_code == 422 and "needs a photo" in no_photo.json()["detail"]
     first = upload_photo(frame_jpeg())
     assert first.status_code == 201, first.text
     sha = first.json()["sha256"]
