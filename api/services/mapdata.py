@@ -16,7 +16,7 @@ from api.models.flights import Flight, Frame
 from api.models.notices import Finding, FindingClass, Notice
 from api.models.sites import Site
 from api.models.users import Role, User
-from api.services.sites import bureau_names, parse_bbox, visible_sites
+from api.services.sites import bureau_names, in_bbox, visible_sites
 
 # The state a site is drawn in: its most pressing notice, most pressing first.
 STATE_ORDER = (
@@ -69,13 +69,7 @@ def map_data(
             raise InvalidInputError(f"no bureau named {bureau!r}")
         sites_query = sites_query.where(Site.bureau_id == bureau_id)
     if bbox:
-        min_lon, min_lat, max_lon, max_lat = parse_bbox(bbox)
-        sites_query = sites_query.where(
-            Site.max_lon >= min_lon,
-            Site.min_lon <= max_lon,
-            Site.max_lat >= min_lat,
-            Site.min_lat <= max_lat,
-        )
+        sites_query = in_bbox(sites_query, bbox)
     sites = list(session.scalars(sites_query.limit(max_sites + 1)))
     truncated = len(sites) > max_sites
     sites = sites[:max_sites]

@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError, UnavailableError
 from api.models.bureaus import Bureau
-from api.models.notices import Finding, Notice, NoticeEvent
+from api.models.notices import Finding, Notice, NoticeEvent, NoticePhoto
 from api.models.sites import Site
 from api.services.evidence import evidence_crop
-from api.services.notices import CLASS_NAMES, local_time
+from api.services.notices import CLASS_NAMES, local_time, photo_path
 from dustpatrol.fonts import FontError, find_cjk_font
 from dustpatrol.settings import Settings
 from geo.crs import WGS84, transformer, utm_crs_for
@@ -138,7 +138,18 @@ def notice_pdf(session: Session, settings: Settings, notice: Notice) -> bytes:
     pdf.image(io.BytesIO(map_png), x=pdf.l_margin, w=120)
     pdf.ln(3)
 
-    _photos(pdf, session, settings, findings)
+    photos, missing = _evidence_photos(session, settings, findings)
+    _photo_grid(
+        pdf,
+        photos,
+        "现场照片",
+        "Evidence",
+        "（无可用照片：证据帧尚未上传）",
+        f"另有 {missing} 张证据照片的原始帧尚未上传。" if missing else "",
+    )
+    rectification = _rectification_photos(session, settings, notice)
+    if rectification:
+        _photo_grid(pdf, rectification, "整改照片", "Rectification photos", "")
 
     _heading(pdf, "办理记录", "Audit trail")
     pdf.set_font(FONT, size=9)
@@ -184,8 +195,10 @@ def _heading(pdf: FPDF, zh: str, en: str) -> None:
     pdf.set_text_color(0)
 
 
-def _photos(pdf: FPDF, session: Session, settings: Settings, findings: list[Finding]) -> None:
-    """Up to MAX_PHOTOS evidence crops, two per row, each with its caption."""
+def _evidence_photos(
+    session: Session, settings: Settings, findings: list[Finding]
+) -> tuple[list[tuple[bytes, str]], int]:
+    """Up to MAX_PHOTOS evidence crops with captions, and how many could not be cut."""
     photos: list[tuple[bytes, str]] = []
     missing = 0
     for finding in findings:
@@ -198,15 +211,42 @@ def _photos(pdf: FPDF, session: Session, settings: Settings, findings: list[Find
                 missing += 1
                 continue
             photos.append((data, f"发现 #{finding.id} · {entry.get('frame_id', '')}"))
+    return photos, missing
+
+
+def _rectification_photos(
+    session: Session, settings: Settings, notice: Notice
+) -> list[tuple[bytes, str]]:
+    """The photos the bureau uploaded to the notice, scaled down, oldest first."""
+    photos: list[tuple[bytes, str]] = []
+    for photo in session.scalars(
+        select(NoticePhoto).where(NoticePhoto.notice_id == notice.id).order_by(NoticePhoto.id)
+    ):
+        path = photo_path(settings, photo.sha256)
+        if not path.exists() or len(photos) == MAX_PHOTOS:
+            continue
+        with Image.open(path) as image:
+            small = image.convert("RGB")
+            small.thumbnail((800, 800))
+            buffer = io.BytesIO()
+            small.save(buffer, "JPEG", quality=85)
+        photos.append((buffer.getvalue(), f"{local_time(photo.at, settings)} · {photo.filename}"))
+    return photos
+
+
+def _photo_grid(
+    pdf: FPDF, photos: list[tuple[bytes, str]], zh: str, en: str, empty: str, note: str = ""
+) -> None:
+    """A heading and the photos two per row, each with its caption."""
     width, gap = 86.0, 8.0
     if photos:
         with Image.open(io.BytesIO(photos[0][0])) as first:
             if pdf.will_page_break(width * first.height / first.width + 20):
                 pdf.add_page()  # keep the heading with its first row of photos
-    _heading(pdf, "现场照片", "Evidence")
+    _heading(pdf, zh, en)
     pdf.set_font(FONT, size=9)
     if not photos:
-        pdf.cell(0, 6, "（无可用照片：证据帧尚未上传）", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.cell(0, 6, empty, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.ln(3)
         return
     for start in range(0, len(photos), 2):
@@ -225,8 +265,8 @@ def _photos(pdf: FPDF, session: Session, settings: Settings, findings: list[Find
             pdf.set_xy(x, top + heights[column] + 0.5)
             pdf.cell(width, 5, caption, align="C")
         pdf.set_xy(pdf.l_margin, top + row_height)
-    if missing:
-        pdf.cell(0, 6, f"另有 {missing} 张证据照片的原始帧尚未上传。")
+    if note:
+        pdf.cell(0, 6, note)
         pdf.ln(6)
     pdf.ln(3)
 

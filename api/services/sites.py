@@ -133,14 +133,19 @@ def find_sites(
     if bureau:
         query = query.join(Bureau, Site.bureau_id == Bureau.id).where(Bureau.name == bureau)
     if bbox:
-        min_lon, min_lat, max_lon, max_lat = parse_bbox(bbox)
-        query = query.where(
-            Site.max_lon >= min_lon,
-            Site.min_lon <= max_lon,
-            Site.max_lat >= min_lat,
-            Site.min_lat <= max_lat,
-        )
+        query = in_bbox(query, bbox)
     return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def in_bbox(query: Select[Any], bbox: str) -> Select[Any]:
+    """``query`` narrowed to the sites whose bounding box meets ``bbox`` (lon/lat text)."""
+    min_lon, min_lat, max_lon, max_lat = parse_bbox(bbox)
+    return query.where(
+        Site.max_lon >= min_lon,
+        Site.min_lon <= max_lon,
+        Site.max_lat >= min_lat,
+        Site.min_lat <= max_lat,
+    )
 
 
 def get_site(session: Session, user: User, site_id: str) -> Site:

@@ -95,3 +95,15 @@ def test_font_lookup_names_what_is_wrong(tmp_path: Path) -> None:
     garbage.write_bytes(b"\0" * 100)
     with pytest.raises(FontError, match="not a font with Chinese glyphs"):
         find_cjk_font(garbage)
+
+
+def test_the_bureaus_rectification_photos_are_in_the_pdf(imported: World, cjk_font: Path) -> None:
+    from tests.api.test_notices_api import move
+
+    number = issued_with_photo(imported)
+    assert move(imported, "housing", number, "rectified", "netted").status_code == 200
+    response = imported.client.get(f"/notices/{number}/pdf", headers=imported.login("analyst"))
+    reader = PdfReader(io.BytesIO(response.content))
+    text = "".join(page.extract_text() for page in reader.pages)
+    assert "整改照片" in text and "after.jpg" in text and "已整改" in text
+    assert len([image for page in reader.pages for image in page.images]) >= 3
