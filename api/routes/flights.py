@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, UploadFile, status
+from fastapi import APIRouter, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
@@ -19,6 +19,7 @@ from api.models.flights import (
     JobPublic,
 )
 from api.services.frames import MAX_FRAME_BYTES, frame_path, store_frame
+from api.services.overlays import frame_overlay
 
 router = APIRouter(tags=["flights"])
 
@@ -79,6 +80,36 @@ def frame_image(
     return FileResponse(
         frame_path(request.app.state.settings.paths.frames_dir, frame.sha256),
         media_type="image/jpeg",
+    )
+
+
+@router.get(
+    "/frames/{frame_id}/overlay",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/png": {}},
+            "description": "the frame warped north-up onto its ground box; the box (west, "
+            "south, east, north in degrees) is in the X-Bounds header",
+            "headers": {"X-Bounds": {"schema": {"type": "string"}}},
+        }
+    },
+)
+def frame_overlay_image(
+    frame_id: RowId, request: Request, session: SessionDep, _: StaffUser
+) -> Response:
+    """The frame as map imagery (nadir-ish frames only; an oblique one is a 422)."""
+    frame = session.get(Frame, frame_id)
+    if frame is None:
+        raise NotFoundError(f"no frame {frame_id}")
+    overlay = frame_overlay(request.app.state.settings, frame)
+    return Response(
+        overlay.png,
+        media_type="image/png",
+        headers={
+            "X-Bounds": ",".join(f"{v:.8f}" for v in overlay.bounds),
+            "Cache-Control": "private, max-age=86400",
+        },
     )
 
 

@@ -225,6 +225,7 @@ def _flights(session: Session, user: User, start: datetime, end: datetime) -> di
                     "kind": "footprint",
                     "flight": flight.id,
                     "frame": frame.filename,
+                    "overlay": f"/frames/{frame.id}/overlay",
                 },
             }
             for frame in frames

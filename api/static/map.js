@@ -22,7 +22,11 @@ if (config.tileUrl) {
   L.tileLayer(config.tileUrl, { maxZoom: 22, attribution: config.tileAttribution || "" }).addTo(map);
 }
 L.control.scale({ imperial: false }).addTo(map);
+// The flight's own photos lie under everything else (Leaflet's overlay pane is at 400).
+map.createPane("imagery").style.zIndex = 350;
+const MAX_IMAGERY = 60; // overlays fetched per view
 const layers = {
+  imagery: L.layerGroup(), // off until asked for: each overlay is an image to fetch
   sites: L.layerGroup().addTo(map),
   footprints: L.layerGroup().addTo(map),
   tracks: L.layerGroup().addTo(map),
@@ -30,11 +34,12 @@ const layers = {
 };
 L.control
   .layers(null, {
+    "航片 imagery": layers.imagery,
     "工地 sites": layers.sites,
     "航片范围 footprints": layers.footprints,
     "航迹 tracks": layers.tracks,
     "发现 findings": layers.findings,
-  })
+  }, { collapsed: false })
   .addTo(map);
 const legend = L.control({ position: "bottomright" });
 legend.onAdd = () => {
@@ -157,8 +162,36 @@ function sitePopup(properties) {
     <table>${notices}</table></div>`;
 }
 
+let footprints = [];
+const overlaysShown = new Set();
+
+async function loadImagery() {
+  if (!map.hasLayer(layers.imagery)) return;
+  const view = map.getBounds();
+  let fetched = 0;
+  for (const feature of footprints) {
+    const url = feature.properties.overlay;
+    if (overlaysShown.has(url) || fetched >= MAX_IMAGERY) continue;
+    if (!view.intersects(L.geoJSON(feature).getBounds())) continue;
+    overlaysShown.add(url);
+    fetched += 1;
+    try {
+      const response = await api(url);
+      const [west, south, east, north] = response.headers.get("X-Bounds").split(",").map(Number);
+      const source = URL.createObjectURL(await response.blob());
+      L.imageOverlay(source, [[south, west], [north, east]], { pane: "imagery", className: "imagery" })
+        .addTo(layers.imagery);
+    } catch {
+      // an oblique frame or one still being processed has no imagery: its footprint stays
+    }
+  }
+}
+layers.imagery.on("add", loadImagery);
+map.on("moveend", loadImagery);
+
 function draw(data) {
   for (const group of Object.values(layers)) group.clearLayers();
+  overlaysShown.clear();
   L.geoJSON(data.sites, {
     style: (f) => ({
       color: "#444",
@@ -170,6 +203,8 @@ function draw(data) {
     onEachFeature: (f, layer) => layer.bindPopup(sitePopup(f.properties)),
   }).addTo(layers.sites);
   const flights = data.flights.features;
+  footprints = flights.filter((f) => f.properties.kind === "footprint");
+  loadImagery();
   L.geoJSON({ type: "FeatureCollection", features: flights.filter((f) => f.properties.kind === "footprint") }, {
     style: { color: "#1e88e5", weight: 0.8, fillOpacity: 0.04, className: "footprint" },
     interactive: false,

@@ -29,6 +29,37 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
 
 
+def upload_sim_frame(world: World, flight: int) -> int:
+    """A simulated RTK-tagged nadir JPEG taken over S1, uploaded and processed by the worker;
+    returns its frame id."""
+    import io
+
+    from geo.crs import WGS84, transformer
+    from sim.camera import PoseNoise, camera_preset
+    from sim.kinds import GnssMode
+    from sim.shots import pose_at, shoot
+    from sim.world import generate_district
+    from tests.api.test_flights_api import wait_for_job
+
+    district = generate_district(5, origin_lat=LAT, origin_lon=LON, n_sites=10, extent_m=2000.0)
+    east, north = transformer(WGS84, district.crs).transform(LON + 0.0005, LAT + 0.0005)
+    shot = shoot(
+        district,
+        pose_at(district, east, north, 100.0, gimbal_yaw_deg=30.0),
+        camera_preset("m3e", 0.08),
+        PoseNoise(GnssMode.RTK_FIXED),
+        seed=1,
+    )
+    uploaded = world.client.post(
+        f"/flights/{flight}/frames",
+        files={"file": ("DJI_0100.JPG", io.BytesIO(shot.jpeg), "image/jpeg")},
+        headers=world.login("analyst"),
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    assert wait_for_job(world, uploaded.json()["job_id"])["state"] == "done"
+    return int(uploaded.json()["frame"]["id"])
+
+
 def seeded(world: World) -> dict[str, object]:
     """S1 with a confirmed exposed-soil finding (photo uploaded) and so an issued notice, S2
     with a pending road-dust finding, and a flight with a track of two footprinted frames."""
@@ -179,6 +210,7 @@ def test_the_map_page_draws_sites_and_findings_and_shows_the_photo(
     from playwright.sync_api import sync_playwright
 
     seed = seeded(imported)
+    upload_sim_frame(imported, int(str(seed["flight"])))
     hosts: set[str] = set()
     errors: list[str] = []
     with sync_playwright() as playwright:
@@ -213,7 +245,13 @@ def test_the_map_page_draws_sites_and_findings_and_shows_the_photo(
             assert page.locator("path.site-issued").count() == 1
             assert page.locator("path.finding").count() == 2
             assert page.locator("path.track").count() == 1
-            assert page.locator("path.footprint").count() == 2
+            assert page.locator("path.footprint").count() == 3
+            # The flight's own photo as imagery, once the layer is switched on.
+            page.locator("label", has_text="航片 imagery").locator("input").check()
+            page.wait_for_function(
+                "[...document.querySelectorAll('img.imagery')].some(i => i.naturalWidth > 0)",
+                timeout=15_000,
+            )
             options = page.locator("select[name=bureau] option").all_inner_texts()
             assert "县住房和城乡建设局" in options
             page.locator(f"path.finding-{seed['finding']}").click()
@@ -251,3 +289,41 @@ def test_a_large_registry_comes_a_view_at_a_time(imported: World) -> None:
         # The findings come for the sites sent, not for the others.
         sent = {f["id"] for f in first["sites"]["features"]}
         assert {f["properties"]["site_id"] for f in first["findings"]["features"]} <= sent
+
+
+def test_a_frame_becomes_map_imagery_on_its_footprint(imported: World) -> None:
+    import io
+
+    from PIL import Image
+
+    flight = new_flight(imported)
+    frame_id = upload_sim_frame(imported, flight)
+    analyst = imported.login("analyst")
+    response = imported.client.get(f"/frames/{frame_id}/overlay", headers=analyst)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    west, south, east, north = (float(v) for v in response.headers["x-bounds"].split(","))
+    footprint = next(
+        f
+        for f in imported.client.get("/map/data", headers=analyst).json()["flights"]["features"]
+        if f["properties"].get("overlay") == f"/frames/{frame_id}/overlay"
+    )
+    lons = [c[0] for c in footprint["geometry"]["coordinates"][0]]
+    lats = [c[1] for c in footprint["geometry"]["coordinates"][0]]
+    assert west == pytest.approx(min(lons), abs=2e-6) and east == pytest.approx(max(lons), abs=2e-6)
+    assert south == pytest.approx(min(lats), abs=2e-6)
+    assert north == pytest.approx(max(lats), abs=2e-6)
+    overlay = Image.open(io.BytesIO(response.content))
+    assert overlay.mode == "RGBA" and overlay.width == 768
+    alpha = overlay.getchannel("A")
+    assert alpha.getpixel((overlay.width // 2, overlay.height // 2)) == 255  # the photo
+    assert alpha.getpixel((0, 0)) == 0  # rotated 30 degrees: the box's corners are empty
+    again = imported.client.get(f"/frames/{frame_id}/overlay", headers=analyst)
+    assert again.content == response.content  # from the cache
+    assert (
+        imported.client.get(
+            f"/frames/{frame_id}/overlay", headers=imported.login("housing")
+        ).status_code
+        == 403
+    )
+    assert imported.client.get("/frames/999999/overlay", headers=analyst).status_code == 404
