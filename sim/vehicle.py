@@ -323,44 +323,25 @@ class SimVehicle:
             self._send("mission_ack_send", 255, 0, mavlink.MAV_MISSION_INVALID_SEQUENCE)
             return
         item = self.mission[seq]
-        p = item["params"]
-        if as_int:
-            scale = 1.0 if item["frame"] == mavlink.MAV_FRAME_MISSION else 1e7
-            self._send(
-                "mission_item_int_send",
-                255,
-                0,
-                seq,
-                item["frame"],
-                item["command"],
-                0,
-                1,
-                p[0],
-                p[1],
-                p[2],
-                p[3],
-                round(item["lat"] * scale),
-                round(item["lon"] * scale),
-                item["alt"],
-            )
-        elif not self.config.failures.no_float_mission_items:
-            self._send(
-                "mission_item_send",
-                255,
-                0,
-                seq,
-                item["frame"],
-                item["command"],
-                0,
-                1,
-                p[0],
-                p[1],
-                p[2],
-                p[3],
-                item["lat"],
-                item["lon"],
-                item["alt"],
-            )
+        if not as_int and self.config.failures.no_float_mission_items:
+            return
+        # MISSION_ITEM_INT carries degrees * 1e7 in global frames; MISSION_ITEM plain floats.
+        scale = 1e7 if as_int and item["frame"] != mavlink.MAV_FRAME_MISSION else 1.0
+        x, y = item["lat"] * scale, item["lon"] * scale
+        self._send(
+            "mission_item_int_send" if as_int else "mission_item_send",
+            255,
+            0,
+            seq,
+            item["frame"],
+            item["command"],
+            0,
+            1,
+            *item["params"],
+            round(x) if as_int else x,
+            round(y) if as_int else y,
+            item["alt"],
+        )
 
     def _ack(self, command: int, result: int) -> None:
         self._send("command_ack_send", command, result)
