@@ -7,6 +7,7 @@ import itertools
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import shapely
 from shapely.geometry import LineString, Point, Polygon
 from shapely.geometry.base import BaseGeometry
@@ -33,6 +34,7 @@ class NoFlyMap:
             if isinstance(zone, Polygon):
                 self._corners.extend((float(x), float(y)) for x, y in zone.exterior.coords[:-1])
         self._corner_links: dict[int, list[tuple[int, float]]] | None = None
+        self._visible: dict[Point2, list[tuple[int, float]]] = {}
 
     def contains(self, point: Point2) -> bool:
         return self.union is not None and self.union.contains(Point(point))
@@ -56,11 +58,10 @@ class NoFlyMap:
         n = len(self._corners)
         start, goal = n, n + 1
         nodes = [*self._corners, a, b]
-        extra: dict[int, list[tuple[int, float]]] = {start: [], goal: []}
-        for i, corner in enumerate(self._corners):
-            for end, point in ((start, a), (goal, b)):
-                if self.clear(point, corner):
-                    extra[end].append((i, math.dist(point, corner)))
+        extra: dict[int, list[tuple[int, float]]] = {
+            start: self._visible_corners(a),
+            goal: self._visible_corners(b),
+        }
         best = {start: 0.0}
         previous: dict[int, int] = {}
         queue = [(0.0, start)]
@@ -89,6 +90,45 @@ class NoFlyMap:
     def distance(self, a: Point2, b: Point2) -> float:
         points = self.path(a, b)
         return sum(math.dist(p, q) for p, q in itertools.pairwise(points))
+
+    def distance_matrix(self, starts: Sequence[Point2], ends: Sequence[Point2]) -> np.ndarray:
+        """Flying distance from every start to every end (metres), around the zones. The
+        straight segments are tested all at once; only the blocked ones search a detour."""
+        a = np.asarray(starts, dtype=np.float64).reshape(-1, 2)
+        b = np.asarray(ends, dtype=np.float64).reshape(-1, 2)
+        straight = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+        if self._inner is None or not len(a) or not len(b):
+            return straight
+        pairs_a = np.repeat(a, len(b), axis=0)
+        pairs_b = np.tile(b, (len(a), 1))
+        segments = shapely.linestrings(
+            np.stack([pairs_a, pairs_b], axis=1).reshape(-1, 2),
+            indices=np.repeat(np.arange(len(pairs_a)), 2),
+        )
+        blocked = shapely.intersects(self._inner, segments).reshape(len(a), len(b))
+        result = straight.copy()
+        for i, j in zip(*np.nonzero(blocked), strict=True):
+            result[i, j] = self.distance(tuple(a[i]), tuple(b[j]))
+        return result
+
+    def _visible_corners(self, point: Point2) -> list[tuple[int, float]]:
+        """The zone corners reachable in a straight line from ``point`` (remembered: the
+        same launch points and task ends are asked about again and again)."""
+        known = self._visible.get(point)
+        if known is None:
+            if len(self._corners):
+                corners = np.asarray(self._corners)
+                rays = shapely.linestrings(
+                    np.stack([np.broadcast_to(point, corners.shape), corners], axis=1)
+                )
+                clear = ~shapely.intersects(self._inner, rays)
+            else:
+                clear = np.zeros(0, dtype=bool)
+            known = [
+                (i, math.dist(point, self._corners[i])) for i in np.flatnonzero(clear).tolist()
+            ]
+            self._visible[point] = known
+        return known
 
     def _links(self) -> dict[int, list[tuple[int, float]]]:
         if self._corner_links is None:

@@ -257,11 +257,8 @@ def _route(
     # Distances (m) from the end of node i to the start of node j, around no-fly zones.
     out_xy = [*starts_xy, *exits]
     in_xy = [*starts_xy, *entries]
-    distance = np.zeros((n_nodes, n_nodes))
-    for i in range(n_nodes):
-        for j in range(n_nodes):
-            if i != j:
-                distance[i, j] = nofly.distance(out_xy[i], in_xy[j])
+    distance = nofly.distance_matrix(out_xy, in_xy)
+    np.fill_diagonal(distance, 0.0)
     # Enough sorties per drone: each task flown alone from its nearest launch point would
     # need this much time; the solver then packs tasks into as few sorties as it can.
     drone = min(fleet, key=lambda d: d.usable_time_s)

@@ -264,3 +264,27 @@ def test_planner_properties(
             polygon = polygons[int(site_id[1:]) - 1]
             if not polygon.intersects(no_fly.buffer(30)):
                 assert plan.coverage[site_id] >= 0.99, site_id
+
+
+def test_the_distance_matrix_matches_the_paths_one_by_one() -> None:
+    from missions.nofly import NoFlyMap
+
+    rng = np.random.default_rng(4)
+    zones = [
+        box(E0 + 600, N0 - 800, E0 + 900, N0 + 900),
+        affinity.rotate(box(E0 + 1200, N0 + 200, E0 + 1300, N0 + 1200), 30),
+    ]
+    nofly = NoFlyMap(zones, margin_m=10.0)
+    points = [
+        (float(x), float(y))
+        for x, y in rng.uniform((E0 - 500, N0 - 1000), (E0 + 2500, N0 + 1500), (40, 2))
+        if not nofly.contains((float(x), float(y)))
+    ]
+    matrix = nofly.distance_matrix(points[:20], points[20:])
+    for i, a in enumerate(points[:20]):
+        for j, b in enumerate(points[20:]):
+            assert matrix[i, j] == pytest.approx(nofly.distance(a, b), rel=1e-12), (i, j)
+            assert matrix[i, j] >= math.dist(a, b) - 1e-9
+    assert (
+        matrix > np.hypot(*(np.array(points[:20])[:, None] - np.array(points[20:])[None]).T).T + 1
+    ).any()
