@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.deps import RowId, SessionDep, StaffUser
 from api.errors import NotFoundError
@@ -70,13 +71,18 @@ def list_frames(flight_id: RowId, session: SessionDep, _: StaffUser) -> list[Fra
     return [FramePublic.model_validate(f) for f in frames]
 
 
+def _frame(session: Session, frame_id: int) -> Frame:
+    frame = session.get(Frame, frame_id)
+    if frame is None:
+        raise NotFoundError(f"no frame {frame_id}")
+    return frame
+
+
 @router.get("/frames/{frame_id}/image", response_class=FileResponse)
 def frame_image(
     frame_id: RowId, request: Request, session: SessionDep, _: StaffUser
 ) -> FileResponse:
-    frame = session.get(Frame, frame_id)
-    if frame is None:
-        raise NotFoundError(f"no frame {frame_id}")
+    frame = _frame(session, frame_id)
     return FileResponse(
         frame_path(request.app.state.settings.paths.frames_dir, frame.sha256),
         media_type="image/jpeg",
@@ -99,9 +105,7 @@ def frame_overlay_image(
     frame_id: RowId, request: Request, session: SessionDep, _: StaffUser
 ) -> Response:
     """The frame as map imagery (nadir-ish frames only; an oblique one is a 422)."""
-    frame = session.get(Frame, frame_id)
-    if frame is None:
-        raise NotFoundError(f"no frame {frame_id}")
+    frame = _frame(session, frame_id)
     overlay = frame_overlay(request.app.state.settings, frame)
     return Response(
         overlay.png,
