@@ -10,8 +10,10 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import shapely
 from numpy.typing import NDArray
 from pyproj import CRS, Transformer
+from shapely.geometry.base import BaseGeometry
 
 from geo.errors import GeoError
 
@@ -39,6 +41,19 @@ def utm_crs_for(lon_deg: float, lat_deg: float) -> CRS:
 def transformer(source: CRS, target: CRS) -> Transformer:
     """A cached always-xy (lon/lat, east/north) transformer."""
     return Transformer.from_crs(source, target, always_xy=True)
+
+
+def transform_geometry(geometry: BaseGeometry, source: CRS, target: CRS) -> BaseGeometry:
+    """``geometry`` with every vertex moved from ``source`` to ``target``: parts and holes
+    included."""
+    moving = transformer(source, target)
+
+    def convert(coords: FloatArray) -> FloatArray:
+        x, y = moving.transform(coords[:, 0], coords[:, 1])
+        return np.column_stack([x, y])
+
+    moved: BaseGeometry = shapely.transform(geometry, convert)
+    return moved
 
 
 def parse_crs(text: str) -> CRS:

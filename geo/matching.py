@@ -24,7 +24,7 @@ from shapely.geometry import MultiPolygon, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
 
 from geo import _kernels as kernels
-from geo.crs import WGS84, transformer
+from geo.crs import WGS84, transform_geometry
 from geo.errors import GeoError
 
 FULL_OVERLAP = 1.0 - 1e-9
@@ -452,13 +452,7 @@ def findings_geojson(findings: Sequence[Finding]) -> dict[str, Any]:
     """RFC 7946 FeatureCollection (EPSG:4326) of findings: the format the API accepts."""
     features = []
     for finding in findings:
-        to_wgs84 = transformer(finding.crs, WGS84)
-
-        def convert(coords: NDArray[np.float64], t: Any = to_wgs84) -> NDArray[np.float64]:
-            lon, lat = t.transform(coords[:, 0], coords[:, 1])
-            return np.column_stack([lon, lat])
-
-        geometry = shapely.transform(finding.polygon, convert)
+        geometry = transform_geometry(finding.polygon, finding.crs, WGS84)
         features.append(
             {
                 "type": "Feature",

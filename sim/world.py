@@ -21,7 +21,7 @@ from shapely import affinity
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from geo.crs import utm_crs_for
+from geo.crs import WGS84, transform_geometry, utm_crs_for
 from sim.errors import SimError
 from sim.kinds import GroundTruthClass, Season, SiteKind, SurfaceKind
 from sim.names import SiteIdentity, site_identity
@@ -160,13 +160,7 @@ class District:
 
     def geometry_to_lonlat(self, geometry: BaseGeometry) -> BaseGeometry:
         """A UTM geometry of this district in WGS84 longitude/latitude (EPSG:4326)."""
-        transformer = self.to_lonlat()
-
-        def convert(coords: np.ndarray) -> np.ndarray:
-            lon, lat = transformer.transform(coords[:, 0], coords[:, 1])
-            return np.column_stack([lon, lat])
-
-        return shapely.transform(geometry, convert)
+        return transform_geometry(geometry, self.crs, WGS84)
 
     def site(self, site_id: str) -> Site:
         for site in self.sites:

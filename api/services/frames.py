@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
-from shapely import transform
 from shapely.geometry import mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +18,7 @@ from api.errors import InvalidInputError, NotFoundError
 from api.jobs import PermanentJobError, enqueue, handler
 from api.models.flights import Flight, Frame
 from dustpatrol.settings import Settings
-from geo.crs import WGS84, transformer
+from geo.crs import WGS84, transform_geometry
 from geo.errors import GeoError
 from geo.frames import read_frame_meta
 from geo.georef import footprint, intrinsics_from_meta, pose_from_meta
@@ -100,19 +99,11 @@ def read_metadata(session: Session, payload: dict[str, Any], settings: Settings)
         frame.error = str(exc)
         session.commit()
         raise PermanentJobError(str(exc)) from None
-    to_wgs84 = transformer(pose.crs, WGS84)
-
-    def convert(coords: Any) -> Any:
-        import numpy as np
-
-        lon, lat = to_wgs84.transform(coords[:, 0], coords[:, 1])
-        return np.column_stack([lon, lat])
-
     frame.lat_deg, frame.lon_deg = meta.lat_deg, meta.lon_deg
     frame.relative_alt_m = meta.relative_altitude_m
     frame.position_quality = meta.position_quality.value
     frame.captured_at = meta.captured_at
-    frame.footprint_geojson = json.dumps(mapping(transform(ground, convert)))
+    frame.footprint_geojson = json.dumps(mapping(transform_geometry(ground, pose.crs, WGS84)))
     frame.status = "ready"
     frame.error = None
     session.commit()

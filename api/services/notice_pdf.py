@@ -13,7 +13,6 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import shapely
 from fpdf import FPDF, FontFace
 from fpdf.enums import XPos, YPos
@@ -30,7 +29,7 @@ from api.services.evidence import evidence_crop
 from api.services.notices import CLASS_NAMES, local_time, photo_path
 from dustpatrol.fonts import FontError, find_cjk_font
 from dustpatrol.settings import Settings
-from geo.crs import WGS84, transformer, utm_crs_for
+from geo.crs import WGS84, transform_geometry, utm_crs_for
 
 STATE_NAMES = {
     "issued": "已下发",
@@ -275,15 +274,10 @@ def site_map_png(site: Site, findings: list[Finding]) -> bytes:
     """The site (grey outline) and its findings (red), north up, with a scale bar."""
     site_lonlat = shape(json.loads(site.geometry_geojson))
     centre = site_lonlat.centroid
-    to_utm = transformer(WGS84, utm_crs_for(centre.x, centre.y))
-
-    def project(coords: Any) -> Any:
-        x, y = to_utm.transform(coords[:, 0], coords[:, 1])
-        return np.column_stack([x, y])
-
-    site_utm = shapely.transform(site_lonlat, project)
+    utm = utm_crs_for(centre.x, centre.y)
+    site_utm = transform_geometry(site_lonlat, WGS84, utm)
     finding_shapes = [
-        shapely.transform(shape(json.loads(f.geometry_geojson)), project) for f in findings
+        transform_geometry(shape(json.loads(f.geometry_geojson)), WGS84, utm) for f in findings
     ]
     min_x, min_y, max_x, max_y = shapely.total_bounds([site_utm, *finding_shapes])
     span = max(max_x - min_x, max_y - min_y, 10.0) * 1.15

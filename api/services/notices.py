@@ -520,7 +520,7 @@ def verify_with_flight(session: Session, flight_id: int) -> list[str]:
     from shapely.ops import unary_union
 
     from api.models.flights import Frame
-    from geo.crs import WGS84, transformer, utm_crs_for
+    from geo.crs import WGS84, transform_geometry, utm_crs_for
 
     footprints = [
         shape(json.loads(f.footprint_geojson))
@@ -543,16 +543,9 @@ def verify_with_flight(session: Session, flight_id: int) -> list[str]:
         if not site_shape.intersects(seen_lonlat):
             continue
         centre = site_shape.centroid
-        to_utm = transformer(WGS84, utm_crs_for(centre.x, centre.y))
-
-        def project(coords: Any, t: Any = to_utm) -> Any:
-            import numpy as np
-
-            x, y = t.transform(coords[:, 0], coords[:, 1])
-            return np.column_stack([x, y])
-
-        site_utm = shapely.transform(site_shape, project)
-        seen_utm = shapely.transform(seen_lonlat, project)
+        utm = utm_crs_for(centre.x, centre.y)
+        site_utm = transform_geometry(site_shape, WGS84, utm)
+        seen_utm = transform_geometry(seen_lonlat, WGS84, utm)
         coverage = site_utm.intersection(seen_utm).area / site_utm.area
         if coverage < VERIFY_MIN_COVERAGE:
             continue
