@@ -58,4 +58,5 @@ class UtcDateTime(TypeDecorator[datetime]):
         return as_utc(value).astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else as_utc(value)
+        # PostgreSQL answers in the session's time zone: bring it back to UTC.
+        return None if value is None else as_utc(value).astimezone(UTC)

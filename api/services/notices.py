@@ -376,8 +376,8 @@ def list_notices(
             bureau=bureau_name,
             finding_class=notice.finding_class,
             state=notice.state,
-            issued_at=as_utc(notice.issued_at),
-            deadline=as_utc(notice.deadline),
+            issued_at=notice.issued_at,
+            deadline=notice.deadline,
         )
         for notice, site_id, site_name, bureau_name in rows[:limit]
     ]
@@ -423,19 +423,7 @@ def transition(
                 f"attachment {attachment!r} is not a photo of notice {number}: upload it with "
                 f"POST /notices/{number}/photos and attach the sha256 it returns"
             )
-    notice.state = to.value
-    site = session.get(Site, notice.site_id)
-    announce(session, notice.bureau_id, f"notice.{to.value}", _webhook_payload(notice, site))
-    session.add(
-        NoticeEvent(
-            notice_id=notice.id,
-            from_state=current.value,
-            to_state=to.value,
-            actor_id=user.id,
-            note=note,
-            attachments=attachments,
-        )
-    )
+    _record(session, notice, to, note, actor=user, attachments=attachments)
     session.commit()
     return notice
 
@@ -494,14 +482,25 @@ def _webhook_payload(notice: Notice, site: Site | None) -> dict[str, Any]:
     }
 
 
-def _record(session: Session, notice: Notice, to: NoticeState, note: str) -> None:
+def _record(
+    session: Session,
+    notice: Notice,
+    to: NoticeState,
+    note: str | None,
+    *,
+    actor: User | None = None,
+    attachments: list[str] | None = None,
+) -> None:
+    """Move ``notice`` to ``to``: the audit event (by ``actor``, or the system when None),
+    the new state and the bureau's webhook message, in the caller's transaction."""
     session.add(
         NoticeEvent(
             notice_id=notice.id,
             from_state=notice.state,
             to_state=to.value,
-            actor_id=None,
+            actor_id=actor.id if actor else None,
             note=note,
+            attachments=attachments or [],
         )
     )
     notice.state = to.value
@@ -586,27 +585,25 @@ def mark_overdue(session: Session, settings: Settings, now: datetime | None = No
     waiting = [NoticeState.ISSUED.value, NoticeState.ACKNOWLEDGED.value]
     due = select(Notice).where(Notice.state.in_(waiting), Notice.deadline < now)
     for notice in session.scalars(due.order_by(Notice.id)):
-        if as_utc(notice.deadline) < now:
-            _record(
-                session,
-                notice,
-                NoticeState.OVERDUE,
-                f"deadline {as_utc(notice.deadline):%Y-%m-%d %H:%M} UTC passed",
-            )
-            changed.append(notice.number)
+        _record(
+            session,
+            notice,
+            NoticeState.OVERDUE,
+            f"deadline {notice.deadline:%Y-%m-%d %H:%M} UTC passed",
+        )
+        changed.append(notice.number)
     escalate_at = timedelta(hours=settings.notices.escalate_after_hours)
     late = select(Notice).where(
         Notice.state == NoticeState.OVERDUE.value, Notice.deadline < now - escalate_at
     )
     for notice in session.scalars(late.order_by(Notice.id)):
-        if as_utc(notice.deadline) + escalate_at < now:
-            _record(
-                session,
-                notice,
-                NoticeState.ESCALATED,
-                f"overdue for more than {settings.notices.escalate_after_hours:g} h",
-            )
-            changed.append(notice.number)
+        _record(
+            session,
+            notice,
+            NoticeState.ESCALATED,
+            f"overdue for more than {settings.notices.escalate_after_hours:g} h",
+        )
+        changed.append(notice.number)
     session.commit()
     return changed
 
