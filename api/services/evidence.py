@@ -29,6 +29,11 @@ MARGIN_SHARE = 0.25  # of the box's larger side, on each side
 MIN_MARGIN_PX = 24
 
 
+def evidence_url(finding_id: int, index: int) -> str:
+    """Where evidence ``index`` of a finding is served as an image."""
+    return f"/findings/{finding_id}/evidence/{index}"
+
+
 def evidence_frame(session: Session, finding: Finding, frame_id: str) -> Frame:
     """The uploaded frame of ``finding``'s flight that ``frame_id`` names."""
     stem = PurePosixPath(frame_id).stem

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from api.errors import InvalidInputError
@@ -16,6 +16,7 @@ from api.models.flights import Flight, Frame
 from api.models.notices import Finding, FindingClass, Notice
 from api.models.sites import Site
 from api.models.users import Role, User
+from api.services.evidence import evidence_url
 from api.services.sites import bureau_names, in_bbox, visible_sites
 
 # The state a site is drawn in: its most pressing notice, most pressing first.
@@ -68,6 +69,7 @@ def map_data(
         if bureau_id is None:
             raise InvalidInputError(f"no bureau named {bureau!r}")
         sites_query = sites_query.where(Site.bureau_id == bureau_id)
+    extent = None if bbox else _extent(session, sites_query)
     if bbox:
         sites_query = in_bbox(sites_query, bbox)
     sites = list(session.scalars(sites_query.limit(max_sites + 1)))
@@ -77,27 +79,24 @@ def map_data(
     return {
         "window": [start.isoformat(), end.isoformat()],
         "truncated": truncated,  # more sites than one response carries: ask for a bbox
-        "extent": _extent(session, user, bbox is None),
+        "extent": extent,  # of all the sites asked for, for the first view; None with a bbox
         "sites": _sites(session, sites, finding_class),
         "findings": _findings(session, site_ids, start, end, finding_class),
         "flights": _flights(session, user, start, end),
     }
 
 
-def _extent(session: Session, user: User, wanted: bool) -> list[float] | None:
-    """The bounding box of every site ``user`` sees (for the first view), unless a bbox
-    was asked for."""
-    if not wanted:
-        return None
-    query = select(
-        func.min(Site.min_lon),
-        func.min(Site.min_lat),
-        func.max(Site.max_lon),
-        func.max(Site.max_lat),
-    )
-    if user.role == Role.BUREAU:
-        query = query.where(Site.bureau_id == user.bureau_id)
-    row = session.execute(query).one()
+def _extent(session: Session, sites_query: Select[Any]) -> list[float] | None:
+    """The bounding box of the sites ``sites_query`` selects."""
+    chosen = sites_query.order_by(None).subquery()
+    row = session.execute(
+        select(
+            func.min(chosen.c.min_lon),
+            func.min(chosen.c.min_lat),
+            func.max(chosen.c.max_lon),
+            func.max(chosen.c.max_lat),
+        )
+    ).one()
     return None if row[0] is None else [float(v) for v in row]
 
 
@@ -171,9 +170,7 @@ def _findings(
                 "review": finding.review,
                 "notice": number,
                 "found_at": finding.created_at.isoformat(),
-                "images": [
-                    f"/findings/{finding.id}/evidence/{i}" for i in range(len(finding.evidence))
-                ],
+                "images": [evidence_url(finding.id, i) for i in range(len(finding.evidence))],
             },
         }
         for finding, number in session.execute(query)
@@ -193,15 +190,16 @@ def _flights(session: Session, user: User, start: datetime, end: datetime) -> di
             .order_by(Flight.id)
         )
     )
+    by_flight: dict[int, list[Frame]] = {}
+    for frame in session.scalars(
+        select(Frame)
+        .where(Frame.flight_id.in_([f.id for f in flights]), Frame.status == "ready")
+        .order_by(Frame.captured_at, Frame.id)
+    ):
+        by_flight.setdefault(frame.flight_id, []).append(frame)
     features: list[dict[str, Any]] = []
     for flight in flights:
-        frames = list(
-            session.scalars(
-                select(Frame)
-                .where(Frame.flight_id == flight.id, Frame.status == "ready")
-                .order_by(Frame.captured_at, Frame.id)
-            )
-        )
+        frames = by_flight.get(flight.id, [])
         track = [[f.lon_deg, f.lat_deg] for f in frames if f.lon_deg is not None]
         if len(track) >= 2:
             features.append(

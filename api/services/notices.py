@@ -41,7 +41,7 @@ from api.models.notices import (
 )
 from api.models.sites import Site
 from api.models.users import Role, User
-from api.services.evidence import pixel_box
+from api.services.evidence import evidence_url, pixel_box
 from api.services.frames import frame_path, store_jpeg, validate_jpeg
 from api.services.webhooks import announce
 from dustpatrol.settings import Settings
@@ -307,7 +307,7 @@ def finding_public(session: Session, finding: Finding) -> FindingPublic:
         review=finding.review,
         notice=notice.number if notice else None,
         evidence=[
-            {**entry, "image": f"/findings/{finding.id}/evidence/{index}"}
+            {**entry, "image": evidence_url(finding.id, index)}
             for index, entry in enumerate(finding.evidence)
         ],
     )
