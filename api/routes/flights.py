@@ -19,7 +19,7 @@ from api.models.flights import (
     Job,
     JobPublic,
 )
-from api.services.frames import MAX_FRAME_BYTES, frame_path, store_frame
+from api.services.frames import MAX_FRAME_BYTES, store_frame, stored_frame
 from api.services.overlays import frame_overlay
 
 router = APIRouter(tags=["flights"])
@@ -83,10 +83,7 @@ def frame_image(
     frame_id: RowId, request: Request, session: SessionDep, _: StaffUser
 ) -> FileResponse:
     frame = _frame(session, frame_id)
-    return FileResponse(
-        frame_path(request.app.state.settings.paths.frames_dir, frame.sha256),
-        media_type="image/jpeg",
-    )
+    return FileResponse(stored_frame(request.app.state.settings, frame), media_type="image/jpeg")
 
 
 @router.get(

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from api.errors import InvalidInputError, NotFoundError
 from api.models.flights import Frame
 from api.models.notices import Finding
-from api.services.frames import frame_path
+from api.services.frames import stored_frame, write_atomic
 from dustpatrol.settings import Settings
 
 CROP_MAX_SIDE_PX = 640
@@ -93,14 +93,8 @@ def evidence_crop(session: Session, settings: Settings, finding: Finding, index:
     cache = _crop_path(settings, frame.sha256, box)
     if cache.exists():
         return cache.read_bytes()
-    source = frame_path(settings.paths.frames_dir, frame.sha256)
-    if not source.exists():
-        raise NotFoundError(f"{where}: the stored file of frame {frame.filename} is missing")
-    data = render_crop(source, box, where)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache.with_suffix(".part")
-    temporary.write_bytes(data)
-    temporary.replace(cache)
+    data = render_crop(stored_frame(settings, frame), box, where)
+    write_atomic(cache, data)
     return data
 
 

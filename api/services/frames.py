@@ -20,8 +20,8 @@ from api.models.flights import Flight, Frame
 from dustpatrol.settings import Settings
 from geo.crs import WGS84, transform_geometry
 from geo.errors import GeoError
-from geo.frames import read_frame_meta
-from geo.georef import footprint, intrinsics_from_meta, pose_from_meta
+from geo.frames import FrameMeta, read_frame_meta
+from geo.georef import CameraIntrinsics, CameraPose, footprint, intrinsics_from_meta, pose_from_meta
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 FRAME_METADATA_JOB = "frame_metadata"
@@ -31,16 +31,42 @@ def frame_path(frames_dir: Path, sha256: str) -> Path:
     return frames_dir / sha256[:2] / f"{sha256}.jpg"
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` so that a crash never leaves half a file under its name, and two
+    writers of the same file never share a temporary one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
 def store_jpeg(directory: Path, sha256: str, data: bytes) -> Path:
-    """Write ``data`` under its hash in ``directory`` once; atomic, so a crash never leaves
-    half a file under its name."""
+    """Write ``data`` under its hash in ``directory`` once."""
     path = frame_path(directory, sha256)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{uuid.uuid4().hex}.part")
-        temporary.write_bytes(data)
-        temporary.replace(path)
+        write_atomic(path, data)
     return path
+
+
+def stored_frame(settings: Settings, frame: Frame) -> Path:
+    """The stored JPEG of ``frame``; a 404 if the file has gone from the frame store."""
+    path = frame_path(settings.paths.frames_dir, frame.sha256)
+    if not path.exists():
+        raise NotFoundError(f"the stored file of frame {frame.filename} is missing")
+    return path
+
+
+def frame_camera(
+    path: Path, name: str, settings: Settings
+) -> tuple[FrameMeta, CameraIntrinsics, CameraPose]:
+    """A frame's metadata, and the camera and pose it gives (GeoError if it can't)."""
+    meta = read_frame_meta(path, name=name)
+    pose = pose_from_meta(
+        meta,
+        yaw_std_deg=settings.georeferencing.yaw_std_deg,
+        tilt_std_deg=settings.georeferencing.tilt_std_deg,
+    )
+    return meta, intrinsics_from_meta(meta), pose
 
 
 def validate_jpeg(data: bytes, filename: str) -> None:
@@ -86,13 +112,7 @@ def read_metadata(session: Session, payload: dict[str, Any], settings: Settings)
         raise PermanentJobError(f"frame {payload['frame_id']} no longer exists")
     path = frame_path(settings.paths.frames_dir, frame.sha256)
     try:
-        meta = read_frame_meta(path, name=frame.filename)
-        camera = intrinsics_from_meta(meta)
-        pose = pose_from_meta(
-            meta,
-            yaw_std_deg=settings.georeferencing.yaw_std_deg,
-            tilt_std_deg=settings.georeferencing.tilt_std_deg,
-        )
+        meta, camera, pose = frame_camera(path, frame.filename, settings)
         ground = footprint(camera, pose, settings.georeferencing.ground_height_m)
     except GeoError as exc:
         frame.status = "failed"

@@ -18,14 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from api.errors import InvalidInputError, NotFoundError
+from api.errors import InvalidInputError
 from api.models.flights import Frame
-from api.services.frames import frame_path
+from api.services.frames import frame_camera, stored_frame, write_atomic
 from dustpatrol.settings import Settings
 from geo.crs import WGS84, transformer
 from geo.errors import GeoError
-from geo.frames import read_frame_meta
-from geo.georef import intrinsics_from_meta, pixel_to_ground, pose_from_meta
+from geo.georef import pixel_to_ground
 
 OVERLAY_WIDTH_PX = 768
 MAX_CORNER_RANGE_M = 600.0  # farther corners make a smeared, useless overlay
@@ -49,27 +48,15 @@ def frame_overlay(settings: Settings, frame: Frame) -> Overlay:
     if cache.exists() and bounds_file.exists():
         west, south, east, north = json.loads(bounds_file.read_text())
         return Overlay(cache.read_bytes(), (west, south, east, north))
-    source = frame_path(settings.paths.frames_dir, frame.sha256)
-    if not source.exists():
-        raise NotFoundError(f"the stored file of frame {frame.filename} is missing")
-    overlay = _render(settings, source, frame.filename)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(cache, overlay.png)
-    _write_atomic(bounds_file, json.dumps(list(overlay.bounds)).encode())
+    overlay = _render(settings, stored_frame(settings, frame), frame.filename)
+    write_atomic(cache, overlay.png)
+    write_atomic(bounds_file, json.dumps(list(overlay.bounds)).encode())
     return overlay
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_suffix(path.suffix + ".part")
-    temporary.write_bytes(data)
-    temporary.replace(path)
 
 
 def _render(settings: Settings, source: Path, name: str) -> Overlay:
     try:
-        meta = read_frame_meta(source, name=name)
-        camera = intrinsics_from_meta(meta)
-        pose = pose_from_meta(meta)
+        _, camera, pose = frame_camera(source, name, settings)
         w, h = camera.width_px - 1.0, camera.height_px - 1.0
         corners_px = np.array([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]])
         ground = pixel_to_ground(corners_px, camera, pose, settings.georeferencing.ground_height_m)
