@@ -164,13 +164,13 @@ def match_findings(
         overlap[touching],
     )
     chosen = _best_pair(det_idx, site_idx, pair_ratio, n)
-    clips.fill(overlap, pair_number, chosen[pair_ratio[chosen] < FULL_OVERLAP])
+    partly = pair_ratio[chosen] < FULL_OVERLAP
+    clips.fill(overlap, pair_number, chosen[partly])
     matched = det_idx[chosen]
     best_site[matched] = site_idx[chosen]
     ratio[matched] = pair_ratio[chosen]
     distance[matched] = 0.0
     flag[matched] = MatchFlag.INSIDE
-    partly = pair_ratio[chosen] < FULL_OVERLAP
     if partly.any():
         flag[matched[partly]] = MatchFlag.CLIPPED
         geometry[matched[partly]] = overlap[chosen[partly]]
@@ -238,7 +238,7 @@ class _ConvexClips:
             start,
             per_ring - 1,  # a closed ring repeats its first vertex
             site_idx[candidates],
-            np.ascontiguousarray(edges.edges[:, :2]),
+            edges.starts,
             edges.offsets,
             edges.counts,
             edges.convex_sign,
@@ -255,13 +255,10 @@ class _ConvexClips:
     ) -> None:
         """Build the clipped polygons of the ``wanted`` (touching-pair positions) that were
         clipped here, into ``overlap``."""
-        lookup = np.searchsorted(self.pairs, pair_number[wanted])
-        lookup = np.minimum(lookup, max(len(self.pairs) - 1, 0))
-        mine = (
-            (self.pairs[lookup] == pair_number[wanted])
-            if len(self.pairs)
-            else np.zeros(len(wanted), dtype=bool)
-        )
+        if not len(self.pairs):
+            return
+        lookup = np.minimum(np.searchsorted(self.pairs, pair_number[wanted]), len(self.pairs) - 1)
+        mine = self.pairs[lookup] == pair_number[wanted]
         targets, entries = wanted[mine], lookup[mine]
         if not len(targets):
             return
@@ -318,6 +315,8 @@ class _SiteEdges:
     edges: NDArray[np.float64]  # (total edges, 4), grouped by site
     offsets: NDArray[np.int64]  # first edge of each site
     counts: NDArray[np.int64]  # edges per site
+    # The first vertex of every edge: for a one-ring site, its ring in order.
+    starts: NDArray[np.float64]
     # +1/-1 for a site that is one convex ring (counter-/clockwise), 0 otherwise: such sites
     # clip convex detections in compiled code; the others go to GEOS.
     convex_sign: NDArray[np.int8]
@@ -335,10 +334,10 @@ class _SiteEdges:
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         rings = np.bincount(part_site[ring_part], minlength=len(site_geoms))
         edges = np.ascontiguousarray(edges)
-        # A one-ring site's edges start at its vertices, in ring order.
-        sign = kernels.ring_signs(np.ascontiguousarray(edges[:, :2]), offsets, counts)
+        starts = np.ascontiguousarray(edges[:, :2])
+        sign = kernels.ring_signs(starts, offsets, counts)
         sign[rings != 1] = 0
-        return cls(edges, offsets, counts, sign)
+        return cls(edges, offsets, counts, starts, sign)
 
 
 @dataclass(frozen=True, slots=True)
