@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import shapely
 from shapely import to_wkb
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
@@ -53,7 +54,11 @@ def _round_coordinates(value: Any) -> Any:
 def _feature(
     geometry: BaseGeometry, district: District, properties: dict[str, Any]
 ) -> dict[str, Any]:
-    lonlat = district.geometry_to_lonlat(geometry)
+    # Snapped to the export grid here, so that the rounded coordinates still form a valid
+    # polygon (rounding alone can make near-touching vertices cross).
+    lonlat = shapely.set_precision(
+        district.geometry_to_lonlat(geometry), 10.0**-COORDINATE_DECIMALS
+    )
     shape = mapping(lonlat)
     return {
         "type": "Feature",

@@ -14,7 +14,23 @@ class SiteKind(StrEnum):
 
 
 class GroundTruthClass(IntEnum):
-    """Per-pixel ground truth. The values are the class ids written into masks."""
+    """Per-pixel ground truth. The values are the class ids written into masks.
+
+    What each class means (the model card repeats this; labels are what is *visible*):
+
+    * ``exposed_soil`` -- bare earth inside a site that is not under dust net, vegetation or
+      a hard surface: graded ground, haul roads of earth, spoil heaps, excavation floors and
+      walls, soil showing through a torn hole or under a lifted net edge, the uncovered part
+      of a half-covered heap. Sparse weeds on bare earth still count; a lawn with a few bare
+      spots does not.
+    * ``road_dust`` -- soil or dust carried onto a hard surface (concrete, asphalt): the muddy
+      wheel tracks and spill fans that run from a site gate along its road.
+    * ``covered_soil`` -- earth under dust net (green or black HDPE mesh), including where the
+      net is slack, faded, patched or weighted with sandbags; compliant, counted for coverage.
+    * ``background`` -- everything else, including look-alikes that are not a site's soil:
+      ploughed and harvested fields, farm dirt tracks, sand, artificial turf and green
+      courts, tarps, greenhouse film, roofs, water and shadows on any of these.
+    """
 
     BACKGROUND = 0
     EXPOSED_SOIL = 1
@@ -50,6 +66,22 @@ class SurfaceKind(IntEnum):
     COAL = 18
     RUBBLE = 19
     COURTYARD = 20
+    SPOIL_HEAP = 21  # loose soil piled up: exposed soil with relief
+    PIT = 22  # an excavation: soil below the ground, its walls in shade
+    HOARDING = 23  # blue/white site hoarding panels (围挡) along the boundary
+    PREFAB_ROOF = 24  # blue-roofed prefab site offices (板房)
+    PIPES = 25  # stacked concrete or plastic pipes
+    STEEL = 26  # rebar and formwork stacks
+    CRANE = 27  # tower crane jib and mast
+    TURF = 28  # artificial turf and green-painted courts: look like dust net, are not
+    RUNNING_TRACK = 29
+    TARP_BLUE = 30
+    GREENHOUSE = 31  # plastic film over hoops, in long rows
+    SOLAR_PANEL = 32
+    DIRT_TRACK = 33  # farm tracks of bare earth outside sites
+    SAND = 34  # dry riverbeds, sand arenas
+    SANDBAG = 35  # weights along the edges of a net
+    STUBBLE = 36  # harvested fields
 
 
 class Season(StrEnum):

@@ -21,50 +21,33 @@ from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from sim.camera import ViewGeometry
+from sim.errors import SimError
 from sim.kinds import GroundTruthClass, Season, SurfaceKind
+from sim.materials import (
+    COARSE_TEXEL_M,
+    COARSE_TILE,
+    FINE_TEXEL_M,
+    FINE_TILE,
+    MACRO_TEXEL_M,
+    MACRO_TILE,
+    material_tables,
+    texture_tiles,
+)
 from sim.world import District, Surface
 
 MAX_RANGE_M = 1500.0  # ground beyond this distance from the nadir point is not drawn
 NEAR_M = 0.5
 SHIFT_BITS = 4  # sub-pixel precision of the rasteriser: 1/16 px
-TEXEL_M = 0.04
-TILE = 1024
-MACRO_TEXEL_M = 0.5
-MACRO_TILE = 256
 LOWRES = 8  # lighting, haze and macro texture are computed at 1/8 resolution
-SENSOR_NOISE_OFFSET = (8.0, 8.0, 8.0, 0.0)
+RELIEF_RES = 4  # heaps and pits are shaded on a 1/4 resolution height field
+SENSOR_NOISE_OFFSET = (12.0, 12.0, 12.0, 0.0)
+SOFT_EDGE_M = 0.25  # natural ground blends into its neighbour over about 2 sigma each side
 
-# Texture amplitudes per surface kind: fine grain, medium, coarse, stripes, macro blotches.
-# (The tile mixes the three grain octaves; their mean amplitude and the macro blotches are
-# combined into one grain weight, see `_weight_luts`.)
-_WEIGHTS: dict[SurfaceKind, tuple[float, float, float, float, float]] = {
-    SurfaceKind.GROUND: (0.06, 0.08, 0.10, 0.0, 0.12),
-    SurfaceKind.BARE_SOIL: (0.10, 0.08, 0.10, 0.0, 0.14),
-    SurfaceKind.NET_GREEN: (0.22, 0.12, 0.08, 0.0, 0.05),
-    SurfaceKind.NET_BLACK: (0.25, 0.14, 0.10, 0.0, 0.05),
-    SurfaceKind.ROAD_DUST: (0.06, 0.12, 0.16, 0.0, 0.05),
-    SurfaceKind.ASPHALT: (0.05, 0.03, 0.03, 0.0, 0.04),
-    SurfaceKind.CONCRETE: (0.04, 0.03, 0.04, 0.0, 0.05),
-    SurfaceKind.GRAVEL: (0.16, 0.06, 0.05, 0.0, 0.06),
-    SurfaceKind.BUILDING_FRAME: (0.18, 0.10, 0.05, 0.08, 0.03),
-    SurfaceKind.ROOF_RED: (0.05, 0.03, 0.02, 0.18, 0.03),
-    SurfaceKind.ROOF_BROWN: (0.05, 0.03, 0.02, 0.18, 0.03),
-    SurfaceKind.ROOF_GRAY: (0.04, 0.02, 0.02, 0.08, 0.02),
-    SurfaceKind.MACHINERY: (0.05, 0.04, 0.0, 0.0, 0.0),
-    SurfaceKind.TRUCK: (0.04, 0.03, 0.0, 0.0, 0.0),
-    SurfaceKind.WATER: (0.02, 0.04, 0.03, 0.0, 0.02),
-    SurfaceKind.TREE: (0.25, 0.20, 0.06, 0.0, 0.04),
-    SurfaceKind.CROP: (0.12, 0.08, 0.06, 0.10, 0.10),
-    SurfaceKind.PLOWED_FIELD: (0.08, 0.06, 0.05, 0.22, 0.10),
-    SurfaceKind.COAL: (0.20, 0.10, 0.08, 0.0, 0.03),
-    SurfaceKind.RUBBLE: (0.22, 0.12, 0.08, 0.0, 0.05),
-    SurfaceKind.COURTYARD: (0.06, 0.05, 0.06, 0.0, 0.08),
-}
 GROUND_RGB_BY_SEASON = {
-    Season.SPRING: (112, 128, 84),
-    Season.SUMMER: (92, 118, 70),
-    Season.AUTUMN: (134, 124, 90),
-    Season.WINTER: (128, 118, 98),
+    Season.SPRING: (96, 110, 72),
+    Season.SUMMER: (80, 100, 62),
+    Season.AUTUMN: (118, 108, 80),
+    Season.WINTER: (114, 104, 88),
 }
 
 UInt8Image = NDArray[np.uint8]
@@ -80,49 +63,55 @@ class Rendering:
     footprint: Polygon  # visible ground, UTM
 
 
-def _wrap_blur(image: FloatImage, sigma: float) -> FloatImage:
-    """Gaussian blur of a tile that wraps around at its edges (so tiles repeat seamlessly)."""
-    pad = math.ceil(4 * sigma)
-    padded = np.pad(image, pad, mode="wrap")
-    blurred = cv2.GaussianBlur(padded, (0, 0), sigma)
-    return np.ascontiguousarray(blurred[pad:-pad, pad:-pad])
+@dataclass(frozen=True, slots=True)
+class SensorEffects:
+    """What the camera adds to a frame: exposure, white balance, noise, blur.
+
+    Drawn per frame from its seed (`SensorEffects.draw`), so one flight's frames differ as a
+    real camera's do; `SensorEffects.neutral()` turns everything off.
+    """
+
+    exposure: float = 1.0
+    white_balance_bgr: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    noise_level: int = 1  # how many sensor-noise layers: grows with ISO
+    motion_blur_px: float = 0.0  # streak length along the flight direction
+    motion_angle_deg: float = 0.0  # direction of the streak in the image
+    defocus_px: float = 0.0  # Gaussian sigma
+
+    @staticmethod
+    def neutral() -> SensorEffects:
+        return SensorEffects(noise_level=0)
+
+    @staticmethod
+    def draw(rng: np.random.Generator, gsd_m: float) -> SensorEffects:
+        """Effects for one frame; ``gsd_m`` turns flight speed times shutter time into pixels."""
+        speed_m_s = rng.uniform(3.0, 12.0)
+        shutter_s = 1.0 / rng.choice([100.0, 200.0, 400.0, 800.0, 1600.0])
+        return SensorEffects(
+            exposure=float(np.clip(rng.normal(1.0, 0.08), 0.8, 1.2)),
+            white_balance_bgr=(
+                float(rng.normal(1.0, 0.035)),
+                1.0,
+                float(rng.normal(1.0, 0.035)),
+            ),
+            noise_level=int(rng.choice([1, 1, 1, 2, 3])),
+            motion_blur_px=float(speed_m_s * shutter_s / max(gsd_m, 1e-3)),
+            motion_angle_deg=float(rng.uniform(0.0, 180.0)),
+            defocus_px=float(rng.choice([0.0, 0.0, rng.uniform(0.3, 1.2)])),
+        )
 
 
-@lru_cache(maxsize=1)
-def _texture_tiles() -> tuple[FloatImage, FloatImage, UInt8Image]:
-    """World-anchored noise: a (grain, stripes) tile, a macro tile, and a sensor-noise tile."""
-    rng = np.random.default_rng(20261123)
-    grain = np.zeros((TILE, TILE), dtype=np.float32)
-    for sigma, amplitude in ((0.7, 0.55), (4.0, 0.6), (14.0, 0.55)):
-        octave = _wrap_blur(rng.standard_normal((TILE, TILE)).astype(np.float32), sigma)
-        grain += amplitude * octave / (octave.std() + 1e-6)
-    grain /= grain.std()
-    rows = np.arange(TILE, dtype=np.float32)[:, None]
-    warp = _wrap_blur(rng.standard_normal((TILE, TILE)).astype(np.float32), 20.0)
-    stripes = np.sin(2.0 * math.pi * rows / 16.0 + 1.5 * warp / (warp.std() + 1e-6))
-    tile = _f32(cv2.merge([grain, stripes.astype(np.float32)]))
-    macro = _wrap_blur(rng.standard_normal((MACRO_TILE, MACRO_TILE)).astype(np.float32), 10.0)
-    macro = macro / (macro.std() + 1e-6)
-    noise = rng.normal(SENSOR_NOISE_OFFSET[0], 2.2, size=(512, 512, 3))
-    sensor = np.clip(np.round(noise), 0, 2 * SENSOR_NOISE_OFFSET[0]).astype(np.uint8)
-    return tile, _f32(macro), sensor
-
-
-def _weight_luts() -> tuple[FloatImage, FloatImage]:
-    """Per-kind (grain, stripes) texture weights and macro weights as 256-entry tables."""
-    tile_lut = np.zeros((1, 256, 2), dtype=np.float32)
-    macro_lut = np.zeros((1, 256), dtype=np.float32)
-    for kind, (fine, medium, coarse, stripes, macro) in _WEIGHTS.items():
-        tile_lut[0, int(kind)] = (math.sqrt((fine**2 + medium**2 + coarse**2) / 3.0) * 1.6, stripes)
-        macro_lut[0, int(kind)] = macro
-    return tile_lut, macro_lut
-
-
-_TILE_LUT, _MACRO_LUT = _weight_luts()
-_GRAIN_LUT = np.ascontiguousarray(_TILE_LUT[:, :, 0])
-_STRIPE_LUT = np.ascontiguousarray(_TILE_LUT[:, :, 1])
+_TABLES = material_tables()
 _SHADOW_LUT = np.ones((1, 256), dtype=np.float32)
-_SHADOW_LUT[0, 1] = 0.56
+_SHADOW_LUT[0, 1] = 0.5
+
+
+@lru_cache(maxsize=4)
+def _sensor_tile(level: int) -> UInt8Image:
+    """Sensor noise around `SENSOR_NOISE_OFFSET`, its spread growing with the ISO ``level``."""
+    rng = np.random.default_rng(20261123 + level)
+    noise = rng.normal(SENSOR_NOISE_OFFSET[0], 2.2 * math.sqrt(level), size=(512, 512, 3))
+    return np.clip(np.round(noise), 0, 2 * SENSOR_NOISE_OFFSET[0]).astype(np.uint8)
 
 
 def visible_footprint(view: ViewGeometry) -> Polygon:
@@ -182,40 +171,86 @@ def _project(geometry: BaseGeometry, h_local: NDArray[np.float64], ce: float, cn
     return Polygon(_apply_homography(coords, h_local))
 
 
+Contours = list[list[NDArray[np.int32]]]  # per polygon: its exterior ring, then its holes
+
+
 def _contours(
     geometry: BaseGeometry, h_local: NDArray[np.float64], ce: float, cn: float
-) -> list[NDArray[np.int32]]:
-    """Exterior and hole rings of a (multi)polygon as fixed-point pixel contours."""
+) -> Contours:
+    """Exterior and hole rings of each polygon of a (multi)polygon as fixed-point pixel
+    contours, grouped by polygon.
+
+    Each polygon is filled on its own: filling the rings of several parts at once counts
+    edge crossings across parts, and where parts meet at a vertex that lies on a scanline the
+    count goes wrong for the rest of that row.
+    """
     polygons = geometry.geoms if isinstance(geometry, MultiPolygon) else [geometry]
-    rings = []
+    scale = float(1 << SHIFT_BITS)
+    groups = []
     for polygon in polygons:
         if not isinstance(polygon, Polygon) or polygon.is_empty:
             continue
-        rings.append(polygon.exterior)
-        rings.extend(polygon.interiors)
-    scale = float(1 << SHIFT_BITS)
-    contours = []
-    for ring in rings:
-        local = np.asarray(ring.coords)[:-1] - np.array([ce, cn])
-        pixels = _apply_homography(local, h_local)
-        contours.append(np.round(pixels * scale).astype(np.int32))
-    return contours
+        group = []
+        for ring in (polygon.exterior, *polygon.interiors):
+            local = np.asarray(ring.coords)[:-1] - np.array([ce, cn])
+            pixels = _apply_homography(local, h_local)
+            group.append(np.round(pixels * scale).astype(np.int32))
+        groups.append(group)
+    return groups
+
+
+def _fill_contours(
+    image: NDArray[np.uint8], contours: Contours, value: float | tuple[int, int, int]
+) -> None:
+    for group in contours:
+        cv2.fillPoly(image, group, value, cv2.LINE_8, SHIFT_BITS)
 
 
 def _shadow(surface: Surface, offset: tuple[float, float]) -> BaseGeometry:
-    """The ground shadow of a raised surface for a sun giving ``offset`` m per m of height."""
+    """The ground shadow of a raised surface for a sun giving ``offset`` m per m of height.
+
+    A standing object (a wall, a roof on its walls) casts the hull of its outline and the
+    outline moved by the shadow offset; a floating one (a crane jib) only the moved outline.
+    """
     de, dn = offset[0] * surface.height_m, offset[1] * surface.height_m
     parts = (
         surface.geometry.geoms if isinstance(surface.geometry, MultiPolygon) else [surface.geometry]
     )
+    if surface.floating:
+        return shapely.union_all([affinity.translate(part, de, dn) for part in parts])
     shadows = [
-        shapely.convex_hull(shapely.union(part, affinity.translate(part, de, dn))) for part in parts
+        shapely.convex_hull(shapely.union(part, affinity.translate(part, de, dn)))
+        if _is_compact(part)
+        else _swept(part, de, dn)
+        for part in parts
     ]
     return shapely.union_all(shadows)
 
 
-def render(district: District, view: ViewGeometry, seed: int) -> Rendering:
-    """Render what ``view`` sees of ``district``; ``seed`` only varies the sensor noise."""
+def _is_compact(part: BaseGeometry) -> bool:
+    """Whether the convex hull of a part is close to the part (a box, not a ring of hoarding)."""
+    return bool(part.area >= 0.6 * shapely.convex_hull(part).area)
+
+
+def _swept(part: BaseGeometry, de: float, dn: float) -> BaseGeometry:
+    """The shadow of a thin, non-convex wall: its outline swept along the sun direction."""
+    steps = max(2, math.ceil(math.hypot(de, dn) / 0.25))
+    return shapely.union_all(
+        [affinity.translate(part, de * k / steps, dn * k / steps) for k in range(steps + 1)]
+    )
+
+
+def render(
+    district: District,
+    view: ViewGeometry,
+    seed: int,
+    sensor: SensorEffects | None = None,
+) -> Rendering:
+    """Render what ``view`` sees of ``district``.
+
+    ``seed`` varies only what the camera adds (noise, and the `SensorEffects` unless given);
+    the scene itself is the district's.
+    """
     cam = view.camera
     width, height = cam.width_px, cam.height_px
     ce, cn = view.centre_utm
@@ -229,6 +264,8 @@ def render(district: District, view: ViewGeometry, seed: int) -> Rendering:
     kind = np.full((height, width), 255, dtype=np.uint8)
     classes = np.full((height, width), 255, dtype=np.uint8)
     shadow = np.zeros((height, width), dtype=np.uint8)
+    relief_size = (math.ceil(width / RELIEF_RES), math.ceil(height / RELIEF_RES))
+    relief = np.zeros((relief_size[1], relief_size[0]), dtype=np.float32)
 
     if not footprint.is_empty:
         ground_rgb = GROUND_RGB_BY_SEASON[env.season]
@@ -244,30 +281,64 @@ def render(district: District, view: ViewGeometry, seed: int) -> Rendering:
             if not contours:
                 continue
             _fill(bgr, kind, classes, contours, surface.color_rgb, surface.kind, surface.gt_class)
+            if surface.relief_m != 0.0:
+                _add_relief(relief, contours, surface.relief_m, view)
             if surface.height_m > 0.0:
                 cast = _shadow(surface, offset).intersection(footprint)
                 if not cast.is_empty:
                     shadow_contours = _contours(cast, h_local, ce, cn)
                     if shadow_contours:
-                        cv2.fillPoly(shadow, shadow_contours, 1, cv2.LINE_8, SHIFT_BITS)
-                cv2.fillPoly(shadow, contours, 0, cv2.LINE_8, SHIFT_BITS)
+                        _fill_contours(shadow, shadow_contours, 1)
+                if not surface.floating:
+                    _fill_contours(shadow, contours, 0)
 
-    shaded = _shade(bgr, kind, shadow, view, district, seed)
+    rng = np.random.default_rng(seed)
+    if sensor is None:
+        sensor = SensorEffects.draw(rng, view.camera.gsd_m(view.height_m))
+    shaded = _shade(bgr, kind, shadow, relief, view, district, rng, sensor)
     return Rendering(bgr=shaded, class_mask=classes, footprint=footprint)
+
+
+def _add_relief(
+    relief: FloatImage, contours: Contours, relief_m: float, view: ViewGeometry
+) -> None:
+    """Raise (or sink) the height field under one surface: a dome rising over its rim.
+
+    The slope width is about twice the relief (loose soil rests at roughly 30 degrees).
+    """
+    scale = 1.0 / RELIEF_RES
+    scaled = [[np.round(c * scale).astype(np.int32) for c in group] for group in contours]
+    points = np.concatenate([c for group in scaled for c in group]) // (1 << SHIFT_BITS)
+    x0, y0 = np.maximum(points.min(axis=0) - 2, 0)
+    x1 = min(int(points[:, 0].max()) + 3, relief.shape[1])
+    y1 = min(int(points[:, 1].max()) + 3, relief.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return
+    stencil = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+    origin = np.array([x0, y0]) * (1 << SHIFT_BITS)
+    _fill_contours(stencil, [[c - origin for c in group] for group in scaled], 1)
+    distance_px = cv2.distanceTransform(stencil, cv2.DIST_L2, 3)
+    gsd_m = view.camera.gsd_m(view.height_m) * RELIEF_RES
+    ramp_px = max(1.0, 2.0 * abs(relief_m) / gsd_m)
+    profile = np.sqrt(np.clip(distance_px / ramp_px, 0.0, 1.0))
+    region = relief[y0:y1, x0:x1]
+    raised = (relief_m * profile).astype(np.float32)
+    # Where a net is draped over a heap the two describe the same mound: keep the larger.
+    np.copyto(region, raised, where=np.abs(raised) > np.abs(region))
 
 
 def _fill(
     bgr: UInt8Image,
     kind: UInt8Image,
     classes: UInt8Image,
-    contours: list[NDArray[np.int32]],
+    contours: Contours,
     rgb: tuple[int, int, int],
     surface_kind: SurfaceKind,
     gt_class: GroundTruthClass,
 ) -> None:
-    cv2.fillPoly(bgr, contours, (rgb[2], rgb[1], rgb[0]), cv2.LINE_8, SHIFT_BITS)
-    cv2.fillPoly(kind, contours, int(surface_kind), cv2.LINE_8, SHIFT_BITS)
-    cv2.fillPoly(classes, contours, int(gt_class), cv2.LINE_8, SHIFT_BITS)
+    _fill_contours(bgr, contours, (rgb[2], rgb[1], rgb[0]))
+    _fill_contours(kind, contours, int(surface_kind))
+    _fill_contours(classes, contours, int(gt_class))
 
 
 def _ground_maps(
@@ -325,20 +396,81 @@ def _image_from_reduced(factor: int) -> NDArray[np.float64]:
     return np.array([[factor, 0.0, offset], [0.0, factor, offset], [0.0, 0.0, 1.0]])
 
 
+def _sun_direction_px(view: ViewGeometry, env_azimuth_deg: float) -> tuple[float, float]:
+    """Unit vector in the image (u right, v down) pointing towards the sun on the ground."""
+    azimuth = math.radians(env_azimuth_deg)
+    ce, cn = view.centre_utm
+    try:
+        nadir = view.pixel_to_ground(np.array([[view.camera.cx_px, view.camera.cy_px]]))[0]
+    except SimError:
+        nadir = np.array([ce, cn])
+    towards = nadir + 10.0 * np.array([math.sin(azimuth), math.cos(azimuth)])
+    try:
+        pixels = view.ground_to_pixel(np.vstack([nadir, towards]))
+    except SimError:
+        return (0.0, -1.0)
+    du, dv = pixels[1] - pixels[0]
+    norm = math.hypot(du, dv) or 1.0
+    return (float(du / norm), float(dv / norm))
+
+
+def _relief_shading(relief: FloatImage, view: ViewGeometry, district: District) -> FloatImage:
+    """Lambert shading of the height field relative to flat ground (1.0 = flat)."""
+    if not np.any(relief):
+        return np.ones_like(relief)
+    env = district.environment
+    gsd_m = view.camera.gsd_m(view.height_m) * RELIEF_RES
+    smooth = cv2.GaussianBlur(relief, (0, 0), 1.0)
+    grad_u = _f32(cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)) / (8.0 * gsd_m)
+    grad_v = _f32(cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)) / (8.0 * gsd_m)
+    su, sv = _sun_direction_px(view, env.sun_azimuth_deg)
+    elevation = math.radians(env.sun_elevation_deg)
+    horizontal, vertical = math.cos(elevation), math.sin(elevation)
+    # Image v points down while north points up: a slope rising towards -v faces north.
+    lit = (-(grad_u * su + grad_v * sv) * horizontal + vertical) / np.sqrt(
+        1.0 + grad_u**2 + grad_v**2
+    )
+    return _f32(np.clip(lit / vertical, 0.3, 1.8))
+
+
+def _soften_edges(bgr: UInt8Image, kind: UInt8Image, view: ViewGeometry) -> UInt8Image:
+    """Blend natural ground into its neighbours over decimetres, in place (earth into grass).
+
+    The flat colours are piecewise constant, so a blur changes them only near edges, and a
+    symmetric blur keeps each edge where its polygon (and the class mask) says it is.
+    """
+    height, width = kind.shape
+    gsd_m = view.camera.gsd_m(view.height_m)
+    sigma_px = SOFT_EDGE_M / gsd_m
+    if sigma_px < 0.7:
+        return bgr
+    factor = max(1, min(4, int(sigma_px // 1.5)))
+    small = cv2.resize(
+        bgr, (math.ceil(width / factor), math.ceil(height / factor)), interpolation=cv2.INTER_AREA
+    )
+    blurred_small = cv2.GaussianBlur(small, (0, 0), sigma_px / factor)
+    blurred = cv2.resize(blurred_small, (width, height), interpolation=cv2.INTER_LINEAR)
+    soft = cv2.LUT(kind, _TABLES["soft"])
+    cv2.copyTo(blurred, soft, bgr)
+    return bgr
+
+
 def _shade(
     bgr: UInt8Image,
     kind: UInt8Image,
     shadow: UInt8Image,
+    relief: FloatImage,
     view: ViewGeometry,
     district: District,
-    seed: int,
+    rng: np.random.Generator,
+    sensor: SensorEffects,
 ) -> UInt8Image:
-    """Texture, shadows, exposure, haze, vignetting and sensor noise.
+    """Texture, relief, shadows, haze, vignetting and what the camera adds.
 
-    Everything multiplicative is computed at half resolution (a 4 cm texel is larger than a
-    pixel at survey heights) and applied to the full-resolution colours in 8-bit fixed point.
+    Everything multiplicative is computed at half resolution (a 4 cm texel is about a pixel
+    at survey heights) and applied to the full-resolution colours in 8-bit fixed point.
     """
-    tile, macro, sensor = _texture_tiles()
+    fine_tile, coarse_tile, macro_tile = texture_tiles()
     env = district.environment
     height, width = kind.shape
     ce, cn = view.centre_utm
@@ -349,12 +481,17 @@ def _shade(
     low_size = (math.ceil(width / LOWRES), math.ceil(height / LOWRES))
 
     half_from_image = local_from_image @ _image_from_reduced(2)
-    grain, stripes = cv2.split(
-        _warp_tile(tile, _tile_from_local(ce, cn, TEXEL_M, TILE) @ half_from_image, half_size)
+    fine = _warp_tile(
+        fine_tile, _tile_from_local(ce, cn, FINE_TEXEL_M, FINE_TILE) @ half_from_image, half_size
+    )
+    coarse = _warp_tile(
+        coarse_tile,
+        _tile_from_local(ce, cn, COARSE_TEXEL_M, COARSE_TILE) @ half_from_image,
+        half_size,
     )
     low_local_from_image = local_from_image @ _image_from_reduced(LOWRES)
-    macro_tile_from_local = _tile_from_local(ce, cn, MACRO_TEXEL_M, MACRO_TILE)
-    low_macro = _warp_tile(macro, macro_tile_from_local @ low_local_from_image, low_size)
+    macro_from_local = _tile_from_local(ce, cn, MACRO_TEXEL_M, MACRO_TILE)
+    low_macro = _warp_tile(macro_tile, macro_from_local @ low_local_from_image, low_size)
 
     # Haze transmission and vignetting vary slowly: computed on the low-resolution grid.
     low_e, low_n, low_sky = _ground_maps(view, width, height, LOWRES)
@@ -365,28 +502,82 @@ def _shade(
     gu = (np.arange(low_size[0], dtype=np.float32) * LOWRES - view.camera.cx_px) / width
     gv = (np.arange(low_size[1], dtype=np.float32) * LOWRES - view.camera.cy_px) / height
     vignette = 1.0 - 0.35 * (gu[None, :] ** 2 + gv[:, None] ** 2)
-    low_scale = _f32(transmission * vignette * env.brightness)
+    low_scale = _f32(transmission * vignette * env.brightness * sensor.exposure)
 
     kind_half = cv2.resize(kind, half_size, interpolation=cv2.INTER_NEAREST)
     shadow_half = cv2.resize(shadow, half_size, interpolation=cv2.INTER_NEAREST)
-    gain = _f32(cv2.multiply(grain, cv2.LUT(kind_half, _GRAIN_LUT)))
-    gain += _f32(cv2.multiply(stripes, cv2.LUT(kind_half, _STRIPE_LUT)))
-    gain += _f32(cv2.multiply(cv2.resize(low_macro, half_size), cv2.LUT(kind_half, _MACRO_LUT)))
-    gain += 1.0
+    kind_half4 = cv2.merge([kind_half] * 4)
+    gain = np.einsum("ijk,ijk->ij", fine, _f32(cv2.LUT(kind_half4, _TABLES["fine"])))
+    gain += np.einsum("ijk,ijk->ij", coarse, _f32(cv2.LUT(kind_half4, _TABLES["coarse"])))
+    macro_half = cv2.resize(low_macro, half_size)
+    gain += _f32(cv2.multiply(macro_half[:, :, 0], cv2.LUT(kind_half, _TABLES["macro"])))
+    gain = np.clip(gain + 1.0, 0.15, None)
     gain *= _f32(cv2.resize(low_scale, half_size))
     gain *= _f32(cv2.LUT(shadow_half, _SHADOW_LUT))
+    gain *= _f32(cv2.resize(_relief_shading(relief, view, district), half_size))
 
-    # 8-bit fixed point: gain 1.0 is 128, so gains up to ~2 survive.
+    # The alternate tone (wet soil, dry grass, faded net) comes in blotches of slow noise.
+    tone_mix = np.clip(0.5 + 0.9 * macro_half[:, :, 1], 0.0, 1.0)[:, :, None]
+    tone = _f32(cv2.LUT(cv2.merge([kind_half] * 3), _TABLES["tone"]))
+    tone = 1.0 + tone_mix * (tone - 1.0)
+
     warm = (1.0 - 0.06 * env.warmth, 1.0, 1.0 + 0.06 * env.warmth)
-    gain_bgr = cv2.merge([cv2.convertScaleAbs(gain, alpha=128.0 * w) for w in warm])
+    balance = np.array(warm, dtype=np.float32) * np.array(
+        sensor.white_balance_bgr, dtype=np.float32
+    )
+    # 8-bit fixed point: gain 1.0 is 100, so gains up to 2.5 survive.
+    gain_bgr = cv2.convertScaleAbs(tone * gain[:, :, None] * balance, alpha=100.0)
     gain_full = cv2.resize(gain_bgr, (width, height), interpolation=cv2.INTER_LINEAR)
-    color = cv2.multiply(bgr, gain_full, scale=1.0 / 128.0)
+    color = cv2.multiply(_soften_edges(bgr, kind, view), gain_full, scale=1.0 / 100.0)
     haze_bgr = np.array([205.0, 200.0, 196.0], dtype=np.float32)
     low_add = cv2.convertScaleAbs(_f32((1.0 - transmission)[:, :, None] * haze_bgr))
-    color = cv2.add(color, cv2.resize(low_add, (width, height), interpolation=cv2.INTER_LINEAR))
+    hazy = cv2.add(color, cv2.resize(low_add, (width, height), interpolation=cv2.INTER_LINEAR))
+    color = _grade(np.asarray(hazy, dtype=np.uint8), env.saturation, env.contrast)
+    color = _optics(color, sensor)
+    return _add_sensor_noise(color, rng, sensor.noise_level)
 
-    # Sensor noise from a tile offset by the seed: +noise then -offset, both saturating.
-    rng = np.random.default_rng(seed)
+
+def _grade(color: UInt8Image, saturation: float, contrast: float) -> UInt8Image:
+    """Colour grading of the camera's picture style: saturation about grey, contrast about
+    mid-grey, as one 3x3 transform and one table."""
+    luma = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # BGR
+    matrix = saturation * np.eye(3, dtype=np.float32) + (1.0 - saturation) * luma[None, :]
+    graded = cv2.transform(color, matrix)
+    levels = np.arange(256, dtype=np.float32)
+    table = np.clip(128.0 + (levels - 128.0) * contrast, 0, 255).astype(np.uint8)
+    return np.asarray(cv2.LUT(graded, table), dtype=np.uint8)
+
+
+def _optics(color: UInt8Image, sensor: SensorEffects) -> UInt8Image:
+    """Motion blur along the flight direction and slight defocus."""
+    out = color
+    if sensor.motion_blur_px >= 1.0:
+        length = min(round(sensor.motion_blur_px), 15)
+        size = 2 * length + 1
+        kernel = np.zeros((size, size), dtype=np.float32)
+        angle = math.radians(sensor.motion_angle_deg)
+        du, dv = math.cos(angle) * length / 2.0, math.sin(angle) * length / 2.0
+        cv2.line(
+            kernel,
+            (round(length - du), round(length - dv)),
+            (round(length + du), round(length + dv)),
+            1.0,
+            1,
+            cv2.LINE_AA,
+        )
+        kernel /= kernel.sum()
+        out = np.asarray(cv2.filter2D(out, -1, kernel), dtype=np.uint8)
+    if sensor.defocus_px > 0.2:
+        out = np.asarray(cv2.GaussianBlur(out, (0, 0), sensor.defocus_px), dtype=np.uint8)
+    return out
+
+
+def _add_sensor_noise(color: UInt8Image, rng: np.random.Generator, level: int) -> UInt8Image:
+    """Sensor noise from a tile offset by the seed: +noise then -offset, both saturating."""
+    if level <= 0:
+        return color
+    sensor = _sensor_tile(level)
+    height, width = color.shape[:2]
     oy, ox = int(rng.integers(0, sensor.shape[0])), int(rng.integers(0, sensor.shape[1]))
     reps = (
         math.ceil((height + oy) / sensor.shape[0]),

@@ -30,7 +30,7 @@ DEFAULT_ORIGIN_LAT = 36.48
 DEFAULT_ORIGIN_LON = 115.45
 CELL_SIZE_M = 250.0
 MIN_SITES, MAX_SITES = 10, 200
-WORLD_FORMAT_VERSION = 1
+WORLD_FORMAT_VERSION = 2
 
 Area = Polygon | MultiPolygon
 
@@ -83,6 +83,8 @@ class Environment:
     brightness: float  # overall exposure factor around 1.0
     warmth: float  # colour temperature shift, -1 cool .. 1 warm
     texture_offset_m: tuple[float, float] = (0.0, 0.0)  # shifts the world-anchored texture
+    saturation: float = 1.0  # the camera's picture style: 1 as is, 0 grey
+    contrast: float = 1.0  # about mid-grey
 
     @property
     def shadow_offset(self) -> tuple[float, float]:
@@ -104,6 +106,8 @@ class Surface:
     height_m: float = 0.0  # casts a shadow when > 0
     site_id: str | None = None
     patch_id: str | None = None
+    relief_m: float = 0.0  # a mound (> 0) or a pit (< 0) shaded by the sun, not a shadow caster
+    floating: bool = False  # raised off the ground (a crane jib): its shadow is detached
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +174,8 @@ class District:
 
     def surfaces_in(self, region: BaseGeometry) -> list[Surface]:
         """Every surface intersecting ``region`` (UTM), in drawing order (lowest layer first)."""
-        hits = self._index.query(region, predicate="intersects")
+        # Creation order within a layer decides what is drawn on top (see _visible_patches).
+        hits = np.sort(self._index.query(region, predicate="intersects"))
         found = [self.fixed_surfaces[int(i)] for i in hits]
         min_e, min_n, max_e, max_n = region.bounds
         for i in range(math.floor(min_e / CELL_SIZE_M), math.floor(max_e / CELL_SIZE_M) + 1):
@@ -270,9 +275,12 @@ def _environment(rng: np.random.Generator) -> Environment:
         sun_elevation_deg=float(rng.uniform(22.0, max_elevation)),
         season=season,
         haze_per_m=float(rng.uniform(0.002, 0.005) if hazy else rng.uniform(0.0002, 0.0008)),
-        brightness=float(rng.uniform(0.9, 1.1)),
+        brightness=float(rng.uniform(0.75, 1.1)),
         warmth=float(rng.uniform(-0.6, 0.6)),
         texture_offset_m=(float(rng.uniform(0.0, 5000.0)), float(rng.uniform(0.0, 5000.0))),
+        # Overcast and hazy days flatten colour; some cameras are set to a muted style.
+        saturation=float(rng.uniform(0.5, 1.0)),
+        contrast=float(rng.uniform(0.8, 1.1)),
     )
 
 
@@ -426,23 +434,78 @@ def _blob(
     elongation: float = 1.0,
     angle_deg: float = 0.0,
 ) -> Polygon:
-    """An irregular patch outline: a circle with a noisy radius."""
-    n = 28
+    """An irregular patch outline: a circle whose radius carries fractal (1/f) noise.
+
+    Low harmonics make the overall shape lobed, high ones make the edge ragged at the scale
+    of decimetres, as the edge of dug or spilt earth is.
+    """
+    n = max(48, min(240, int(2.0 * math.pi * radius / 0.35)))
     angles = np.linspace(0.0, 2.0 * math.pi, n, endpoint=False)
-    harmonics = sum(
-        rng.normal(0.0, 0.18 / k) * np.cos(k * angles + rng.uniform(0, 2 * math.pi))
-        for k in range(2, 6)
-    )
-    radii = radius * (1.0 + harmonics)
-    radii = np.clip(radii, radius * 0.4, radius * 1.6)
+    harmonics = np.zeros(n)
+    for k in range(2, 40):
+        amplitude = 0.2 / k**1.15
+        harmonics += rng.normal(0.0, amplitude) * np.cos(k * angles + rng.uniform(0, 2 * math.pi))
+    radii = radius * np.clip(1.0 + harmonics, 0.45, 1.6)
     xs = radii * np.cos(angles) * elongation
     ys = radii * np.sin(angles)
     shape = Polygon(np.column_stack([xs, ys]))
-    shape = affinity.rotate(shape, angle_deg, origin=(0, 0))
-    placed = affinity.translate(shapely.make_valid(shape).buffer(0), ce, cn)
+    rotated = affinity.rotate(shape, angle_deg, origin=(0, 0))
+    valid: BaseGeometry = shapely.make_valid(rotated).buffer(0)
+    if isinstance(valid, MultiPolygon):  # a pinched outline: keep its largest lobe
+        valid = max(valid.geoms, key=lambda g: g.area)
+    placed = affinity.translate(valid, ce, cn)
     if not isinstance(placed, Polygon):
         raise SimError(f"internal: a patch outline became {placed.geom_type}")
     return placed
+
+
+def _wheel_tracks(
+    start: tuple[float, float],
+    direction_deg: float,
+    length_m: float,
+    rng: np.random.Generator,
+    *,
+    pairs: int = 2,
+    gauge_m: float = 1.9,
+    width_m: float = 0.6,
+) -> BaseGeometry:
+    """Pairs of wavy wheel tracks starting at ``start`` and heading ``direction_deg``
+    (counter-clockwise from the local u axis), thinning out along their length."""
+    heading = math.radians(direction_deg)
+    du, dv = math.cos(heading), math.sin(heading)
+    nu, nv = -dv, du
+    tracks: list[BaseGeometry] = []
+    for _ in range(pairs):
+        lateral = rng.normal(0.0, 1.0)
+        drift = rng.normal(0.0, 0.02)
+        run = length_m * rng.uniform(0.5, 1.0)
+        steps = np.linspace(0.0, run, max(4, int(run / 1.5)))
+        wobble = np.cumsum(rng.normal(0.0, 0.05, len(steps))) + drift * steps
+        for side in (-0.5, 0.5):
+            offset = lateral + side * gauge_m + wobble
+            points = [
+                (start[0] + du * t + nu * o, start[1] + dv * t + nv * o)
+                for t, o in zip(steps, offset, strict=True)
+            ]
+            track = LineString(points).buffer(width_m / 2.0, cap_style="round", quad_segs=3)
+            tracks.append(track)
+    return shapely.union_all(tracks)
+
+
+def _clean_area(geometry: BaseGeometry) -> Area | None:
+    """A valid polygonal area on a 0.1 mm grid, needle slivers collapsed (UTM metres).
+
+    Differences between many overlapping surfaces leave needle-thin slivers whose vertices,
+    once rounded, can cross each other; snapping to a grid with valid output collapses them
+    and moves no edge by more than 0.05 mm.
+    """
+    area = _as_area(shapely.set_precision(shapely.make_valid(geometry), 0.0001))
+    if area is None:
+        return None
+    parts = [p for p in getattr(area, "geoms", [area]) if p.area >= 0.01]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
 
 
 def _as_area(geometry: BaseGeometry) -> Area | None:
@@ -491,6 +554,7 @@ class _SiteBuilder:
         local = affinity.rotate(
             affinity.translate(outline, -self.centre.x, -self.centre.y), -angle_deg, origin=(0, 0)
         )
+        self.local_outline = local
         self.local_bounds: tuple[float, float, float, float] = local.bounds
 
     def to_world(self, geometry: BaseGeometry) -> BaseGeometry:
@@ -505,10 +569,14 @@ class _SiteBuilder:
         rgb: Sequence[int],
         gt: GroundTruthClass = GroundTruthClass.BACKGROUND,
         height_m: float = 0.0,
+        *,
+        relief_m: float = 0.0,
+        floating: bool = False,
+        min_area_m2: float = 0.5,
     ) -> None:
         """Add a surface given in site-local coordinates, clipped to the site outline."""
         area = _as_area(self.to_world(local_geometry).intersection(self.outline))
-        if area is None or area.area < 0.5:
+        if area is None or area.area < min_area_m2:
             return
         patch_id = None
         if gt is not GroundTruthClass.BACKGROUND:
@@ -516,7 +584,18 @@ class _SiteBuilder:
             patch_id = f"{self.site_id}-P{self._patch_number:03d}"
         color = _jitter(rgb, self.rng)
         self.surfaces.append(
-            Surface(kind, area, layer, color, gt, height_m, self.site_id, patch_id)
+            Surface(
+                kind,
+                area,
+                layer,
+                color,
+                gt,
+                height_m,
+                self.site_id,
+                patch_id,
+                relief_m=relief_m,
+                floating=floating,
+            )
         )
 
     def soil(self) -> tuple[int, int, int]:
@@ -531,44 +610,60 @@ class _SiteBuilder:
             shape = _blob(
                 c.x,
                 c.y,
-                radius * rng.uniform(0.7, 1.0),
+                radius * rng.uniform(0.8, 1.15),
                 rng,
                 rng.uniform(0.9, 1.5),
                 float(rng.uniform(0, 180)),
             )
             self.add(
                 SurfaceKind.BARE_SOIL,
-                shape.intersection(cell),
+                shape.intersection(cell.buffer(1.2)),
                 LAYER_SITE_BLOCK,
                 self.soil(),
                 GroundTruthClass.EXPOSED_SOIL,
             )
-        elif choice in ("net", "covered_pile"):
-            net = cell.buffer(-rng.uniform(0.0, 3.0))
-            black = rng.random() < 0.25
+            if rng.random() < 0.5:  # a spoil heap on the bare ground
+                heap = _blob(c.x, c.y, radius * rng.uniform(0.25, 0.45), rng, 1.3)
+                self.add(
+                    SurfaceKind.SPOIL_HEAP,
+                    heap,
+                    LAYER_SITE_DETAIL,
+                    self.soil(),
+                    GroundTruthClass.EXPOSED_SOIL,
+                    relief_m=float(rng.uniform(1.5, 4.0)),
+                )
+        elif choice == "pit":
+            pit = _blob(c.x, c.y, radius * rng.uniform(0.6, 0.9), rng, rng.uniform(1.0, 1.6))
             self.add(
-                SurfaceKind.NET_BLACK if black else SurfaceKind.NET_GREEN,
-                net,
+                SurfaceKind.PIT,
+                pit,
                 LAYER_SITE_BLOCK,
-                NET_BLACK if black else NET_GREEN,
-                GroundTruthClass.COVERED_SOIL,
-                1.0 if choice == "covered_pile" else 0.0,
+                self.soil(),
+                GroundTruthClass.EXPOSED_SOIL,
+                relief_m=-float(rng.uniform(3.0, 8.0)),
             )
-            if not self.tidy and rng.random() < 0.4:  # torn or wind-lifted: soil shows through
-                for _ in range(int(rng.integers(1, 4))):
-                    hole = _blob(
-                        rng.uniform(min_u, max_u),
-                        rng.uniform(min_v, max_v),
-                        rng.uniform(1.2, 3.5),
-                        rng,
-                    )
-                    self.add(
-                        SurfaceKind.BARE_SOIL,
-                        hole.intersection(net),
-                        LAYER_SITE_DETAIL,
-                        self.soil(),
-                        GroundTruthClass.EXPOSED_SOIL,
-                    )
+        elif choice in ("net", "covered_pile"):
+            self._net(choice == "covered_pile", cell)
+        elif choice == "half_covered":  # a heap under net with one end left bare
+            heap = _blob(c.x, c.y, radius * 0.8, rng, 1.3, float(rng.uniform(0, 180)))
+            relief = float(rng.uniform(2.0, 4.0))
+            self.add(
+                SurfaceKind.SPOIL_HEAP,
+                heap,
+                LAYER_SITE_BLOCK,
+                self.soil(),
+                GroundTruthClass.EXPOSED_SOIL,
+                relief_m=relief,
+            )
+            cut = box(min_u - 5, min_v - 5, c.x + rng.uniform(-0.3, 0.3) * radius, max_v + 5)
+            self.add(
+                SurfaceKind.NET_GREEN,
+                heap.intersection(cut),
+                LAYER_SITE_DETAIL,
+                NET_GREEN,
+                GroundTruthClass.COVERED_SOIL,
+                relief_m=relief,
+            )
         elif choice == "concrete":
             self.add(SurfaceKind.CONCRETE, cell, LAYER_SITE_BLOCK, (172, 170, 164))
             if rng.random() < 0.3:
@@ -580,6 +675,8 @@ class _SiteBuilder:
                 )
         elif choice == "gravel":
             self.add(SurfaceKind.GRAVEL, cell, LAYER_SITE_BLOCK, (128, 124, 118))
+        elif choice == "grass":  # an untouched corner of the plot
+            self.add(SurfaceKind.GROUND, cell, LAYER_SITE_BLOCK, (82, 96, 62))
         elif choice == "rubble":
             self.add(SurfaceKind.RUBBLE, cell, LAYER_SITE_BLOCK, (158, 152, 144))
         elif choice == "coal":
@@ -589,7 +686,7 @@ class _SiteBuilder:
                 pile.intersection(cell),
                 LAYER_SITE_BLOCK,
                 (34, 34, 36),
-                height_m=3.0,
+                relief_m=float(rng.uniform(2.0, 5.0)),
             )
         elif choice == "frame":
             height = float(rng.uniform(6.0, 30.0))
@@ -609,8 +706,125 @@ class _SiteBuilder:
                 (104, 118, 140),
                 height_m=height,
             )
+        elif choice == "materials":
+            self.add(SurfaceKind.GRAVEL, cell, LAYER_SITE_BLOCK, (128, 124, 118))
+            self._materials(cell)
+        elif choice == "offices":
+            self.add(SurfaceKind.CONCRETE, cell, LAYER_SITE_BLOCK, (168, 166, 160))
+            rows = max(1, int((max_v - min_v) // 9.0))
+            for row in range(min(rows, 3)):
+                v = min_v + 2.0 + row * 9.0
+                office = box(min_u + 2.0, v, min(max_u - 2.0, min_u + rng.uniform(18, 40)), v + 6)
+                self.add(
+                    SurfaceKind.PREFAB_ROOF,
+                    office.intersection(cell),
+                    LAYER_OBJECT,
+                    (52, 96, 168) if rng.random() < 0.8 else (196, 198, 200),
+                    height_m=float(rng.choice([3.0, 6.0])),
+                )
+        elif choice == "turf":  # a green court inside a factory: a net look-alike
+            court = cell.buffer(-rng.uniform(2.0, 5.0))
+            self.add(SurfaceKind.TURF, court, LAYER_SITE_BLOCK, (58, 128, 76))
+        elif choice == "tarp":
+            self.add(SurfaceKind.CONCRETE, cell, LAYER_SITE_BLOCK, (168, 166, 160))
+            tarp = _rotated_rect(
+                c.x, c.y, radius * 1.2, radius * 0.9, float(rng.uniform(0, 180))
+            ).intersection(cell)
+            self.add(
+                SurfaceKind.TARP_BLUE,
+                tarp,
+                LAYER_SITE_DETAIL,
+                (46, 92, 170) if rng.random() < 0.7 else (200, 202, 204),
+                relief_m=1.0,
+            )
         else:
             raise SimError(f"internal: unknown block kind {choice!r}")
+
+    def _net(self, over_pile: bool, cell: BaseGeometry) -> None:
+        """Dust net over a block: sheets, sandbags along the edges, holes on untidy sites."""
+        rng = self.rng
+        min_u, min_v, max_u, max_v = cell.bounds
+        net: BaseGeometry = cell.buffer(-rng.uniform(0.0, 3.0))
+        if over_pile:
+            net = _blob(
+                net.centroid.x,
+                net.centroid.y,
+                min(max_u - min_u, max_v - min_v) / 2.0 * 0.9,
+                rng,
+                1.3,
+                float(rng.uniform(0, 180)),
+            ).intersection(cell)
+        black = rng.random() < 0.25
+        relief = float(rng.uniform(1.5, 4.0)) if over_pile else 0.0
+        self.add(
+            SurfaceKind.NET_BLACK if black else SurfaceKind.NET_GREEN,
+            net,
+            LAYER_SITE_BLOCK,
+            NET_BLACK if black else NET_GREEN,
+            GroundTruthClass.COVERED_SOIL,
+            relief_m=relief,
+        )
+        if rng.random() < 0.6:  # sandbags or tyres along the net's edge
+            edge = net.boundary
+            spacing = rng.uniform(2.5, 5.0)
+            for distance in np.arange(0.0, edge.length, spacing):
+                point = edge.interpolate(float(distance))
+                bag = _rotated_rect(point.x, point.y, 0.5, 0.8, float(rng.uniform(0, 180)))
+                self.add(
+                    SurfaceKind.SANDBAG,
+                    bag,
+                    LAYER_OBJECT,
+                    (150, 146, 130) if rng.random() < 0.7 else (30, 30, 32),
+                    height_m=0.3,
+                    min_area_m2=0.1,
+                )
+        if not self.tidy and rng.random() < 0.45:  # torn or wind-lifted: soil shows through
+            for _ in range(int(rng.integers(1, 4))):
+                hole = _blob(
+                    rng.uniform(min_u, max_u),
+                    rng.uniform(min_v, max_v),
+                    rng.uniform(1.2, 3.5),
+                    rng,
+                )
+                self.add(
+                    SurfaceKind.BARE_SOIL,
+                    hole.intersection(net),
+                    LAYER_SITE_DETAIL,
+                    self.soil(),
+                    GroundTruthClass.EXPOSED_SOIL,
+                )
+
+    def _materials(self, cell: BaseGeometry) -> None:
+        """Stacks of pipes, rebar and formwork in rows."""
+        rng = self.rng
+        min_u, min_v, max_u, max_v = cell.bounds
+        for _ in range(int(rng.integers(2, 6))):
+            u = rng.uniform(min_u + 3, max_u - 3)
+            v = rng.uniform(min_v + 3, max_v - 3)
+            angle = float(rng.choice([0.0, 90.0]) + rng.normal(0, 5))
+            if rng.random() < 0.55:
+                n_pipes = int(rng.integers(4, 14))
+                diameter = rng.uniform(0.6, 1.2)
+                length = rng.uniform(2.0, 4.0)
+                for k in range(n_pipes):
+                    pipe = _rotated_rect(u + k * diameter * 1.05, v, diameter, length, 0.0)
+                    self.add(
+                        SurfaceKind.PIPES,
+                        affinity.rotate(pipe, angle, origin=(u, v)),
+                        LAYER_OBJECT,
+                        (196, 196, 192) if rng.random() < 0.8 else (60, 90, 150),
+                        height_m=diameter,
+                        min_area_m2=0.2,
+                    )
+            else:
+                stack = _rotated_rect(u, v, rng.uniform(2.0, 4.0), rng.uniform(6.0, 12.0), angle)
+                self.add(
+                    SurfaceKind.STEEL,
+                    stack,
+                    LAYER_OBJECT,
+                    (96, 70, 58) if rng.random() < 0.6 else (150, 120, 80),
+                    height_m=float(rng.uniform(0.4, 1.2)),
+                )
 
 
 SITE_BASE = {
@@ -634,6 +848,8 @@ def _site_layout(
     site = _SiteBuilder(site_id, outline, angle_deg, rng, tidy=compliant)
     min_u, min_v, max_u, max_v = site.local_bounds
     base_kind, base_rgb = SITE_BASE[kind]
+    if kind is SiteKind.CONSTRUCTION and rng.random() < 0.4:  # works on a former field
+        base_kind, base_rgb = SurfaceKind.GROUND, (84, 98, 64)
     site.add(base_kind, box(min_u - 1, min_v - 1, max_u + 1, max_v + 1), LAYER_SITE_BASE, base_rgb)
 
     # The exit is in the middle of the (local) south edge; a paved road leads inside.
@@ -655,12 +871,13 @@ def _site_layout(
             height_m=5.0,
         )
         if not compliant:
-            dust = _blob(exit_u, min_v + 4.0, rng.uniform(2.0, 3.5), rng, 1.8, 90.0)
+            fan = _blob(exit_u, min_v + 3.0, rng.uniform(1.5, 2.5), rng, 1.8, 0.0)
+            tracks = _wheel_tracks((exit_u, min_v), 90.0, max_v - min_v, rng, pairs=1)
             site.add(
                 SurfaceKind.ROAD_DUST,
-                dust,
+                shapely.union(fan, tracks).intersection(internal_road),
                 LAYER_SITE_DETAIL,
-                (140, 122, 98),
+                (122, 102, 80),
                 GroundTruthClass.ROAD_DUST,
             )
         return site.surfaces, (exit_world.x, exit_world.y)
@@ -687,7 +904,29 @@ def _site_layout(
                 continue
             site.fill_block(names[int(rng.choice(len(names), p=probs / probs.sum()))], cell_area)
 
-    for _ in range(int(rng.integers(0, 4))):  # excavators and trucks
+    dusty_kinds = (SiteKind.CONSTRUCTION, SiteKind.DEMOLITION, SiteKind.COAL_YARD)
+    if not compliant and kind in dusty_kinds and rng.random() < 0.6:
+        # A haul road of bare earth, rutted by trucks, from the paved road into the site.
+        end_u = rng.uniform(min_u + 10, max_u - 10)
+        end_v = rng.uniform(road_end_v, max_v - 8)
+        bend = (rng.uniform(min_u, max_u), rng.uniform(min_v, max_v))
+        t = np.linspace(0.0, 1.0, 24)[:, None]
+        start = np.array([exit_u, road_end_v - 2.0])
+        curve = (
+            (1 - t) ** 2 * start
+            + 2 * (1 - t) * t * np.array(bend)
+            + t**2 * np.array([end_u, end_v])
+        )
+        haul = LineString(curve).buffer(rng.uniform(3.0, 5.0), quad_segs=4)
+        site.add(
+            SurfaceKind.BARE_SOIL,
+            haul,
+            LAYER_SITE_BLOCK,
+            site.soil(),
+            GroundTruthClass.EXPOSED_SOIL,
+        )
+
+    for _ in range(int(rng.integers(0, 4))):  # excavators, loaders and muck trucks
         u, v = rng.uniform(min_u + 8, max_u - 8), rng.uniform(min_v + 8, max_v - 8)
         heavy = rng.random() < 0.6
         width, length = (3.2, 7.0) if heavy else (2.5, 8.5)
@@ -700,44 +939,110 @@ def _site_layout(
             height_m=3.0,
         )
 
-    dusty_kinds = (SiteKind.CONSTRUCTION, SiteKind.DEMOLITION, SiteKind.COAL_YARD)
-    if not compliant and kind in dusty_kinds and rng.random() < 0.75:
-        for _ in range(int(rng.integers(1, 4))):
-            v = min_v + rng.uniform(2.0, road_end_v - min_v - 2.0)
-            dust = _blob(
-                exit_u + rng.normal(0, 1.0),
-                v,
-                rng.uniform(2.0, 4.0),
-                rng,
-                rng.uniform(1.5, 3.0),
-                90.0,
-            )
-            site.add(
-                SurfaceKind.ROAD_DUST,
-                dust.intersection(internal_road),
-                LAYER_SITE_DETAIL,
-                (142, 124, 100),
-                GroundTruthClass.ROAD_DUST,
-            )
+    if kind is SiteKind.CONSTRUCTION and rng.random() < 0.6:  # a tower crane
+        mast_u, mast_v = rng.uniform(min_u + 15, max_u - 15), rng.uniform(min_v + 15, max_v - 15)
+        mast_height = float(rng.uniform(35.0, 60.0))
+        jib_angle = float(rng.uniform(0, 360))
+        jib_length = float(rng.uniform(40.0, 60.0))
+        site.add(
+            SurfaceKind.CRANE,
+            box(mast_u - 1.0, mast_v - 1.0, mast_u + 1.0, mast_v + 1.0),
+            LAYER_OBJECT,
+            (220, 176, 40),
+            height_m=mast_height,
+        )
+        jib = affinity.rotate(
+            box(mast_u - 12.0, mast_v - 0.7, mast_u + jib_length, mast_v + 0.7),
+            jib_angle,
+            origin=(mast_u, mast_v),
+        )
+        site.add(
+            SurfaceKind.CRANE,
+            jib,
+            LAYER_OBJECT,
+            (220, 176, 40),
+            height_m=mast_height,
+            floating=True,
+        )
+
+    if not compliant and kind in dusty_kinds and rng.random() < 0.8:
+        # Muddy wheel tracks and a spill fan from the works to the gate, on the paved road.
+        fan = _blob(
+            exit_u + rng.normal(0, 1.0), min_v + rng.uniform(2.0, 5.0), rng.uniform(2.0, 4.5), rng
+        )
+        tracks = _wheel_tracks(
+            (exit_u, road_end_v), -90.0, road_end_v - min_v, rng, pairs=int(rng.integers(1, 4))
+        )
+        site.add(
+            SurfaceKind.ROAD_DUST,
+            shapely.union(fan, tracks).intersection(internal_road),
+            LAYER_SITE_DETAIL,
+            (122, 102, 80),
+            GroundTruthClass.ROAD_DUST,
+        )
+
+    if kind in (SiteKind.CONSTRUCTION, SiteKind.DEMOLITION, SiteKind.COAL_YARD):
+        # Hoarding panels along the whole boundary but the gate, where a wheel-wash bay is.
+        ring = site.local_outline.difference(site.local_outline.buffer(-0.35))
+        gate = box(
+            exit_u - road_width / 2 - 1.0, min_v - 2.0, exit_u + road_width / 2 + 1.0, min_v + 3.0
+        )
+        blue = rng.random() < 0.7
+        site.add(
+            SurfaceKind.HOARDING,
+            ring.difference(gate),
+            LAYER_OBJECT,
+            (44, 96, 176) if blue else (210, 212, 214),
+            height_m=float(rng.uniform(2.0, 2.8)),
+        )
+        if rng.random() < 0.6:
+            wash = box(exit_u - road_width / 2, min_v + 3.0, exit_u + road_width / 2, min_v + 9.0)
+            site.add(SurfaceKind.WATER, wash, LAYER_SITE_DETAIL, (78, 88, 90))
     return site.surfaces, (exit_world.x, exit_world.y)
 
 
 def _block_shares(kind: SiteKind, compliant: bool) -> dict[str, float]:
     if kind is SiteKind.CONSTRUCTION:
         if compliant:
-            return {"net": 0.45, "concrete": 0.2, "frame": 0.25, "gravel": 0.1}
-        return {"soil": 0.35, "net": 0.3, "concrete": 0.1, "frame": 0.2, "gravel": 0.05}
+            return {
+                "net": 0.4,
+                "covered_pile": 0.08,
+                "concrete": 0.12,
+                "frame": 0.2,
+                "gravel": 0.06,
+                "materials": 0.09,
+                "offices": 0.05,
+            }
+        return {
+            "soil": 0.28,
+            "grass": 0.06,
+            "pit": 0.08,
+            "net": 0.2,
+            "half_covered": 0.06,
+            "concrete": 0.06,
+            "frame": 0.14,
+            "materials": 0.1,
+            "offices": 0.04,
+            "gravel": 0.04,
+        }
     if kind is SiteKind.DEMOLITION:
         if compliant:
-            return {"net": 0.5, "rubble": 0.3, "gravel": 0.2}
-        return {"soil": 0.35, "net": 0.25, "rubble": 0.3, "gravel": 0.1}
+            return {"net": 0.45, "covered_pile": 0.1, "rubble": 0.3, "gravel": 0.15}
+        return {"soil": 0.3, "net": 0.2, "half_covered": 0.08, "rubble": 0.32, "gravel": 0.1}
     if kind is SiteKind.FACTORY:
         if compliant:
-            return {"building": 0.45, "concrete": 0.45, "net": 0.1}
-        return {"building": 0.4, "concrete": 0.35, "soil": 0.15, "net": 0.1}
+            return {"building": 0.4, "concrete": 0.33, "net": 0.1, "turf": 0.09, "tarp": 0.08}
+        return {
+            "building": 0.35,
+            "concrete": 0.28,
+            "soil": 0.15,
+            "net": 0.08,
+            "turf": 0.07,
+            "tarp": 0.07,
+        }
     if compliant:  # coal yard
-        return {"covered_pile": 0.55, "concrete": 0.3, "building": 0.15}
-    return {"coal": 0.35, "covered_pile": 0.3, "soil": 0.15, "concrete": 0.2}
+        return {"covered_pile": 0.5, "concrete": 0.25, "building": 0.15, "tarp": 0.1}
+    return {"coal": 0.35, "covered_pile": 0.25, "soil": 0.15, "concrete": 0.17, "tarp": 0.08}
 
 
 def _access_road(
@@ -779,7 +1084,7 @@ def _visible_patches(surfaces: Sequence[Surface]) -> list[Patch]:
             visible = (
                 surface.geometry.difference(shapely.union_all(above)) if above else surface.geometry
             )
-            area = _as_area(visible)
+            area = _clean_area(visible)
             if area is not None and area.area >= 0.5:
                 patches.append(Patch(surface.patch_id, surface.site_id, surface.gt_class, area))
     return patches
@@ -884,10 +1189,23 @@ def _generate_cell(district: District, i: int, j: int) -> tuple[Surface, ...]:
             width = rng.uniform(18.0, 60.0)
             strip = box(min_e, n, max_e, min(n + width, max_n))
             roll = rng.random()
-            if roll < 0.3:
+            if roll < 0.22:
                 raw.append((SurfaceKind.PLOWED_FIELD, strip, LAYER_LAND, (136, 108, 80), 0.0))
+            elif roll < 0.32 and season in (Season.SUMMER, Season.AUTUMN):
+                raw.append((SurfaceKind.STUBBLE, strip, LAYER_LAND, (176, 160, 112), 0.0))
+            elif roll < 0.38:  # greenhouses in rows
+                for e in np.arange(min_e + 2.0, max_e - 6.0, rng.uniform(9.0, 12.0)):
+                    house = box(float(e), n + 1.5, float(e) + 7.5, min(n + width, max_n) - 1.5)
+                    raw.append((SurfaceKind.GREENHOUSE, house, LAYER_OBJECT, (206, 210, 208), 2.5))
+            elif roll < 0.41:  # a solar farm
+                for row_n in np.arange(n + 1.0, min(n + width, max_n) - 3.0, 6.0):
+                    panel = box(min_e + 3.0, float(row_n), max_e - 3.0, float(row_n) + 3.2)
+                    raw.append((SurfaceKind.SOLAR_PANEL, panel, LAYER_OBJECT, (44, 52, 74), 1.6))
             elif roll < 0.85:
                 raw.append((SurfaceKind.CROP, strip, LAYER_LAND, SEASON_CROP[season], 0.0))
+            if rng.random() < 0.35:  # a farm track of bare earth along the field edge
+                track = box(min_e, n - 1.5, max_e, n + 1.5)
+                raw.append((SurfaceKind.DIRT_TRACK, track, LAYER_LAND, (150, 126, 96), 0.0))
             if rng.random() < 0.25:  # a row of poplars along the field edge
                 for e in np.arange(min_e + rng.uniform(0, 6), max_e, rng.uniform(5.0, 8.0)):
                     canopy = Point(float(e), n + rng.normal(0, 0.5)).buffer(
@@ -903,11 +1221,34 @@ def _generate_cell(district: District, i: int, j: int) -> tuple[Surface, ...]:
                         )
                     )
             n += width
-        if rng.random() < 0.04:
+        roll = rng.random()
+        if roll < 0.04:
             pond = _blob(
                 centre.x, centre.y, rng.uniform(10.0, 30.0), rng, 1.4, float(rng.uniform(0, 180))
             )
             raw.append((SurfaceKind.WATER, pond, LAYER_LAND, (62, 78, 84), 0.0))
+        elif roll < 0.08:  # a dry riverbed of sand winding across the cell
+            e = min_e + rng.uniform(40, 210)
+            bed = LineString(
+                [(e + rng.normal(0, 25), y) for y in np.linspace(min_n - 5, max_n + 5, 9)]
+            ).buffer(rng.uniform(6.0, 18.0))
+            raw.append((SurfaceKind.SAND, bed, LAYER_LAND, (190, 176, 146), 0.0))
+        elif roll < 0.11:  # a school sports ground: red track around green turf
+            field_box = _rotated_rect(
+                centre.x, centre.y, rng.uniform(90, 120), rng.uniform(50, 70), rng.normal(0, 5)
+            )
+            raw.append((SurfaceKind.RUNNING_TRACK, field_box, LAYER_LAND, (168, 72, 60), 0.0))
+            raw.append((SurfaceKind.TURF, field_box.buffer(-7.0), LAYER_LAND, (62, 132, 70), 0.0))
+    if near_village and rng.random() < 0.3:  # blue tarps over a heap of something
+        for _ in range(int(rng.integers(1, 4))):
+            tarp = _rotated_rect(
+                rng.uniform(cell.bounds[0], cell.bounds[2]),
+                rng.uniform(cell.bounds[1], cell.bounds[3]),
+                rng.uniform(3.0, 8.0),
+                rng.uniform(3.0, 10.0),
+                float(rng.uniform(0, 180)),
+            )
+            raw.append((SurfaceKind.TARP_BLUE, tarp, LAYER_OBJECT, (46, 92, 170), 0.5))
     surfaces: list[Surface] = []
     for kind, geometry, layer, rgb, height in raw:
         clipped = geometry.intersection(cell)
