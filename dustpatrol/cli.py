@@ -25,6 +25,7 @@ from dustpatrol import __version__
 from dustpatrol.doctor import CheckStatus, run_checks
 from dustpatrol.errors import ConfigError, DustpatrolError
 from dustpatrol.settings import Settings, load_settings, masked_settings
+from dustpatrol.train_cli import train_app
 from geo.cli import sites_app
 from geo.errors import GeoError
 from missions.cli import fly_command, plan_command
@@ -211,6 +212,7 @@ def doctor(ctx: typer.Context) -> None:
 
 
 app.add_typer(sim_app, name="sim")
+app.add_typer(train_app, name="train")
 app.add_typer(sites_app, name="sites")
 app.command("plan")(plan_command)
 app.command("fly")(fly_command)

@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -93,11 +93,14 @@ class DetectionSettings(_Section):
     """The detector and tiled inference."""
 
     model_path: Path = Path("models/dustpatrol-seg.onnx")
-    backend: Literal["onnx", "ultralytics"] = "onnx"
-    target_gsd_m: float = Field(0.05, gt=0.0, le=1.0, description="analysis resolution, m/px")
-    tile_size_px: int = Field(640, ge=64, le=4096)
-    tile_overlap: float = Field(0.2, ge=0.0, lt=0.9, description="fraction of the tile size")
-    min_confidence: float = Field(0.35, ge=0.0, le=1.0)
+    target_gsd_m: float = Field(
+        0.1, ge=0.005, le=1.0, description="analysis resolution, m/px (the model's own)"
+    )
+    tile_overlap: float = Field(
+        0.17, ge=0.0, lt=0.9, description="fraction of the model's tile shared by neighbours"
+    )
+    min_confidence: float = Field(0.25, ge=0.0, le=1.0)
+    threads: int = Field(2, ge=1, le=256, description="ONNX Runtime threads per detector")
 
 
 class GeoreferencingSettings(_Section):

@@ -130,6 +130,27 @@ def preview_command(
         typer.echo(str(path))
 
 
+@sim_app.command("compare")
+def compare_command(
+    real: Annotated[Path, typer.Argument(help="Folder of real photos with regions.json.")],
+    world: Annotated[Path, typer.Option("--world", help="A folder written by `sim world`.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the sheet and the table.")],
+    count: Annotated[int, typer.Option(help="Number of renders.")] = 8,
+) -> None:
+    """Renders beside real photos at one ground resolution: a contact sheet and a table of
+    image statistics (colour, gradients, spectrum, edge width) of soil and vegetation."""
+    from sim.compare import compare
+
+    console = Console(stderr=True)
+    with console.status("loading district"):
+        district = load_district(world)
+    with _progress(console) as progress:
+        task = progress.add_task("rendering", total=count)
+        comparison = compare(real, district, out, count, lambda: progress.advance(task))
+    typer.echo(comparison.markdown(), nl=False)
+    typer.echo(f"contact sheet: {out / 'contact_sheet.png'}")
+
+
 @sim_app.command("vehicle")
 def vehicle_command(
     lat: Annotated[float, typer.Option(help="Home latitude.")],

@@ -30,6 +30,10 @@ COARSE_TILE = 1024
 MACRO_TEXEL_M = 0.5  # brightness blotches and tone mixing: 256 texels = 128 m
 MACRO_TILE = 256
 
+# The weights below were set by eye; this factor scales all fine and coarse texture so that
+# gradient statistics match real photos at the analysis resolution (`sim compare`).
+TEXTURE_STRENGTH = 0.5
+
 FINE_CHANNELS = ("grain", "stripes", "clods", "weave")
 COARSE_CHANNELS = ("tracks", "folds", "joints", "stains")
 
@@ -58,34 +62,34 @@ class Material:
 
 
 WET_SOIL = (0.72, 0.72, 0.74)
-DRY_GRASS = (1.25, 1.1, 0.9)
+DRY_GRASS = (1.12, 1.06, 0.95)
 FADED_NET = (1.25, 1.15, 1.2)
 
 MATERIALS: dict[SurfaceKind, Material] = {
     SurfaceKind.GROUND: Material(
-        grain=0.16,
-        clods=0.08,
+        grain=0.12,
+        clods=0.04,
         tracks=0.05,
-        stains=0.08,
-        macro=0.16,
+        stains=0.12,
+        macro=0.2,
         alt_tone=DRY_GRASS,
         soft_edge=True,
     ),
     SurfaceKind.BARE_SOIL: Material(
-        grain=0.10,
-        clods=0.22,
-        tracks=0.22,
-        stains=0.10,
-        macro=0.12,
+        grain=0.04,
+        clods=0.05,
+        tracks=0.12,
+        stains=0.12,
+        macro=0.14,
         alt_tone=WET_SOIL,
         soft_edge=True,
     ),
     SurfaceKind.SPOIL_HEAP: Material(
-        grain=0.14, clods=0.3, stains=0.08, macro=0.08, alt_tone=WET_SOIL, soft_edge=True
+        grain=0.06, clods=0.12, stains=0.08, macro=0.08, alt_tone=WET_SOIL, soft_edge=True
     ),
     SurfaceKind.PIT: Material(
-        grain=0.10,
-        clods=0.18,
+        grain=0.05,
+        clods=0.06,
         tracks=0.12,
         stains=0.12,
         macro=0.10,
@@ -99,9 +103,9 @@ MATERIALS: dict[SurfaceKind, Material] = {
         grain=0.08, weave=0.28, folds=0.25, stains=0.10, macro=0.06, alt_tone=(1.5, 1.45, 1.4)
     ),
     SurfaceKind.ROAD_DUST: Material(
-        grain=0.08,
-        clods=0.10,
-        tracks=0.25,
+        grain=0.05,
+        clods=0.06,
+        tracks=0.2,
         stains=0.10,
         macro=0.06,
         alt_tone=WET_SOIL,
@@ -111,7 +115,9 @@ MATERIALS: dict[SurfaceKind, Material] = {
     SurfaceKind.CONCRETE: Material(
         grain=0.03, joints=0.07, stains=0.14, tracks=0.06, macro=0.06, alt_tone=(0.9, 0.9, 0.88)
     ),
-    SurfaceKind.GRAVEL: Material(grain=0.1, clods=0.12, tracks=0.1, stains=0.08, macro=0.06),
+    SurfaceKind.GRAVEL: Material(
+        grain=0.1, clods=0.12, tracks=0.1, stains=0.08, macro=0.06, soft_edge=True
+    ),
     SurfaceKind.BUILDING_FRAME: Material(grain=0.18, stripes=0.10, joints=0.2, macro=0.03),
     SurfaceKind.ROOF_RED: Material(grain=0.05, stripes=0.18, stains=0.06, macro=0.03),
     SurfaceKind.ROOF_BROWN: Material(grain=0.05, stripes=0.18, stains=0.06, macro=0.03),
@@ -127,7 +133,7 @@ MATERIALS: dict[SurfaceKind, Material] = {
         grain=0.08, stripes=0.25, clods=0.12, macro=0.12, alt_tone=WET_SOIL, soft_edge=True
     ),
     SurfaceKind.COAL: Material(grain=0.22, clods=0.2, macro=0.04),
-    SurfaceKind.RUBBLE: Material(grain=0.16, clods=0.25, stains=0.08, macro=0.06),
+    SurfaceKind.RUBBLE: Material(grain=0.16, clods=0.25, stains=0.08, macro=0.06, soft_edge=True),
     SurfaceKind.COURTYARD: Material(grain=0.06, joints=0.05, stains=0.1, macro=0.08),
     SurfaceKind.HOARDING: Material(grain=0.03, stripes=0.1),
     SurfaceKind.PREFAB_ROOF: Material(grain=0.03, stripes=0.22, stains=0.05),
@@ -175,8 +181,8 @@ def material_tables() -> dict[str, NDArray[np.float32] | NDArray[np.uint8]]:
     tone = np.ones((1, 256, 3), dtype=np.float32)
     soft = np.zeros((1, 256), dtype=np.uint8)
     for kind, material in MATERIALS.items():
-        fine[0, int(kind)] = material.fine()
-        coarse[0, int(kind)] = material.coarse()
+        fine[0, int(kind)] = np.asarray(material.fine()) * TEXTURE_STRENGTH
+        coarse[0, int(kind)] = np.asarray(material.coarse()) * TEXTURE_STRENGTH
         macro[0, int(kind)] = material.macro
         tone[0, int(kind)] = material.alt_tone[::-1]
         soft[0, int(kind)] = 255 if material.soft_edge else 0

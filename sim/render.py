@@ -41,13 +41,13 @@ SHIFT_BITS = 4  # sub-pixel precision of the rasteriser: 1/16 px
 LOWRES = 8  # lighting, haze and macro texture are computed at 1/8 resolution
 RELIEF_RES = 4  # heaps and pits are shaded on a 1/4 resolution height field
 SENSOR_NOISE_OFFSET = (12.0, 12.0, 12.0, 0.0)
-SOFT_EDGE_M = 0.25  # natural ground blends into its neighbour over about 2 sigma each side
+SOFT_EDGE_M = 0.5  # natural ground blends into its neighbour over about 2 sigma each side
 
 GROUND_RGB_BY_SEASON = {
-    Season.SPRING: (96, 110, 72),
-    Season.SUMMER: (80, 100, 62),
-    Season.AUTUMN: (118, 108, 80),
-    Season.WINTER: (114, 104, 88),
+    Season.SPRING: (66, 76, 52),
+    Season.SUMMER: (58, 70, 46),
+    Season.AUTUMN: (92, 86, 66),
+    Season.WINTER: (92, 86, 74),
 }
 
 UInt8Image = NDArray[np.uint8]
@@ -61,6 +61,7 @@ class Rendering:
     bgr: UInt8Image
     class_mask: UInt8Image  # GroundTruthClass values; 255 where the sky is
     footprint: Polygon  # visible ground, UTM
+    kind_mask: UInt8Image  # SurfaceKind values (what each pixel shows); 255 where the sky is
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +297,7 @@ def render(
     if sensor is None:
         sensor = SensorEffects.draw(rng, view.camera.gsd_m(view.height_m))
     shaded = _shade(bgr, kind, shadow, relief, view, district, rng, sensor)
-    return Rendering(bgr=shaded, class_mask=classes, footprint=footprint)
+    return Rendering(bgr=shaded, class_mask=classes, footprint=footprint, kind_mask=kind)
 
 
 def _add_relief(

@@ -523,10 +523,11 @@ def _as_area(geometry: BaseGeometry) -> Area | None:
 
 
 SOIL_COLOURS = (
-    (176, 140, 96),  # dry loess
-    (152, 112, 78),  # brown earth
-    (118, 92, 68),  # damp
-    (164, 116, 82),  # reddish clay
+    (164, 140, 108),  # dry loess
+    (140, 118, 94),  # brown earth
+    (112, 100, 86),  # damp, greyish
+    (150, 118, 96),  # reddish clay
+    (132, 126, 114),  # grey fill
 )
 NET_GREEN = (46, 110, 62)
 NET_BLACK = (44, 46, 48)
@@ -676,7 +677,7 @@ class _SiteBuilder:
         elif choice == "gravel":
             self.add(SurfaceKind.GRAVEL, cell, LAYER_SITE_BLOCK, (128, 124, 118))
         elif choice == "grass":  # an untouched corner of the plot
-            self.add(SurfaceKind.GROUND, cell, LAYER_SITE_BLOCK, (82, 96, 62))
+            self.add(SurfaceKind.GROUND, cell, LAYER_SITE_BLOCK, (60, 68, 48))
         elif choice == "rubble":
             self.add(SurfaceKind.RUBBLE, cell, LAYER_SITE_BLOCK, (158, 152, 144))
         elif choice == "coal":
@@ -849,7 +850,7 @@ def _site_layout(
     min_u, min_v, max_u, max_v = site.local_bounds
     base_kind, base_rgb = SITE_BASE[kind]
     if kind is SiteKind.CONSTRUCTION and rng.random() < 0.4:  # works on a former field
-        base_kind, base_rgb = SurfaceKind.GROUND, (84, 98, 64)
+        base_kind, base_rgb = SurfaceKind.GROUND, (62, 70, 50)
     site.add(base_kind, box(min_u - 1, min_v - 1, max_u + 1, max_v + 1), LAYER_SITE_BASE, base_rgb)
 
     # The exit is in the middle of the (local) south edge; a paved road leads inside.
@@ -1183,7 +1184,7 @@ def _generate_cell(district: District, i: int, j: int) -> tuple[Surface, ...]:
                     raw.append((SurfaceKind.TREE, tree, LAYER_OBJECT, SEASON_TREE[season], 8.0))
     else:
         min_e, min_n, max_e, max_n = cell.bounds
-        raw.append((SurfaceKind.GROUND, cell, LAYER_LAND, (112, 122, 84), 0.0))
+        raw.append((SurfaceKind.GROUND, cell, LAYER_LAND, (70, 78, 54), 0.0))
         n = min_n
         while n < max_n:
             width = rng.uniform(18.0, 60.0)

@@ -40,11 +40,11 @@ def test_version_prints_installed_version() -> None:
 
 def test_config_show_prints_effective_settings_as_toml(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text("[detection]\ntile_size_px = 1024\n", encoding="utf-8")
+    config.write_text("[detection]\nthreads = 3\n", encoding="utf-8")
     result = runner.invoke(app, ["--config", str(config), "config", "show"])
     assert result.exit_code == 0, result.output
     assert "[detection]" in result.output
-    assert "tile_size_px = 1024" in result.output
+    assert "threads = 3" in result.output
 
 
 def test_config_show_json_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:

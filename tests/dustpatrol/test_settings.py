@@ -29,11 +29,11 @@ def test_file_overrides_default(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = write_toml(tmp_path, "[detection]\ntarget_gsd_m = 0.08\ntile_size_px = 512\n")
+    config = write_toml(tmp_path, "[detection]\ntarget_gsd_m = 0.08\nthreads = 3\n")
     monkeypatch.setenv("DUSTPATROL_DETECTION__TARGET_GSD_M", "0.1")
     settings = load_settings(config)
     assert settings.detection.target_gsd_m == 0.1
-    assert settings.detection.tile_size_px == 512  # the file still fills what env leaves
+    assert settings.detection.threads == 3  # the file still fills what env leaves
 
 
 def test_config_file_can_come_from_environment(

@@ -1,0 +1,189 @@
+"""``dustpatrol train``: datasets from the simulated district or from labelled photos, training,
+export to ONNX, and evaluation of a model on held-out districts and real photos."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dustpatrol.coco import import_coco
+from dustpatrol.errors import DustpatrolError
+from dustpatrol.evaluation import evaluate_real, evaluate_simulated, write_report
+from dustpatrol.training import DatasetSpec, build_dataset, parse_seeds
+
+train_app = typer.Typer(
+    help="Datasets, training, export and evaluation of the detector.", no_args_is_help=True
+)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _config_dir(ctx: typer.Context) -> Path:
+    from dustpatrol.cli import cli_state
+
+    return cli_state(ctx).settings.paths.data_dir / "ultralytics"
+
+
+@train_app.command("dataset")
+def dataset_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
+    seeds: Annotated[
+        str, typer.Option(help="District seeds, e.g. 1-84; every 7th is a validation district.")
+    ] = "1-84",
+    frames: Annotated[int, typer.Option(help="Frames rendered per district.")] = 10,
+    crops: Annotated[int, typer.Option(help="Training images cut from each frame.")] = 2,
+    imgsz: Annotated[int, typer.Option(help="Square image size in pixels.")] = 384,
+    gsd: Annotated[float, typer.Option(help="Analysis ground resolution, m/px.")] = 0.1,
+    workers: Annotated[int, typer.Option(help="Rendering processes.")] = 2,
+    randomise: Annotated[
+        bool, typer.Option(help="Domain randomisation (colour, blur, noise, JPEG).")
+    ] = True,
+) -> None:
+    """Render a YOLO-seg dataset from simulated districts (split by district)."""
+    spec = DatasetSpec(
+        seeds=parse_seeds(seeds),
+        out=out,
+        frames_per_district=frames,
+        crops_per_frame=crops,
+        imgsz=imgsz,
+        gsd_m=gsd,
+        randomise=randomise,
+    )
+    console = Console(stderr=True)
+    with _progress(console) as progress:
+        task = progress.add_task("rendering districts", total=len(spec.seeds))
+        data_yaml = build_dataset(
+            spec,
+            workers=workers,
+            command=["dustpatrol", *sys.argv[1:]],
+            on_district=lambda _: progress.advance(task),
+        )
+    summary = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
+    for split, figures in summary["splits"].items():
+        typer.echo(
+            f"{split}: {figures['images']} images from {len(figures['districts'])} districts, "
+            f"instances {figures['instances']}"
+        )
+    typer.echo(f"dataset: {data_yaml}")
+
+
+@train_app.command("model")
+def model_command(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="data.yaml of a YOLO-seg dataset.")],
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 20,
+    out: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("var/runs/train"),
+    weights: Annotated[
+        Path | None, typer.Option(help="Fine-tune from these weights (.pt) instead of scratch.")
+    ] = None,
+    imgsz: Annotated[int, typer.Option(help="Training image size.")] = 384,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 16,
+    seed: Annotated[int, typer.Option(help="Random seed (training is deterministic).")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads (the cores to use).")] = 2,
+    lr0: Annotated[float, typer.Option(help="Initial learning rate.")] = 0.01,
+) -> None:
+    """Train a nano YOLO segmentation model (or fine-tune one) on the CPU, offline."""
+    from vision.training import TrainSpec, train
+
+    spec = TrainSpec(
+        data_yaml=data,
+        epochs=epochs,
+        run_dir=out,
+        imgsz=imgsz,
+        batch=batch,
+        weights=weights,
+        seed=seed,
+        threads=threads,
+        lr0=lr0,
+    )
+    best = train(spec, _config_dir(ctx), command=["dustpatrol", *sys.argv[1:]])
+    typer.echo(f"best weights: {best}")
+
+
+@train_app.command("export")
+def export_command(
+    ctx: typer.Context,
+    weights: Annotated[Path, typer.Option("--weights", help="Trained weights (.pt).")],
+    out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")] = Path(
+        "models/dustpatrol-seg.onnx"
+    ),
+    imgsz: Annotated[int, typer.Option(help="Static input size (the tile size).")] = 384,
+    gsd: Annotated[float, typer.Option(help="Ground resolution it was trained at, m/px.")] = 0.1,
+) -> None:
+    """Export weights to ONNX with a static input size and the training resolution."""
+    from vision.training import export_onnx
+
+    path = export_onnx(
+        weights, imgsz, out, _config_dir(ctx), metadata={"dustpatrol_gsd_m": str(gsd)}
+    )
+    typer.echo(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@train_app.command("evaluate")
+def evaluate_command(
+    ctx: typer.Context,
+    model: Annotated[Path | None, typer.Option(help="ONNX model (default: settings).")] = None,
+    seeds: Annotated[
+        str, typer.Option(help="Held-out district seeds (never used in training).")
+    ] = "9001-9010",
+    frames: Annotated[int, typer.Option(help="Frames per held-out district.")] = 4,
+    real: Annotated[
+        Path | None, typer.Option(help="Folder of real photos with regions.json.")
+    ] = Path("tests/vision/data/real_reference"),
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("var/evaluation"),
+) -> None:
+    """Measure a model on held-out simulated districts and on real photos; write a report."""
+    from dustpatrol.cli import cli_state
+    from vision.detect import Detector
+
+    settings = cli_state(ctx).settings
+    detector = Detector(
+        model or settings.detection.model_path,
+        threads=settings.detection.threads,
+        conf=settings.detection.min_confidence,
+        overlap=settings.detection.tile_overlap,
+    )
+    parsed = parse_seeds(seeds)
+    console = Console(stderr=True)
+    with _progress(console) as progress:
+        task = progress.add_task("held-out frames", total=len(parsed) * frames)
+        simulated = evaluate_simulated(
+            detector, parsed, frames, out, on_frame=lambda: progress.advance(task)
+        )
+    report: dict[str, object] = {"model": str(model or settings.detection.model_path)}
+    report["simulated"] = {"seeds": list(parsed), **simulated.summary()}
+    if real is not None:
+        if not real.is_dir():
+            raise DustpatrolError(f"{real} is not a folder of real photos with regions.json")
+        report["real"] = evaluate_real(detector, real, out).summary()
+    write_report(out / "report.json", report)
+    typer.echo(json.dumps(report, indent=2))
+
+
+@train_app.command("import-coco")
+def import_coco_command(
+    annotations: Annotated[
+        Path, typer.Argument(help="COCO segmentation JSON (CVAT, Label Studio).")
+    ],
+    images: Annotated[Path, typer.Option("--images", help="Folder the file names refer to.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the YOLO-seg dataset into.")],
+    val_share: Annotated[float, typer.Option(help="Share of images for validation.")] = 0.2,
+) -> None:
+    """Turn a COCO segmentation export of your own labelled photos into a YOLO-seg dataset
+    whose classes are named as the shipped model's (map yours with the category names)."""
+    data_yaml, counts = import_coco(annotations, images, out, val_share=val_share)
+    typer.echo(f"imported {counts['images']} images, {counts['instances']} instances: {data_yaml}")

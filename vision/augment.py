@@ -1,0 +1,57 @@
+"""Domain randomisation for training images: what differs between cameras, days and files.
+
+Applied once when a dataset is written (training adds its own flips, mosaics and HSV jitter
+on top). The ranges are wide on purpose: a model trained on renders must not rely on their
+exact colours, sharpness or noise. Geometry is never changed here, so labels stay exact.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+UInt8Image = NDArray[np.uint8]
+
+
+def randomise(image_bgr: UInt8Image, rng: np.random.Generator) -> UInt8Image:
+    """A randomly degraded copy of ``image_bgr``: tone curve, colour, blur, noise, JPEG."""
+    image = image_bgr.astype(np.float32) / 255.0
+    # Overcast, dull pictures as often as bright ones: gamma, exposure, contrast.
+    dull = rng.random() < 0.4
+    gamma = rng.uniform(1.0, 1.6) if dull else rng.uniform(0.75, 1.25)
+    exposure = rng.uniform(0.55, 0.9) if dull else rng.uniform(0.85, 1.2)
+    contrast = rng.uniform(0.6, 0.95) if dull else rng.uniform(0.85, 1.2)
+    image = np.power(np.clip(image, 0.0, 1.0), gamma) * exposure
+    image = 0.5 + (image - 0.5) * contrast
+    # Saturation about the grey of each pixel, and a white-balance cast.
+    saturation = rng.uniform(0.25, 0.8) if dull else rng.uniform(0.6, 1.3)
+    grey = image @ np.array([0.114, 0.587, 0.299], dtype=np.float32)
+    image = grey[:, :, None] + (image - grey[:, :, None]) * saturation
+    image *= rng.normal(1.0, 0.05, size=3).astype(np.float32)
+    out = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    # Optics: defocus or motion blur.
+    roll = rng.random()
+    if roll < 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.4, 1.4)))
+    elif roll < 0.45:
+        length = int(rng.integers(2, 6))
+        kernel = np.zeros((length, length), dtype=np.float32)
+        if rng.random() < 0.5:
+            kernel[length // 2, :] = 1.0
+        else:
+            kernel[:, length // 2] = 1.0
+        out = cv2.filter2D(out, -1, kernel / kernel.sum())
+    # Sensor noise.
+    if rng.random() < 0.5:
+        sigma = rng.uniform(1.0, 6.0)
+        noise = rng.normal(0.0, sigma, size=out.shape).astype(np.float32)
+        out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    # Compression.
+    quality = int(rng.integers(45, 96))
+    ok, encoded = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if ok:
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+        if decoded is not None:
+            out = decoded
+    return np.ascontiguousarray(out, dtype=np.uint8)

@@ -1,0 +1,199 @@
+"""A YOLO segmentation model exported to ONNX, run with ONNX Runtime directly.
+
+The exported graph takes one RGB image (1, 3, S, S) scaled to 0..1 and returns
+``output0`` (1, 4 + C + 32, A): per anchor the box centre and size in input pixels, C class
+scores (already sigmoid) and 32 mask coefficients; and ``output1`` (1, 32, S/4, S/4), the mask
+prototypes. Post-processing here is the same as ultralytics': confidence filter, per-class
+non-maximum suppression, masks as the sigmoid of coefficients times prototypes, upsampled
+to the input, cropped to the box and thresholded at 0.5.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from vision.errors import VisionError
+
+UInt8Image = NDArray[np.uint8]
+MAX_DETECTIONS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class TileResult:
+    """What the model found in one tile, in the tile's pixels."""
+
+    xyxy: NDArray[np.float32]  # (N, 4)
+    confidence: NDArray[np.float32]  # (N,)
+    class_id: NDArray[np.int64]  # (N,)
+    masks: NDArray[np.bool_]  # (N, S, S)
+
+
+class OnnxSegmenter:
+    """An exported YOLO segmentation model; call it with a batch of square BGR tiles."""
+
+    def __init__(self, path: Path, *, threads: int = 2) -> None:
+        if not path.is_file():
+            raise VisionError(
+                f"model file {path} does not exist: use the shipped models/dustpatrol-seg.onnx "
+                "or export one with `dustpatrol train export`"
+            )
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise VisionError("onnxruntime is not installed: pip install onnxruntime") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            raise VisionError(
+                f"{path} is not a usable ONNX model ({type(exc).__name__}: {exc}); "
+                "re-export it with `dustpatrol train export`"
+            ) from None
+        inputs = self.session.get_inputs()
+        outputs = self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 2:
+            raise VisionError(
+                f"{path} is not a YOLO segmentation model: expected 1 input and 2 outputs "
+                f"(detections and mask prototypes), found {len(inputs)} and {len(outputs)}"
+            )
+        shape = inputs[0].shape
+        if len(shape) != 4 or not isinstance(shape[2], int) or shape[2] != shape[3]:
+            raise VisionError(
+                f"{path} has input shape {shape}; export it with a static square size"
+            )
+        self.input_name = inputs[0].name
+        self.imgsz = int(shape[2])
+        self.batch_size = shape[0] if isinstance(shape[0], int) else None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = dict(metadata)
+        self.class_names = _class_names(metadata, path)
+        channels = outputs[0].shape[1]
+        if isinstance(channels, int) and channels != 4 + len(self.class_names) + 32:
+            raise VisionError(
+                f"{path}: its output has {channels} channels, which does not match "
+                f"{len(self.class_names)} classes and 32 mask coefficients"
+            )
+
+    def __call__(
+        self, tiles_bgr: list[UInt8Image], conf: float = 0.25, iou: float = 0.7
+    ) -> list[TileResult]:
+        """Detections in each tile (each tile ``imgsz`` square, BGR uint8)."""
+        if not tiles_bgr:
+            return []
+        for tile in tiles_bgr:
+            if tile.shape != (self.imgsz, self.imgsz, 3) or tile.dtype != np.uint8:
+                raise VisionError(
+                    f"tiles must be {self.imgsz}x{self.imgsz} BGR uint8, got {tile.shape} "
+                    f"{tile.dtype}"
+                )
+        results: list[TileResult] = []
+        step = self.batch_size or len(tiles_bgr)
+        for start in range(0, len(tiles_bgr), step):
+            chunk = tiles_bgr[start : start + step]
+            batch = np.stack([tile[:, :, ::-1] for tile in chunk]).astype(np.float32)
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2)) / np.float32(255.0)
+            predictions, prototypes = self.session.run(None, {self.input_name: batch})
+            for index in range(len(chunk)):
+                results.append(
+                    postprocess(predictions[index], prototypes[index], self.imgsz, conf, iou)
+                )
+        return results
+
+
+def _class_names(metadata: dict[str, str], path: Path) -> tuple[str, ...]:
+    raw = metadata.get("names")
+    if raw is None:
+        raise VisionError(f"{path} carries no class names in its metadata; re-export it")
+    try:
+        names = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        raise VisionError(f"{path}: its class names {raw!r} cannot be read") from None
+    if not isinstance(names, dict) or sorted(names) != list(range(len(names))):
+        raise VisionError(f"{path}: its class names {raw!r} are not numbered 0..n-1")
+    return tuple(str(names[i]) for i in range(len(names)))
+
+
+def _sigmoid(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float32)
+
+
+def postprocess(
+    prediction: NDArray[np.float32],
+    prototypes: NDArray[np.float32],
+    imgsz: int,
+    conf: float,
+    iou: float,
+) -> TileResult:
+    """Boxes, scores, classes and masks of one tile from the raw model outputs."""
+    n_masks = prototypes.shape[0]
+    rows = prediction.T  # (A, 4 + C + 32)
+    scores_all = rows[:, 4:-n_masks]
+    class_id = scores_all.argmax(axis=1)
+    score = scores_all[np.arange(len(rows)), class_id]
+    keep = score > conf
+    if not keep.any():
+        return _empty(imgsz)
+    rows, class_id, score = rows[keep], class_id[keep], score[keep]
+    cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    # Per-class NMS as one class-agnostic pass over boxes offset by class (ultralytics' way).
+    offset = class_id[:, None].astype(np.float32) * 7680.0
+    shifted = xyxy + offset
+    order = _nms(shifted, score, iou)[:MAX_DETECTIONS]
+    xyxy, score, class_id = xyxy[order], score[order], class_id[order]
+    coefficients = rows[order][:, -n_masks:]
+    mh, mw = prototypes.shape[1:]
+    logits = (coefficients @ prototypes.reshape(n_masks, -1)).reshape(-1, mh, mw)
+    masks = np.zeros((len(order), imgsz, imgsz), dtype=bool)
+    clipped = np.clip(xyxy, 0, imgsz)
+    for index in range(len(order)):
+        upsampled = cv2.resize(logits[index], (imgsz, imgsz), interpolation=cv2.INTER_LINEAR)
+        x0, y0, x1, y1 = (round(float(v)) for v in clipped[index])
+        if x1 <= x0 or y1 <= y0:
+            continue
+        masks[index, y0:y1, x0:x1] = upsampled[y0:y1, x0:x1] > 0.0  # sigmoid > 0.5
+    return TileResult(
+        xyxy=clipped.astype(np.float32),
+        confidence=score.astype(np.float32),
+        class_id=class_id.astype(np.int64),
+        masks=masks,
+    )
+
+
+def _empty(imgsz: int) -> TileResult:
+    return TileResult(
+        xyxy=np.zeros((0, 4), dtype=np.float32),
+        confidence=np.zeros(0, dtype=np.float32),
+        class_id=np.zeros(0, dtype=np.int64),
+        masks=np.zeros((0, imgsz, imgsz), dtype=bool),
+    )
+
+
+def _nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou: float) -> NDArray[np.int64]:
+    """Indices kept by greedy non-maximum suppression, highest score first."""
+    order = np.argsort(-scores, kind="stable")
+    x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
+    kept: list[int] = []
+    while len(order):
+        best = int(order[0])
+        kept.append(best)
+        rest = order[1:]
+        ix0 = np.maximum(x0[best], x0[rest])
+        iy0 = np.maximum(y0[best], y0[rest])
+        ix1 = np.minimum(x1[best], x1[rest])
+        iy1 = np.minimum(y1[best], y1[rest])
+        inter = np.maximum(ix1 - ix0, 0) * np.maximum(iy1 - iy0, 0)
+        overlap = inter / (areas[best] + areas[rest] - inter + 1e-9)
+        order = rest[overlap <= iou]
+    return np.asarray(kept, dtype=np.int64)

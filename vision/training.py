@@ -1,0 +1,215 @@
+"""Training and export through ultralytics: the one module of the project that imports it.
+
+Ultralytics reaches for the network in several places (fonts for plots, pretrained weights,
+pip installs of missing packages, hub checks); `prepare_offline` switches all of that off and
+must run before ultralytics is imported, which is why the import happens inside the
+functions here. It also sets the torch thread count to the cores we were given: on two cores
+ultralytics otherwise trains on one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vision.errors import VisionError
+
+ARCHITECTURE = "yolo11n-seg.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSpec:
+    """One training run."""
+
+    data_yaml: Path
+    epochs: int
+    run_dir: Path  # the run's own folder: weights, metrics, the command
+    imgsz: int = 384
+    batch: int = 16
+    weights: Path | None = None  # fine-tune from these instead of training from scratch
+    seed: int = 0
+    threads: int = 2
+    workers: int = 2
+    patience: int = 100
+    mosaic: float = 1.0
+    close_mosaic: int = 5
+    lr0: float = 0.01
+    cache: bool = True
+
+    def validate(self) -> None:
+        if not self.data_yaml.is_file():
+            raise VisionError(
+                f"{self.data_yaml} does not exist: build a dataset with `dustpatrol train "
+                "dataset` or import one with `dustpatrol train import-coco`"
+            )
+        if self.epochs < 1:
+            raise VisionError(f"epochs must be at least 1, got {self.epochs}")
+        if self.imgsz % 32 or not 64 <= self.imgsz <= 2048:
+            raise VisionError(f"image size must be a multiple of 32 in 64..2048, got {self.imgsz}")
+        if self.weights is not None and not self.weights.is_file():
+            raise VisionError(f"starting weights {self.weights} do not exist")
+        if self.threads < 1:
+            raise VisionError("threads must be at least 1")
+
+
+def prepare_offline(config_dir: Path, threads: int) -> None:
+    """Make ultralytics work without a network, with its settings under ``config_dir``.
+
+    Must be called before ultralytics is first imported in this process.
+    """
+    config_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "False"
+    os.environ["YOLO_CONFIG_DIR"] = str(config_dir.resolve())
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    font = config_dir / "Arial.ttf"
+    if not font.is_file():
+        shutil.copyfile(_bundled_font(), font)
+    if "ultralytics" in sys.modules:
+        _set_threads(threads)
+
+
+def _bundled_font() -> Path:
+    """A TTF that is installed anyway (matplotlib's DejaVu Sans, a dependency of ultralytics)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise VisionError(
+            "matplotlib is missing: install the training extra, pip install 'dustpatrol[train]'"
+        ) from None
+    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    if not font.is_file():
+        raise VisionError(f"matplotlib's font {font} is missing; reinstall matplotlib")
+    return font
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+    import ultralytics.utils as ultralytics_utils
+    import ultralytics.utils.torch_utils as torch_utils
+
+    torch.set_num_threads(threads)
+    ultralytics_utils.NUM_THREADS = threads
+    torch_utils.NUM_THREADS = threads
+
+
+def _import_yolo(threads: int) -> Any:
+    try:
+        from ultralytics import YOLO
+    except ImportError:
+        raise VisionError(
+            "training needs torch and ultralytics: pip install 'dustpatrol[train]' "
+            "(make install does)"
+        ) from None
+    _set_threads(threads)
+    return YOLO
+
+
+def train(spec: TrainSpec, config_dir: Path, command: Sequence[str] = ()) -> Path:
+    """Train (or fine-tune) a YOLO segmentation model; returns the best weights (.pt).
+
+    The run folder keeps ultralytics' weights and ``results.csv``, and ``run.json`` with the
+    exact command, the spec and the wall time.
+    """
+    spec.validate()
+    prepare_offline(config_dir, spec.threads)
+    yolo_class = _import_yolo(spec.threads)
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    model = yolo_class(str(spec.weights) if spec.weights else ARCHITECTURE, task="segment")
+    started = time.monotonic()
+    model.train(
+        data=str(spec.data_yaml.resolve()),
+        epochs=spec.epochs,
+        imgsz=spec.imgsz,
+        batch=spec.batch,
+        device="cpu",
+        workers=spec.workers,
+        seed=spec.seed,
+        deterministic=True,
+        pretrained=False,
+        amp=False,
+        plots=False,
+        project=str(spec.run_dir.parent.resolve()),
+        name=spec.run_dir.name,
+        exist_ok=True,
+        patience=spec.patience,
+        mosaic=spec.mosaic,
+        close_mosaic=spec.close_mosaic,
+        lr0=spec.lr0,
+        cache="ram" if spec.cache else False,
+        overlap_mask=True,
+        degrees=10.0,
+        flipud=0.5,
+        fliplr=0.5,
+        scale=0.3,
+        hsv_s=0.6,
+        hsv_v=0.4,
+        verbose=False,
+    )
+    best = spec.run_dir / "weights" / "best.pt"
+    if not best.is_file():
+        raise VisionError(f"training finished without writing {best}")
+    record = {
+        "command": list(command),
+        "spec": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(spec).items()},
+        "architecture": ARCHITECTURE if spec.weights is None else str(spec.weights),
+        "wall_time_s": round(time.monotonic() - started, 1),
+    }
+    (spec.run_dir / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return best
+
+
+def export_onnx(
+    weights: Path,
+    imgsz: int,
+    out: Path,
+    config_dir: Path,
+    metadata: dict[str, str] | None = None,
+    threads: int = 2,
+) -> Path:
+    """Export ``weights`` to ONNX with a static ``imgsz`` square input, written to ``out``,
+    with ``metadata`` added to the model's own (ultralytics writes names, imgsz, stride)."""
+    if not weights.is_file():
+        raise VisionError(f"weights {weights} do not exist")
+    prepare_offline(config_dir, threads)
+    yolo_class = _import_yolo(threads)
+    model = yolo_class(str(weights), task="segment")
+    exported = Path(
+        model.export(format="onnx", imgsz=imgsz, dynamic=False, simplify=False, opset=17)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import onnx
+
+    model_proto = onnx.load(str(exported))
+    existing = {p.key: p for p in model_proto.metadata_props}
+    for key, value in (metadata or {}).items():
+        entry = existing.get(key) or model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model_proto, str(out))
+    return out
+
+
+def predict_tile_with_ultralytics(
+    weights: Path, image_bgr: Any, imgsz: int, config_dir: Path, conf: float = 0.25
+) -> Any:
+    """Ultralytics' own prediction on one image (for checking our ONNX path against it):
+    (boxes xyxy, scores, classes, masks) as numpy arrays in the image's pixels."""
+    prepare_offline(config_dir, 2)
+    yolo_class = _import_yolo(2)
+    model = yolo_class(str(weights), task="segment")
+    result = model.predict(image_bgr, imgsz=imgsz, conf=conf, verbose=False, retina_masks=True)[0]
+    boxes = result.boxes
+    masks = result.masks
+    return (
+        boxes.xyxy.cpu().numpy(),
+        boxes.conf.cpu().numpy(),
+        boxes.cls.cpu().numpy().astype(int),
+        None if masks is None else masks.data.cpu().numpy().astype(bool),
+    )
