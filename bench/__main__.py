@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import api_load, geo_matching, missions_planning, sim_render
+from bench import api_load, geo_matching, missions_planning, sim_render, vision_detect
 from bench.results import BenchResult, report
 
 SUITES = {
@@ -13,6 +13,7 @@ SUITES = {
     "geo": geo_matching.run,
     "missions": missions_planning.run,
     "sim": sim_render.run,
+    "vision": vision_detect.run,
 }
 
 

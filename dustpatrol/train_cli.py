@@ -4,7 +4,6 @@ export to ONNX, and evaluation of a model on held-out districts and real photos.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -69,7 +68,24 @@ def dataset_command(
         data_yaml = build_dataset(
             spec,
             workers=workers,
-            command=["dustpatrol", *sys.argv[1:]],
+            command=[
+                "dustpatrol",
+                "train",
+                "dataset",
+                "--seeds",
+                seeds,
+                "--frames",
+                str(frames),
+                "--crops",
+                str(crops),
+                "--imgsz",
+                str(imgsz),
+                "--gsd",
+                str(gsd),
+                "--randomise" if randomise else "--no-randomise",
+                "--out",
+                str(out),
+            ],
             on_district=lambda _: progress.advance(task),
         )
     summary = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
@@ -110,7 +126,30 @@ def model_command(
         threads=threads,
         lr0=lr0,
     )
-    best = train(spec, _config_dir(ctx), command=["dustpatrol", *sys.argv[1:]])
+    command = [
+        "dustpatrol",
+        "train",
+        "model",
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--imgsz",
+        str(imgsz),
+        "--batch",
+        str(batch),
+        "--seed",
+        str(seed),
+        "--threads",
+        str(threads),
+        "--lr0",
+        str(lr0),
+        "--out",
+        str(out),
+    ]
+    if weights is not None:
+        command += ["--weights", str(weights)]
+    best = train(spec, _config_dir(ctx), command=command)
     typer.echo(f"best weights: {best}")
 
 

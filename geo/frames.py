@@ -93,6 +93,7 @@ class FrameMeta:
     calibrated_focal_px: float | None
     optical_center_x_px: float | None
     optical_center_y_px: float | None
+    distortion: tuple[float, ...]  # k1, k2, p1, p2, k3 of a frame that is not dewarped; () if none
     rtk_flag: int | None
     gps_status: str | None
     altitude_type: str | None
@@ -159,6 +160,7 @@ def read_frame_meta(source: str | Path | bytes, name: str | None = None) -> Fram
         calibrated_focal_px=_number(xmp, "CalibratedFocalLength", label),
         optical_center_x_px=_number(xmp, "CalibratedOpticalCenterX", label),
         optical_center_y_px=_number(xmp, "CalibratedOpticalCenterY", label),
+        distortion=_distortion(xmp, label),
         rtk_flag=_integer(xmp, "RtkFlag", label),
         gps_status=xmp.get("GpsStatus"),
         altitude_type=xmp.get("AltitudeType"),
@@ -299,6 +301,25 @@ def _number(xmp: dict[str, str], key: str, label: str) -> float | None:
 def _integer(xmp: dict[str, str], key: str, label: str) -> int | None:
     number = _number(xmp, key, label)
     return None if number is None else int(number)
+
+
+def _distortion(xmp: dict[str, str], label: str) -> tuple[float, ...]:
+    """Brown coefficients (k1, k2, p1, p2, k3) from ``DewarpData`` ("date;fx,fy,cx,cy,k1,k2,
+    p1,p2,k3"), unless ``DewarpFlag`` says the camera already removed the distortion."""
+    raw = xmp.get("DewarpData")
+    if raw is None or _integer(xmp, "DewarpFlag", label) == 1:
+        return ()
+    try:
+        values = [float(v) for v in raw.split(";", 1)[-1].split(",")]
+    except ValueError:
+        raise FrameMetadataError(
+            label, f"DewarpData {raw!r} is not 'date;fx,fy,cx,cy,k1,k2,p1,p2,k3'", "DewarpData"
+        ) from None
+    if len(values) != 9 or not all(math.isfinite(v) for v in values):
+        raise FrameMetadataError(
+            label, f"DewarpData {raw!r} does not hold 9 numbers after the date", "DewarpData"
+        )
+    return tuple(values[4:9])
 
 
 def _dji_xmp(raw: Any, label: str) -> dict[str, str]:

@@ -73,7 +73,7 @@ def intrinsics_from_meta(meta: FrameMeta) -> CameraIntrinsics:
     if meta.calibrated_focal_px is not None:
         cx = meta.optical_center_x_px if meta.optical_center_x_px is not None else (width - 1) / 2
         cy = meta.optical_center_y_px if meta.optical_center_y_px is not None else (height - 1) / 2
-        return CameraIntrinsics(width, height, meta.calibrated_focal_px, cx, cy)
+        return CameraIntrinsics(width, height, meta.calibrated_focal_px, cx, cy, meta.distortion)
     if meta.model and meta.model.upper() in CAMERA_PRESETS:
         full_w, _, full_focal = CAMERA_PRESETS[meta.model.upper()]
         scale = width / full_w
@@ -179,8 +179,13 @@ class GroundPoints:
 def _rays(points_px: FloatArray, camera: CameraIntrinsics, pose: CameraPose) -> FloatArray:
     pixels = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
     if camera.distortion:
+        # OpenCV's default 5 iterations leave pixels of error in the corners of a wide lens.
         undistorted = cv2.undistortPoints(
-            pixels.reshape(-1, 1, 2), camera.matrix, np.asarray(camera.distortion), P=camera.matrix
+            pixels.reshape(-1, 1, 2),
+            camera.matrix,
+            np.asarray(camera.distortion),
+            P=camera.matrix,
+            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12),
         )
         pixels = np.asarray(undistorted, dtype=np.float64).reshape(-1, 2)
     normalised = np.column_stack(

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -23,11 +24,18 @@ from sim.errors import SimError
 from sim.kinds import GnssMode
 
 FloatArray = NDArray[np.float64]
+Distortion = tuple[float, float, float, float, float]  # k1, k2, p1, p2, k3 (Brown, as OpenCV)
+NO_DISTORTION: Distortion = (0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
 class CameraModel:
-    """A pinhole camera; focal length and principal point in pixels."""
+    """A camera with Brown lens distortion; focal length and principal point in pixels.
+
+    The distortion coefficients act on normalised image coordinates, so they stay the same
+    when the camera is scaled. A frame from this camera is as the drone stores it: distorted
+    (DJI's ``DewarpFlag`` 0), with the coefficients in ``DewarpData``.
+    """
 
     name: str
     make: str
@@ -39,6 +47,51 @@ class CameraModel:
     cy_px: float
     focal_length_mm: float
     focal_length_35mm: int
+    distortion: Distortion = NO_DISTORTION
+
+    @property
+    def has_distortion(self) -> bool:
+        return any(abs(c) > 0.0 for c in self.distortion)
+
+    def distort(self, pixels: FloatArray) -> FloatArray:
+        """Where pixels (N, 2) of the ideal pinhole image land in the distorted frame."""
+        points = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+        if not self.has_distortion:
+            return points
+        k1, k2, p1, p2, k3 = self.distortion
+        x = (points[:, 0] - self.cx_px) / self.focal_px
+        y = (points[:, 1] - self.cy_px) / self.focal_px
+        r2 = x * x + y * y
+        radial = 1.0 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
+        xd = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
+        yd = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
+        return np.column_stack([xd * self.focal_px + self.cx_px, yd * self.focal_px + self.cy_px])
+
+    def undistort(self, pixels: FloatArray) -> FloatArray:
+        """Where pixels (N, 2) of the distorted frame lie in the ideal pinhole image."""
+        points = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+        if not self.has_distortion or not len(points):
+            return points
+        ideal = cv2.undistortPoints(
+            points.reshape(-1, 1, 2),
+            self.intrinsics,
+            np.asarray(self.distortion, dtype=np.float64),
+            R=None,
+            P=self.intrinsics,
+            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12),
+        )
+        return np.asarray(ideal, dtype=np.float64).reshape(-1, 2)
+
+    def padded_pinhole(self, margin_px: int) -> CameraModel:
+        """The ideal pinhole camera with ``margin_px`` more pixels on every side."""
+        return replace(
+            self,
+            width_px=self.width_px + 2 * margin_px,
+            height_px=self.height_px + 2 * margin_px,
+            cx_px=self.cx_px + margin_px,
+            cy_px=self.cy_px + margin_px,
+            distortion=NO_DISTORTION,
+        )
 
     def scaled(self, scale: float) -> CameraModel:
         """The same camera rendering ``scale`` times as many pixels per side."""
@@ -83,6 +136,8 @@ CAMERA_PRESETS: dict[str, CameraModel] = {
         cy_px=1969.35,
         focal_length_mm=12.29,
         focal_length_35mm=24,
+        # Mild barrel distortion of the 24 mm-equivalent lens (DewarpData of this camera).
+        distortion=(-0.11257524, 0.01487443, -0.00008572, 0.0, -0.02706411),
     ),
     # DJI Matrice 30 wide camera: 1/2" 12 MP, 4.5 mm (24 mm equivalent).
     "m30_wide": CameraModel(
@@ -96,6 +151,7 @@ CAMERA_PRESETS: dict[str, CameraModel] = {
         cy_px=1503.8,
         focal_length_mm=4.5,
         focal_length_35mm=24,
+        distortion=(-0.1025, 0.0212, 0.00011, -0.00009, -0.0098),
     ),
 }
 
@@ -184,11 +240,11 @@ class ViewGeometry:
         k = self.camera.intrinsics
         u = k[0, 0] * in_camera[:, 0] / in_camera[:, 2] + k[0, 2]
         v = k[1, 1] * in_camera[:, 1] / in_camera[:, 2] + k[1, 2]
-        return np.column_stack([u, v])
+        return self.camera.distort(np.column_stack([u, v]))
 
     def pixel_to_ground(self, pixels: FloatArray) -> FloatArray:
         """Cast pixels (N, 2) onto the ground; returns UTM (N, 2). Sky pixels fail."""
-        pixels = np.asarray(pixels, dtype=np.float64)
+        pixels = self.camera.undistort(np.asarray(pixels, dtype=np.float64))
         k = self.camera.intrinsics
         rays_camera = np.column_stack(
             [

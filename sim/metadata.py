@@ -116,6 +116,16 @@ def xmp_packet(camera: CameraModel, pose: Pose, error: PoseError) -> bytes:
         "drone-dji:RtkStdHgt": f"{error.std_hgt_m:.5f}",
         "drone-dji:DewarpFlag": "0",
     }
+    if camera.has_distortion:
+        # DJI: "date;fx,fy,cx,cy,k1,k2,p1,p2,k3", the principal point as an offset from the
+        # image centre; the frame itself is not dewarped (DewarpFlag 0).
+        k1, k2, p1, p2, k3 = camera.distortion
+        centre_x, centre_y = (camera.width_px - 1) / 2.0, (camera.height_px - 1) / 2.0
+        attributes["drone-dji:DewarpData"] = (
+            f"2026-11-01;{camera.focal_px:.6f},{camera.focal_px:.6f},"
+            f"{camera.cx_px - centre_x:.6f},{camera.cy_px - centre_y:.6f},"
+            f"{k1:.9f},{k2:.9f},{p1:.9f},{p2:.9f},{k3:.9f}"
+        )
     rendered = "\n   ".join(f"{key}={quoteattr(value)}" for key, value in attributes.items())
     packet = (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'

@@ -9,7 +9,7 @@ tiles, so overlapping frames see the same ground the same way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -20,7 +20,7 @@ from shapely import affinity
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from sim.camera import ViewGeometry
+from sim.camera import CameraModel, ViewGeometry
 from sim.errors import SimError
 from sim.kinds import GroundTruthClass, Season, SurfaceKind
 from sim.materials import (
@@ -250,8 +250,94 @@ def render(
     """Render what ``view`` sees of ``district``.
 
     ``seed`` varies only what the camera adds (noise, and the `SensorEffects` unless given);
-    the scene itself is the district's.
+    the scene itself is the district's. A camera with lens distortion is rendered as an ideal
+    pinhole camera a little larger than its frame, then warped into the distorted frame
+    (pixels bilinearly, class and kind masks by nearest neighbour), before blur and noise.
     """
+    rng = np.random.default_rng(seed)
+    if sensor is None:
+        sensor = SensorEffects.draw(rng, view.camera.gsd_m(view.height_m))
+    if not view.camera.has_distortion:
+        pinhole = _render_pinhole(district, view, rng, sensor)
+    else:
+        margin, map_x, map_y = _distortion_maps(view.camera)
+        padded = replace(view, camera=view.camera.padded_pinhole(margin))
+        wide = _render_pinhole(district, padded, rng, sensor)
+        pinhole = Rendering(
+            bgr=np.asarray(cv2.remap(wide.bgr, map_x, map_y, cv2.INTER_LINEAR), dtype=np.uint8),
+            class_mask=np.asarray(
+                cv2.remap(wide.class_mask, map_x, map_y, cv2.INTER_NEAREST), dtype=np.uint8
+            ),
+            footprint=_distorted_footprint(view, padded, wide.footprint),
+            kind_mask=np.asarray(
+                cv2.remap(wide.kind_mask, map_x, map_y, cv2.INTER_NEAREST), dtype=np.uint8
+            ),
+        )
+    color = _optics(pinhole.bgr, sensor)
+    return replace(pinhole, bgr=_add_sensor_noise(color, rng, sensor.noise_level))
+
+
+@lru_cache(maxsize=4)
+def _distortion_maps(camera: CameraModel) -> tuple[int, FloatImage, FloatImage]:
+    """For each pixel of the distorted frame, where it lies in a pinhole image padded by the
+    returned margin: (margin, map_x, map_y), for `cv2.remap`.
+
+    Distortion is smooth, so the inverse is solved on a coarse grid and interpolated.
+    """
+    step = 8
+    width, height = camera.width_px, camera.height_px
+    gx = np.arange(0, width + step, step, dtype=np.float64)
+    gy = np.arange(0, height + step, step, dtype=np.float64)
+    grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+    ideal = camera.undistort(grid).reshape(len(gy), len(gx), 2)
+    overshoot = max(
+        -ideal[..., 0].min(),
+        ideal[..., 0].max() - (width - 1),
+        -ideal[..., 1].min(),
+        ideal[..., 1].max() - (height - 1),
+        0.0,
+    )
+    margin = math.ceil(overshoot) + 2
+    coarse_x = np.asarray(ideal[..., 0] + margin, dtype=np.float32)
+    coarse_y = np.asarray(ideal[..., 1] + margin, dtype=np.float32)
+    fine_u = (np.arange(width, dtype=np.float32) / step)[None, :].repeat(height, axis=0)
+    fine_v = (np.arange(height, dtype=np.float32) / step)[:, None].repeat(width, axis=1)
+    map_x = _f32(cv2.remap(coarse_x, fine_u, fine_v, cv2.INTER_LINEAR))
+    map_y = _f32(cv2.remap(coarse_y, fine_u, fine_v, cv2.INTER_LINEAR))
+    return margin, map_x, map_y
+
+
+def _distorted_footprint(view: ViewGeometry, padded: ViewGeometry, wide: Polygon) -> Polygon:
+    """The ground a distorted frame sees: the padded pinhole footprint cut to the frame's
+    border (densified, undistorted into the padded image, cast onto the ground)."""
+    if wide.is_empty:
+        return wide
+    cam = view.camera
+    w, h = cam.width_px - 0.5, cam.height_px - 0.5
+    side = np.linspace(0.0, 1.0, 33)[:-1]
+    border = np.concatenate(
+        [
+            np.column_stack([-0.5 + side * (w + 0.5), np.full_like(side, -0.5)]),
+            np.column_stack([np.full_like(side, w), -0.5 + side * (h + 0.5)]),
+            np.column_stack([w - side * (w + 0.5), np.full_like(side, h)]),
+            np.column_stack([np.full_like(side, -0.5), h - side * (h + 0.5)]),
+        ]
+    )
+    margin = padded.camera.cx_px - cam.cx_px
+    frame_px = Polygon(cam.undistort(border) + margin)
+    ce, cn = padded.centre_utm
+    visible_px = _project(wide, padded.homography_local, ce, cn).intersection(frame_px)
+    if visible_px.is_empty or not isinstance(visible_px, Polygon):
+        return wide
+    inverse = np.linalg.inv(padded.homography_local)
+    ground = _apply_homography(np.asarray(visible_px.exterior.coords), np.asarray(inverse))
+    return Polygon(ground + np.array([ce, cn]))
+
+
+def _render_pinhole(
+    district: District, view: ViewGeometry, rng: np.random.Generator, sensor: SensorEffects
+) -> Rendering:
+    """The frame of an ideal pinhole camera, shaded, before blur and sensor noise."""
     cam = view.camera
     width, height = cam.width_px, cam.height_px
     ce, cn = view.centre_utm
@@ -293,10 +379,7 @@ def render(
                 if not surface.floating:
                     _fill_contours(shadow, contours, 0)
 
-    rng = np.random.default_rng(seed)
-    if sensor is None:
-        sensor = SensorEffects.draw(rng, view.camera.gsd_m(view.height_m))
-    shaded = _shade(bgr, kind, shadow, relief, view, district, rng, sensor)
+    shaded = _shade(bgr, kind, shadow, relief, view, district, sensor)
     return Rendering(bgr=shaded, class_mask=classes, footprint=footprint, kind_mask=kind)
 
 
@@ -463,10 +546,9 @@ def _shade(
     relief: FloatImage,
     view: ViewGeometry,
     district: District,
-    rng: np.random.Generator,
     sensor: SensorEffects,
 ) -> UInt8Image:
-    """Texture, relief, shadows, haze, vignetting and what the camera adds.
+    """Texture, relief, shadows, haze, vignetting, exposure and colour style.
 
     Everything multiplicative is computed at half resolution (a 4 cm texel is about a pixel
     at survey heights) and applied to the full-resolution colours in 8-bit fixed point.
@@ -533,9 +615,7 @@ def _shade(
     haze_bgr = np.array([205.0, 200.0, 196.0], dtype=np.float32)
     low_add = cv2.convertScaleAbs(_f32((1.0 - transmission)[:, :, None] * haze_bgr))
     hazy = cv2.add(color, cv2.resize(low_add, (width, height), interpolation=cv2.INTER_LINEAR))
-    color = _grade(np.asarray(hazy, dtype=np.uint8), env.saturation, env.contrast)
-    color = _optics(color, sensor)
-    return _add_sensor_noise(color, rng, sensor.noise_level)
+    return _grade(np.asarray(hazy, dtype=np.uint8), env.saturation, env.contrast)
 
 
 def _grade(color: UInt8Image, saturation: float, contrast: float) -> UInt8Image:

@@ -11,6 +11,7 @@ to the input, cropped to the box and thresholded at 0.5.
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,7 +159,8 @@ def postprocess(
     clipped = np.clip(xyxy, 0, imgsz)
     for index in range(len(order)):
         upsampled = cv2.resize(logits[index], (imgsz, imgsz), interpolation=cv2.INTER_LINEAR)
-        x0, y0, x1, y1 = (round(float(v)) for v in clipped[index])
+        # Pixel column c is inside the box when x0 <= c < x1 (as ultralytics crops).
+        x0, y0, x1, y1 = (math.ceil(float(v)) for v in clipped[index])
         if x1 <= x0 or y1 <= y0:
             continue
         masks[index, y0:y1, x0:x1] = upsampled[y0:y1, x0:x1] > 0.0  # sigmoid > 0.5

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import exifread
 import numpy as np
 from PIL import Image
@@ -56,6 +57,26 @@ def camera_axes(yaw_deg: float, pitch_deg: float, roll_deg: float) -> tuple[np.n
     return forward, right_rolled, down_rolled
 
 
+def undistort_with_opencv(
+    pixels: np.ndarray, xmp: dict[str, str], focal: float, cx: float, cy: float
+) -> np.ndarray:
+    """Pixels of a frame that is not dewarped, moved to where an ideal pinhole camera sees
+    them, with the DewarpData coefficients and OpenCV's own solver."""
+    raw = xmp.get("DewarpData")
+    if raw is None or xmp.get("DewarpFlag") == "1":
+        return pixels
+    coefficients = np.array([float(v) for v in raw.split(";")[1].split(",")][4:9])
+    matrix = np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+    ideal = cv2.undistortPoints(
+        np.asarray(pixels, dtype=np.float64).reshape(-1, 1, 2),
+        matrix,
+        coefficients,
+        P=matrix,
+        criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-14),
+    )
+    return np.asarray(ideal, dtype=np.float64).reshape(-1, 2)
+
+
 def cast_pixels(jpeg: bytes, pixels: np.ndarray) -> tuple[np.ndarray, int]:
     """Ground points (UTM east, north) seen at ``pixels``, using only the frame's metadata."""
     meta = read_back(jpeg)
@@ -72,6 +93,7 @@ def cast_pixels(jpeg: bytes, pixels: np.ndarray) -> tuple[np.ndarray, int]:
     )
     epsg = utm_epsg(lat, lon)
     east, north = Transformer.from_crs("EPSG:4326", epsg, always_xy=True).transform(lon, lat)
+    pixels = undistort_with_opencv(pixels, xmp, focal, cx, cy)
     rays = (
         forward[None, :]
         + ((pixels[:, 0] - cx) / focal)[:, None] * right[None, :]

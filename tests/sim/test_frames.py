@@ -292,3 +292,51 @@ def test_negative_seed_is_refused(district: District) -> None:
     east, north = nadir_over_first_problem_site(district)
     with pytest.raises(SimError, match="non-negative"):
         shoot(district, pose_at(district, east, north, 100.0), SMALL, seed=-1)
+
+
+def test_lens_distortion_round_trips_through_the_xmp_and_geo(district: District) -> None:
+    from geo.frames import read_frame_meta
+    from geo.georef import intrinsics_from_meta, pixel_to_ground, pose_from_meta
+
+    camera = camera_preset("m3e", 0.25)
+    east, north = nadir_over_first_problem_site(district)
+    shot = shoot(
+        district,
+        pose_at(district, east, north, 100.0, gimbal_yaw_deg=40.0),
+        camera,
+        PoseNoise(GnssMode.PERFECT),
+    )
+    meta = read_frame_meta(shot.jpeg)
+    assert meta.distortion == pytest.approx(camera.distortion, abs=1e-9)
+    intrinsics = intrinsics_from_meta(meta)
+    pose = pose_from_meta(meta, crs=district.crs)
+    # Corners and edges of the frame, where a 24 mm lens bends most (tens of pixels here).
+    w, h = camera.width_px - 1, camera.height_px - 1
+    pixels = np.array([[0, 0], [w, 0], [w, h], [0, h], [w / 2, 0], [0, h / 2], [w / 2, h / 2]])
+    view = view_for(district, camera, shot.true_pose)
+    truth = view.pixel_to_ground(pixels)
+    cast = pixel_to_ground(pixels, intrinsics, pose).points
+    assert np.hypot(*(cast - truth).T).max() < 0.01
+    # Ignoring the distortion would put the corners metres off.
+    pinhole = intrinsics_from_meta(meta).__class__(
+        intrinsics.width_px,
+        intrinsics.height_px,
+        intrinsics.focal_px,
+        intrinsics.cx_px,
+        intrinsics.cy_px,
+    )
+    assert np.hypot(*(pixel_to_ground(pixels, pinhole, pose).points - truth).T).max() > 1.0
+
+
+def test_straight_ground_edges_bend_in_a_distorted_frame(district: District) -> None:
+    camera = camera_preset("m3e", 0.25)
+    view = view_for(
+        district, camera, pose_at(district, *nadir_over_first_problem_site(district), 100.0)
+    )
+    centre = np.asarray(view.centre_utm)
+    # A straight ground line across the top of the frame: its middle bows towards the centre
+    # less than its ends (barrel distortion pulls the ends in).
+    line = centre + np.column_stack([np.linspace(-60, 60, 3), np.full(3, 40.0)])
+    pixels = view.ground_to_pixel(line)
+    middle_offset = pixels[1, 1] - (pixels[0, 1] + pixels[2, 1]) / 2
+    assert abs(middle_offset) > 2.0

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import shapely
-from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.geometry import Polygon, shape
 from shapely.validation import explain_validity
 
 from geo.crs import WGS84, transform_geometry
@@ -38,26 +38,37 @@ def _invalid(features: list[dict[str, Any]], district: District) -> list[str]:
 
 
 def _rasterise_truth(
-    district: District, features: list[dict[str, Any]], shot_pose: Pose, camera: CameraModel
+    district: District,
+    features: list[dict[str, Any]],
+    shot_pose: Pose,
+    camera: CameraModel,
+    footprint: Polygon,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exported truth polygons (lon/lat) drawn into the frame's pixel grid, and the
-    pixels their edges cross (whose class depends on the rasteriser's edge convention)."""
+    pixels their edges cross (whose class depends on the rasteriser's edge convention).
+
+    The lens bends straight edges, so each polygon is cut to the frame's footprint and its
+    edges divided every 10 cm before the vertices are projected."""
     view = view_for(district, camera, shot_pose)
     mask = np.zeros((view.camera.height_px, view.camera.width_px), dtype=np.uint8)
     edges = np.zeros_like(mask)
     for feature in features:
         utm = transform_geometry(shape(feature["geometry"]), WGS84, district.crs)
+        utm = shapely.segmentize(utm.intersection(footprint.buffer(-0.05)), 0.1)
+        if utm.is_empty:
+            continue
         cls = GroundTruthClass[str(feature["properties"]["class"]).upper()]
-        polygons = utm.geoms if isinstance(utm, MultiPolygon) else [utm]
+        polygons = getattr(utm, "geoms", [utm])
         for polygon in polygons:
-            assert isinstance(polygon, Polygon)
+            if not isinstance(polygon, Polygon) or polygon.is_empty:
+                continue
             rings = [
                 np.round(view.ground_to_pixel(np.asarray(ring.coords)[:-1]) * 16).astype(np.int32)
                 for ring in (polygon.exterior, *polygon.interiors)
             ]
             # Even-odd filling of one polygon's exterior and holes, as the renderer does.
             cv2.fillPoly(mask, rings, int(cls), cv2.LINE_8, 4)
-            cv2.polylines(edges, rings, True, 1, 1, cv2.LINE_8, 4)
+            cv2.polylines(edges, rings, True, 1, 2, cv2.LINE_8, 4)
     return mask, edges.astype(bool)
 
 
@@ -82,7 +93,7 @@ def test_truth_is_valid_and_matches_the_rendered_mask(seed: int, tmp_path: Path)
         PoseNoise(GnssMode.PERFECT),
         seed=seed,
     )
-    truth, edges = _rasterise_truth(district, patches, shot.true_pose, camera)
+    truth, edges = _rasterise_truth(district, patches, shot.true_pose, camera, shot.footprint_utm)
     for cls in CLASSES:
         rendered = (shot.class_mask == int(cls)) & ~edges
         drawn = (truth == int(cls)) & ~edges

@@ -1,0 +1,116 @@
+"""``dustpatrol train``: a dataset from the simulated district and a one-epoch training run,
+through the command line as a user runs them (offline: no font, weights or pip downloads)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dustpatrol.cli import app
+from dustpatrol.errors import DustpatrolError
+from dustpatrol.training import DatasetSpec, parse_seeds
+
+runner = CliRunner()
+
+
+def test_seed_ranges_and_lists_are_read() -> None:
+    assert parse_seeds("1-3,7, 9") == (1, 2, 3, 7, 9)
+    with pytest.raises(DustpatrolError, match="runs backwards"):
+        parse_seeds("9-3")
+    with pytest.raises(DustpatrolError, match="cannot read seeds"):
+        parse_seeds("one-two")
+
+
+def test_a_dataset_needs_a_validation_district(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["train", "dataset", "--seeds", "1-3", "--frames", "1", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "no validation district" in result.output
+
+
+def test_validation_districts_are_never_training_districts() -> None:
+    spec = DatasetSpec(seeds=parse_seeds("1-30"), out=Path("unused"))
+    val = {s for s in spec.seeds if spec.split_of(s) == "val"}
+    assert val == {7, 14, 21, 28}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dataset")
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "dataset",
+            "--seeds",
+            "6-7",
+            "--frames",
+            "3",
+            "--imgsz",
+            "256",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_dataset_is_split_by_district_with_labels_for_every_image(dataset: Path) -> None:
+    summary = json.loads((dataset / "dataset.json").read_text())
+    assert summary["splits"]["train"]["districts"] == [6]
+    assert summary["splits"]["val"]["districts"] == [7]
+    for split in ("train", "val"):
+        images = sorted((dataset / "images" / split).glob("*.jpg"))
+        labels = sorted((dataset / "labels" / split).glob("*.txt"))
+        assert images and [p.stem for p in images] == [p.stem for p in labels]
+    assert summary["command"][:3] == ["dustpatrol", "train", "dataset"]
+
+
+def test_one_epoch_of_training_runs_offline_and_keeps_its_command(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("ultralytics")
+    monkeypatch.setenv("DUSTPATROL_PATHS__DATA_DIR", str(tmp_path / "var"))
+    # Any attempt to reach the network fails at once instead of hanging.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "model",
+            "--data",
+            str(dataset / "data.yaml"),
+            "--epochs",
+            "1",
+            "--imgsz",
+            "256",
+            "--batch",
+            "4",
+            "--out",
+            str(run),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (run / "weights" / "best.pt").is_file()
+    record = json.loads((run / "run.json").read_text())
+    assert record["command"][:3] == ["dustpatrol", "train", "model"]
+    assert (tmp_path / "var" / "ultralytics" / "Arial.ttf").is_file()
+    assert os.environ["YOLO_OFFLINE"] == "1"
+
+
+def test_training_without_a_dataset_says_how_to_make_one(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["train", "model", "--data", str(tmp_path / "none.yaml"), "--epochs", "1"]
+    )
+    assert result.exit_code == 1
+    assert "dustpatrol train dataset" in result.output

@@ -1,0 +1,75 @@
+"""The ONNX path: the shipped model's post-processing against ultralytics' own, on the same
+raw outputs, and the whole detector on rendered tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vision.detect import Detector
+from vision.onnx_model import OnnxSegmenter, postprocess
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "models" / "dustpatrol-seg.onnx"
+TILES = sorted((ROOT / "tests" / "vision" / "data" / "tiles").glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> OnnxSegmenter:
+    return OnnxSegmenter(MODEL)
+
+
+def test_the_shipped_model_describes_itself(segmenter: OnnxSegmenter) -> None:
+    assert segmenter.class_names == ("exposed_soil", "road_dust", "covered_soil")
+    assert segmenter.imgsz % 32 == 0
+    assert float(segmenter.metadata["dustpatrol_gsd_m"]) == pytest.approx(0.1)
+    assert MODEL.stat().st_size < 30e6
+
+
+@pytest.mark.parametrize("tile_path", TILES, ids=[p.stem for p in TILES])
+def test_postprocessing_matches_ultralytics_on_the_same_outputs(
+    segmenter: OnnxSegmenter, tile_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    from ultralytics.utils import nms, ops
+
+    tile = cv2.imread(str(tile_path))
+    assert tile is not None and tile.shape[:2] == (segmenter.imgsz, segmenter.imgsz)
+    batch = np.ascontiguousarray(tile[:, :, ::-1].transpose(2, 0, 1))[None].astype(np.float32)
+    raw, protos = segmenter.session.run(None, {segmenter.input_name: batch / 255.0})
+    ours = postprocess(raw[0], protos[0], segmenter.imgsz, conf=0.1, iou=0.7)
+
+    theirs = nms.non_max_suppression(
+        torch.from_numpy(raw), 0.1, 0.7, nc=len(segmenter.class_names), max_det=300
+    )[0]
+    assert len(ours.confidence) == len(theirs)
+    if not len(theirs):
+        return
+    masks = (
+        ops.process_mask(
+            torch.from_numpy(protos[0]), theirs[:, 6:], theirs[:, :4], tile.shape[:2], upsample=True
+        )
+        .numpy()
+        .astype(bool)
+    )
+    np.testing.assert_allclose(ours.confidence, theirs[:, 4].numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(ours.class_id, theirs[:, 5].numpy().astype(int))
+    np.testing.assert_allclose(ours.xyxy, theirs[:, :4].clamp(0, 384).numpy(), atol=1e-3)
+    for mine, reference in zip(ours.masks, masks, strict=True):
+        union = (mine | reference).sum()
+        if union:
+            assert (mine & reference).sum() / union > 0.99
+
+
+def test_the_detector_finds_the_patches_of_rendered_tiles() -> None:
+    detector = Detector(MODEL)
+    found_any = False
+    for tile_path in TILES:
+        tile = cv2.imread(str(tile_path))
+        detections = detector.detect_image(np.asarray(tile, dtype=np.uint8))
+        assert set(detections.class_name) <= set(detector.class_names)
+        found_any |= len(detections) > 0
+    assert found_any
