@@ -140,11 +140,11 @@ def run(quick: bool = False) -> list[BenchResult]:
         sahi_s, sahi_found, sahi_total = [], 0, 0
         for path, truth, gsd in frames[: 1 if quick else 2]:
             start = time.perf_counter()
-            labels = _sahi_labels(path, truth.shape[1], truth.shape[0])
-            if labels is None:
+            sahi_labels = _sahi_labels(path, truth.shape[1], truth.shape[0])
+            if sahi_labels is None:
                 break
             sahi_s.append(time.perf_counter() - start)
-            hit, total = _recall(labels, truth, gsd)
+            hit, total = _recall(sahi_labels, truth, gsd)
             sahi_found, sahi_total = sahi_found + hit, sahi_total + total
         if sahi_s:
             sahi_ms = float(np.median(sahi_s)) * 1000

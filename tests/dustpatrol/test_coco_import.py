@@ -111,5 +111,5 @@ def test_a_file_that_is_not_coco_names_the_field(tmp_path: Path) -> None:
 def test_a_missing_photo_is_named(tmp_path: Path) -> None:
     annotations, images, _ = _coco(tmp_path)
     (images / "c.jpg").unlink()
-    with pytest.raises(DustpatrolError, match="c.jpg"):
+    with pytest.raises(DustpatrolError, match=r"c\.jpg"):
         import_coco(annotations, images, tmp_path / "out")
