@@ -1,0 +1,103 @@
+"""``dustpatrol analyze``: a folder of frames and a site registry in, findings out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dustpatrol.pipeline import analyze_frames, frame_files
+from geo.matching import findings_geojson
+from geo.sites import load_sites
+from vision.detect import Detector
+
+
+def analyze_command(
+    ctx: typer.Context,
+    frames: Annotated[Path, typer.Argument(help="Folder of JPEG frames (an SD card offload).")],
+    sites: Annotated[Path, typer.Option("--sites", help="Site registry (GeoJSON, KML, ...).")],
+    out: Annotated[Path, typer.Option("--out", help="Findings GeoJSON to write.")] = Path(
+        "findings.geojson"
+    ),
+    model: Annotated[Path | None, typer.Option(help="ONNX model (default: settings).")] = None,
+    gsd: Annotated[
+        float | None, typer.Option(help="Analysis resolution, m/px (default: settings).")
+    ] = None,
+) -> None:
+    """Detect exposed soil, road dust and dust-net cover in frames and match them to sites."""
+    from dustpatrol.cli import cli_state
+
+    settings = cli_state(ctx).settings
+    paths = frame_files(frames)
+    registry = load_sites(sites)
+    detector = Detector(
+        model or settings.detection.model_path,
+        threads=settings.detection.threads,
+        conf=settings.detection.min_confidence,
+        overlap=settings.detection.tile_overlap,
+    )
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("analysing frames", total=len(paths))
+        result = analyze_frames(
+            paths,
+            registry.sites,
+            detector,
+            target_gsd_m=gsd or settings.detection.target_gsd_m,
+            tolerance_floor_m=settings.georeferencing.match_tolerance_m,
+            on_frame=lambda _: progress.advance(task),
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(findings_geojson(result.findings), indent=1), encoding="utf-8")
+    coverage_path = out.with_suffix(".coverage.json")
+    coverage_path.write_text(
+        json.dumps(
+            {
+                "frames_analysed": result.frames_analysed,
+                "rejected": [{"frame": r.frame_id, "reason": r.reason} for r in result.rejected],
+                "sites": [
+                    {
+                        "site_id": c.site_id,
+                        "coverage": round(c.coverage_ratio, 4),
+                        "exposed_soil_m2": round(c.exposed_soil_m2, 2),
+                        "covered_soil_m2": round(c.covered_soil_m2, 2),
+                    }
+                    for c in result.coverage
+                ],
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    table = Table(title=f"{len(result.findings)} findings in {result.frames_analysed} frames")
+    for column in ("site", "seen", "exposed soil m²", "covered soil m²", "road dust"):
+        table.add_column(column)
+    dust: dict[str | None, int] = {}
+    for finding in result.findings:
+        if finding.class_name == "road_dust":
+            dust[finding.site_id] = dust.get(finding.site_id, 0) + 1
+    for c in result.coverage:
+        if c.seen_m2 <= 0:
+            continue
+        table.add_row(
+            c.site_id,
+            f"{c.coverage_ratio:.0%}",
+            f"{c.exposed_soil_m2:.0f}",
+            f"{c.covered_soil_m2:.0f}",
+            str(dust.get(c.site_id, 0)),
+        )
+    Console(highlight=False).print(table)
+    for rejected in result.rejected:
+        console.print(f"[yellow]rejected[/] {rejected.frame_id}: {rejected.reason}")
+    typer.echo(f"findings: {out}\ncoverage: {coverage_path}")

@@ -1,0 +1,106 @@
+"""`dustpatrol analyze`: simulated frames and their registry in, findings matched to sites out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dustpatrol.cli import app
+from dustpatrol.pipeline import analyze_frames, frame_gsd_m
+from geo.sites import load_sites
+from sim.camera import PoseNoise, camera_preset
+from sim.export import write_district
+from sim.kinds import GnssMode
+from sim.shots import pose_at, shoot
+from sim.world import generate_district
+from vision.detect import Detector
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "models" / "dustpatrol-seg.onnx"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def flight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("flight")
+    district = generate_district(9001, n_sites=12, extent_m=3_000.0)
+    write_district(district, folder / "world")
+    frames = folder / "frames"
+    frames.mkdir()
+    camera = camera_preset("m3e", 0.4)
+    soil: dict[str, float] = {}
+    for patch in district.patches:
+        soil[patch.site_id] = soil.get(patch.site_id, 0.0) + patch.area_m2
+    problem = sorted(district.sites, key=lambda s: -soil.get(s.site_id, 0.0))[:3]
+    for number, site in enumerate(problem):
+        centre = site.geometry.centroid
+        shot = shoot(
+            district,
+            pose_at(district, centre.x, centre.y, 100.0, gimbal_yaw_deg=30.0 * number),
+            camera,
+            PoseNoise(GnssMode.RTK_FIXED),
+            seed=number,
+        )
+        (frames / f"DJI_{number:04d}.JPG").write_bytes(shot.jpeg)
+    return frames, folder / "world" / "sites.geojson"
+
+
+def test_findings_lie_in_registered_sites_with_their_evidence(flight: tuple[Path, Path]) -> None:
+    frames, sites = flight
+    registry = load_sites(sites).sites
+    result = analyze_frames(sorted(frames.iterdir()), registry, Detector(MODEL))
+    assert result.frames_analysed == 3 and not result.rejected
+    assert result.findings, "the model found nothing on three non-compliant sites"
+    known = set(registry["site_id"])
+    for finding in result.findings:
+        assert finding.site_id in known
+        assert finding.class_name in ("exposed_soil", "road_dust", "covered_soil")
+        assert finding.area_m2 > 0 and 0 < finding.confidence <= 1
+        assert finding.evidence and finding.evidence[0].frame_id.startswith("DJI_")
+    seen = [c for c in result.coverage if c.seen_m2 > 0]
+    assert len(seen) >= 3
+
+
+def test_a_broken_frame_is_listed_with_its_reason_and_the_rest_go_on(
+    flight: tuple[Path, Path], tmp_path: Path
+) -> None:
+    frames, sites = flight
+    copied = tmp_path / "frames"
+    copied.mkdir()
+    for path in sorted(frames.iterdir())[:2]:
+        (copied / path.name).write_bytes(path.read_bytes())
+    whole = (copied / "DJI_0000.JPG").read_bytes()
+    (copied / "DJI_0009.JPG").write_bytes(whole[: len(whole) // 3])
+    (copied / "notes.txt").write_text("not a frame")
+    result = runner.invoke(
+        app,
+        ["analyze", str(copied), "--sites", str(sites), "--out", str(tmp_path / "f.geojson")],
+    )
+    assert result.exit_code == 0, result.output
+    coverage = json.loads((tmp_path / "f.coverage.json").read_text())
+    assert coverage["frames_analysed"] == 2
+    assert [r["frame"] for r in coverage["rejected"]] == ["DJI_0009.JPG"]
+    assert "truncated" in coverage["rejected"][0]["reason"]
+    findings = json.loads((tmp_path / "f.geojson").read_text())
+    assert findings["type"] == "FeatureCollection"
+
+
+def test_a_folder_without_frames_says_so(tmp_path: Path, flight: tuple[Path, Path]) -> None:
+    result = runner.invoke(app, ["analyze", str(tmp_path), "--sites", str(flight[1])])
+    assert result.exit_code == 1
+    assert "holds no JPEG frames" in result.output
+
+
+def test_oblique_frames_are_analysed_at_their_slant_resolution() -> None:
+    from pyproj import CRS
+
+    from geo.georef import CameraIntrinsics, CameraPose
+
+    camera = CameraIntrinsics(5280, 3956, 3713.29, 2639.5, 1977.5)
+    nadir = CameraPose(CRS.from_epsg(32650), 0.0, 0.0, 100.0, 0.0, -90.0, 0.0)
+    oblique = CameraPose(CRS.from_epsg(32650), 0.0, 0.0, 100.0, 0.0, -30.0, 0.0)
+    assert frame_gsd_m(camera, nadir) == pytest.approx(100.0 / 3713.29)
+    assert frame_gsd_m(camera, oblique) == pytest.approx(2 * 100.0 / 3713.29)
