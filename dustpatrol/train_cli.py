@@ -184,6 +184,10 @@ def evaluate_command(
         Path | None, typer.Option(help="Folder of real photos with regions.json.")
     ] = Path("tests/vision/data/real_reference"),
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("var/evaluation"),
+    map_data: Annotated[
+        Path | None,
+        typer.Option(help="data.yaml of held-out districts for ultralytics' mask mAP50."),
+    ] = None,
 ) -> None:
     """Measure a model on held-out simulated districts and on real photos; write a report."""
     from dustpatrol.cli import cli_state
@@ -205,6 +209,15 @@ def evaluate_command(
         )
     report: dict[str, object] = {"model": str(model or settings.detection.model_path)}
     report["simulated"] = {"seeds": list(parsed), **simulated.summary()}
+    if map_data is not None:
+        from vision.training import validate
+
+        report["map"] = validate(
+            model or settings.detection.model_path,
+            map_data,
+            detector.model.imgsz,
+            _config_dir(ctx),
+        )
     if real is not None:
         if not real.is_dir():
             raise DustpatrolError(f"{real} is not a folder of real photos with regions.json")

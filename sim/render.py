@@ -654,20 +654,21 @@ def _optics(color: UInt8Image, sensor: SensorEffects) -> UInt8Image:
 
 
 def _add_sensor_noise(color: UInt8Image, rng: np.random.Generator, level: int) -> UInt8Image:
-    """Sensor noise from a tile offset by the seed: +noise then -offset, both saturating."""
+    """Sensor noise from a tile offset by the seed: +noise then -offset, both saturating,
+    block by block in place (no frame-sized copy of the tile)."""
     if level <= 0:
         return color
     sensor = _sensor_tile(level)
+    size = sensor.shape[0]
     height, width = color.shape[:2]
-    oy, ox = int(rng.integers(0, sensor.shape[0])), int(rng.integers(0, sensor.shape[1]))
-    reps = (
-        math.ceil((height + oy) / sensor.shape[0]),
-        math.ceil((width + ox) / sensor.shape[1]),
-        1,
-    )
-    noise = np.tile(sensor, reps)[oy : oy + height, ox : ox + width]
-    noisy = cv2.add(color, np.ascontiguousarray(noise))
-    # OpenCV's stubs lack the scalar overload of subtract; a 4-tuple is a cv::Scalar.
-    color = cv2.subtract(noisy, SENSOR_NOISE_OFFSET)  # type: ignore[call-overload]
-    # Sky pixels have no texture and zero transmission: they come out as the haze colour.
-    return np.asarray(color, dtype=np.uint8)
+    oy, ox = int(rng.integers(0, size)), int(rng.integers(0, size))
+    # The tile rolled by the offset, so block (0, 0) of the frame starts at (oy, ox) of it.
+    rolled = np.ascontiguousarray(np.roll(sensor, (-oy, -ox), axis=(0, 1)))
+    for y in range(0, height, size):
+        for x in range(0, width, size):
+            block = color[y : y + size, x : x + size]
+            h, w = block.shape[:2]
+            cv2.add(block, rolled[:h, :w], dst=block)
+            # OpenCV's stubs lack the scalar overload of subtract; a 4-tuple is a cv::Scalar.
+            cv2.subtract(block, SENSOR_NOISE_OFFSET, dst=block)  # type: ignore[call-overload]
+    return color

@@ -196,6 +196,47 @@ def export_onnx(
     return out
 
 
+def validate(
+    model_path: Path, data_yaml: Path, imgsz: int, config_dir: Path, threads: int = 2
+) -> dict[str, dict[str, float]]:
+    """Ultralytics' validation of a model (.pt or .onnx) on the ``val`` split of a dataset:
+    per class and over all, box and mask precision, recall, mAP50 and mAP50-95."""
+    if not data_yaml.is_file():
+        raise VisionError(f"{data_yaml} does not exist: build one with `dustpatrol train dataset`")
+    prepare_offline(config_dir, threads)
+    yolo_class = _import_yolo(threads)
+    model = yolo_class(str(model_path), task="segment")
+    metrics = model.val(
+        data=str(data_yaml.resolve()),
+        imgsz=imgsz,
+        batch=1,
+        device="cpu",
+        plots=False,
+        verbose=False,
+        project=str(config_dir.resolve() / "val"),
+        exist_ok=True,
+    )
+    names = metrics.names
+    result: dict[str, dict[str, float]] = {
+        "all": {
+            "mask_precision": float(metrics.seg.mp),
+            "mask_recall": float(metrics.seg.mr),
+            "mask_map50": float(metrics.seg.map50),
+            "mask_map50_95": float(metrics.seg.map),
+            "box_map50": float(metrics.box.map50),
+        }
+    }
+    for position, class_index in enumerate(metrics.seg.ap_class_index):
+        precision, recall, map50, map50_95 = metrics.seg.class_result(position)
+        result[str(names[int(class_index)])] = {
+            "mask_precision": float(precision),
+            "mask_recall": float(recall),
+            "mask_map50": float(map50),
+            "mask_map50_95": float(map50_95),
+        }
+    return result
+
+
 def predict_tile_with_ultralytics(
     weights: Path, image_bgr: Any, imgsz: int, config_dir: Path, conf: float = 0.25
 ) -> Any:
