@@ -108,8 +108,25 @@ def _import_yolo(threads: int) -> Any:
             "training needs torch and ultralytics: pip install 'dustpatrol[train]' "
             "(make install does)"
         ) from None
+    _unpatch_pillow()
     _set_threads(threads)
     return YOLO
+
+
+def _unpatch_pillow() -> None:
+    """Undo ultralytics' process-wide patch of ``PIL.Image.open``.
+
+    On import it replaces ``Image.open`` with a wrapper that, for any file Pillow cannot
+    identify, tries to pip-install and import a HEIF plugin: everywhere else in the process a
+    non-image then raises ModuleNotFoundError instead of Pillow's UnidentifiedImageError.
+    Our datasets are JPEG and PNG; Pillow's own open is what the rest of the code expects.
+    """
+    from PIL import Image
+    from ultralytics.utils import patches
+
+    original = getattr(patches, "_image_open", None)
+    if original is not None:
+        Image.open = original
 
 
 def train(spec: TrainSpec, config_dir: Path, command: Sequence[str] = ()) -> Path:

@@ -121,3 +121,16 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"\x08\x07garbage" * 100)
     with pytest.raises(VisionError, match="not a usable ONNX model"):
         Detector(path)
+
+
+def test_the_training_adapter_leaves_pillow_as_it_was(tmp_path: Path) -> None:
+    """ultralytics patches PIL.Image.open on import; a non-image must still be refused with
+    our error, not a failed attempt to install a HEIF plugin."""
+    pytest.importorskip("ultralytics")
+    from vision.training import _import_yolo
+
+    _import_yolo(threads=1)
+    path = tmp_path / "frame.jpg"
+    path.write_bytes(b"not an image at all")
+    with pytest.raises(VisionError, match="not an image"):
+        decode_at_scale(path, 0.5)

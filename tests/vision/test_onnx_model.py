@@ -34,6 +34,9 @@ def test_postprocessing_matches_ultralytics_on_the_same_outputs(
     segmenter: OnnxSegmenter, tile_path: Path
 ) -> None:
     torch = pytest.importorskip("torch")
+    from vision.training import _import_yolo
+
+    _import_yolo(threads=1)  # imports ultralytics as the project does (Pillow left unpatched)
     from ultralytics.utils import nms, ops
 
     tile = cv2.imread(str(tile_path))
