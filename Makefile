@@ -46,7 +46,7 @@ test-all: lint typecheck $(STAMP)
 # sahi (the sliced-inference baseline of the vision bench) without its dependencies: they
 # would install the GUI opencv-python beside the headless one.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps sahi==0.12.8 fire==0.7.1
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps sahi==0.12.8 fire==0.7.1 tqdm==4.70.1
 	$(BIN)/python -m bench
 
 demo:

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dustpatrol.pipeline import analyze_frames, frame_files
+from dustpatrol.progress import progress_bar
 from geo.matching import findings_geojson
 from geo.sites import load_sites
 from vision.detect import Detector
@@ -42,13 +42,7 @@ def analyze_command(
         overlap=settings.detection.tile_overlap,
     )
     console = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("analysing frames", total=len(paths))
         result = analyze_frames(
             paths,

@@ -9,26 +9,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dustpatrol.coco import import_coco
 from dustpatrol.errors import DustpatrolError
 from dustpatrol.evaluation import evaluate_real, evaluate_simulated, write_report
+from dustpatrol.progress import progress_bar
 from dustpatrol.training import DatasetSpec, build_dataset, parse_seeds
 
 train_app = typer.Typer(
     help="Datasets, training, export and evaluation of the detector.", no_args_is_help=True
 )
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 def _config_dir(ctx: typer.Context) -> Path:
@@ -63,7 +53,7 @@ def dataset_command(
         randomise=randomise,
     )
     console = Console(stderr=True)
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("rendering districts", total=len(spec.seeds))
         data_yaml = build_dataset(
             spec,
@@ -202,7 +192,7 @@ def evaluate_command(
     )
     parsed = parse_seeds(seeds)
     console = Console(stderr=True)
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("held-out frames", total=len(parsed) * frames)
         simulated = evaluate_simulated(
             detector, parsed, frames, out, on_frame=lambda: progress.advance(task)
