@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
@@ -207,3 +208,69 @@ def test_loading_a_world_from_another_generator_is_refused(
     (tmp_path / "world.json").write_text(json.dumps(world), encoding="utf-8")
     with pytest.raises(SimError, match="different world generator"):
         load_district(tmp_path)
+
+
+def test_shadows_fall_away_from_the_sun(district: District) -> None:
+    import math
+
+    from sim.render import _shadow
+
+    azimuth = math.radians(district.environment.sun_azimuth_deg)
+    towards_sun = np.array([math.sin(azimuth), math.cos(azimuth)])
+    raised = [s for s in district.fixed_surfaces if s.height_m >= 3.0 and not s.floating]
+    assert raised
+    for surface in raised[:30]:
+        shadow = _shadow(surface, district.environment.shadow_offset)
+        offset = np.asarray(shadow.centroid.coords[0]) - np.asarray(
+            surface.geometry.centroid.coords[0]
+        )
+        assert float(offset @ towards_sun) < 0.0, surface.kind
+
+
+def test_hoarding_runs_along_the_site_boundary_but_for_the_gate(big_district: District) -> None:
+    from sim.kinds import SurfaceKind
+
+    # Plain rectangles: on L-shaped and split plots the gate can fall into the notch or lane.
+    walled = [
+        s
+        for s in big_district.sites
+        if s.kind is SiteKind.CONSTRUCTION
+        and isinstance(s.geometry, Polygon)
+        and not s.geometry.interiors
+        and len(s.geometry.exterior.coords) <= 5
+    ]
+    assert walled
+    for site in walled:
+        panels = [
+            s.geometry
+            for s in big_district.fixed_surfaces
+            if s.site_id == site.site_id and s.kind is SurfaceKind.HOARDING
+        ]
+        assert len(panels) == 1, site.site_id
+        boundary = site.geometry.boundary
+        # Every panel lies on the boundary, and panels follow most of it (the gate is open).
+        assert panels[0].difference(boundary.buffer(0.5)).area < 0.01
+        covered = boundary.intersection(panels[0].buffer(0.05)).length
+        assert 0.8 * boundary.length < covered < boundary.length - 2.0
+
+
+def test_look_alikes_are_background(big_district: District) -> None:
+    from sim.kinds import SurfaceKind
+
+    look_alikes = {
+        SurfaceKind.TURF,
+        SurfaceKind.RUNNING_TRACK,
+        SurfaceKind.TARP_BLUE,
+        SurfaceKind.GREENHOUSE,
+        SurfaceKind.SOLAR_PANEL,
+        SurfaceKind.DIRT_TRACK,
+        SurfaceKind.SAND,
+        SurfaceKind.STUBBLE,
+        SurfaceKind.PLOWED_FIELD,
+    }
+    min_e, min_n, max_e, max_n = big_district.bounds
+    centre_e, centre_n = (min_e + max_e) / 2, (min_n + max_n) / 2
+    region = shapely.box(centre_e - 1500, centre_n - 1500, centre_e + 1500, centre_n + 1500)
+    found = [s for s in big_district.surfaces_in(region) if s.kind in look_alikes]
+    assert len({s.kind for s in found}) >= 5
+    assert all(s.gt_class is GroundTruthClass.BACKGROUND for s in found)
