@@ -21,12 +21,11 @@ from numpy.typing import NDArray
 from sim.camera import PoseNoise, camera_preset
 from sim.compare import COMPARE_GSD_M, real_samples
 from sim.kinds import GnssMode, GroundTruthClass
+from sim.preview import CLASS_COLOURS
 from sim.shots import pose_at, shoot
 from sim.world import generate_district
 from vision.detect import Detector
 from vision.detections import Detections
-
-OVERLAY_COLOURS = {0: (40, 40, 230), 1: (30, 220, 240), 2: (60, 200, 60)}  # BGR per class id
 
 
 @dataclass(slots=True)
@@ -93,8 +92,8 @@ def rasterise(detections: Detections, width: int, height: int) -> NDArray[np.uin
 
 def overlay(image_bgr: NDArray[np.uint8], labels: NDArray[np.uint8]) -> NDArray[np.uint8]:
     tinted = image_bgr.copy()
-    for class_id, colour in OVERLAY_COLOURS.items():
-        chosen = labels == class_id + 1
+    for cls, colour in CLASS_COLOURS.items():
+        chosen = labels == int(cls)  # labels hold class id + 1, the GroundTruthClass value
         tinted[chosen] = (0.5 * tinted[chosen] + 0.5 * np.array(colour)).astype(np.uint8)
     return np.asarray(tinted, dtype=np.uint8)
 

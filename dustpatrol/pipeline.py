@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 from pyproj import CRS
-from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from dustpatrol.errors import DustpatrolError
@@ -103,11 +102,11 @@ def analyze_frames(
     A frame whose metadata cannot place it, or whose image cannot be decoded, is listed in
     ``rejected`` with the reason; the others go on.
     """
-    observations_px: list[tuple[str, int, float, GroundPolygonLike]] = []
+    placed: list[Observation] = []  # on the ground, not yet matched to a site
     footprints: list[BaseGeometry] = []
     crs: CRS | None = None
     rejected: list[RejectedFrame] = []
-    analysed = detections = 0
+    analysed = 0
     names = detector.class_names
     for path in frames:
         frame_id = path.name
@@ -133,42 +132,39 @@ def analyze_frames(
             if polygon.is_empty:
                 continue
             x0, y0, x1, y1 = (round(float(v)) for v in found.xyxy[number])
-            observations_px.append(
-                (
-                    frame_id,
-                    int(found.class_id[number]),
-                    float(found.confidence[number]),
-                    GroundPolygonLike(polygon, ground.uncertainty_m, (x0, y0, x1, y1)),
+            placed.append(
+                Observation(
+                    frame_id=frame_id,
+                    class_name=names[int(found.class_id[number])],
+                    polygon=polygon,
+                    confidence=float(found.confidence[number]),
+                    uncertainty_m=ground.uncertainty_m,
+                    pixel_box=(x0, y0, x1, y1),
                 )
             )
-            detections += 1
         on_frame(path)
     if crs is None:  # no frame could be placed: nothing to match
         return FlightAnalysis(crs=CRS.from_epsg(4326), rejected=rejected)
     result = FlightAnalysis(
-        crs=crs, rejected=rejected, frames_analysed=analysed, detections=detections
+        crs=crs, rejected=rejected, frames_analysed=analysed, detections=len(placed)
     )
     if not len(sites):
         return result
     site_index = SiteIndex.build(sites, crs)
-    if observations_px:
-        polygons = np.array([o[3].polygon for o in observations_px], dtype=object)
-        tolerance = np.array([max(o[3].uncertainty_m, tolerance_floor_m) for o in observations_px])
+    if placed:
+        polygons = np.array([o.polygon for o in placed], dtype=object)
+        tolerance = np.array([max(o.uncertainty_m, tolerance_floor_m) for o in placed])
         matches = match_findings(polygons, site_index, tolerance, crs)
         observations = []
-        for position, (frame_id, class_id, confidence, placed) in enumerate(observations_px):
+        for position, observation in enumerate(placed):
             flag = MatchFlag(int(matches.flag[position]))
             if flag is MatchFlag.OFF_SITE:
                 result.off_site += 1
                 continue
             observations.append(
-                Observation(
-                    frame_id=frame_id,
-                    class_name=names[class_id],
+                replace(
+                    observation,
                     polygon=matches.geometry[position],
-                    confidence=confidence,
-                    uncertainty_m=placed.uncertainty_m,
-                    pixel_box=placed.pixel_box,
                     site_id=str(matches.site_id[position]),
                     flag=flag,
                 )
@@ -176,12 +172,3 @@ def analyze_frames(
         result.findings = merge_observations(observations, crs)
     result.coverage = site_coverage(sites, footprints, result.findings, crs)
     return result
-
-
-@dataclass(frozen=True, slots=True)
-class GroundPolygonLike:
-    """A detection's ground outline before matching."""
-
-    polygon: Polygon | BaseGeometry
-    uncertainty_m: float
-    pixel_box: tuple[int, int, int, int]

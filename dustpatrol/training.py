@@ -138,18 +138,23 @@ def _crop_origins(
     first), the rest anywhere; crops that are mostly sky are skipped."""
     height, width = mask.shape
     origins: list[tuple[int, int]] = []
+    # Where each class is, on a 4x coarser grid: found once per frame, not per crop.
+    # Road dust is rare and thin: aim at it first when the frame has any.
+    coarse = mask[::4, ::4]
+    located = [
+        np.nonzero(coarse == int(cls))
+        for cls in (
+            GroundTruthClass.ROAD_DUST,
+            GroundTruthClass.EXPOSED_SOIL,
+            GroundTruthClass.COVERED_SOIL,
+        )
+    ]
     for index in range(count * 3):
         if len(origins) >= count:
             break
         labelled = index % 2 == 0
         if labelled:
-            # Road dust is rare and thin: aim at it first when the frame has any.
-            for cls in (
-                GroundTruthClass.ROAD_DUST,
-                GroundTruthClass.EXPOSED_SOIL,
-                GroundTruthClass.COVERED_SOIL,
-            ):
-                ys, xs = np.nonzero(mask[::4, ::4] == int(cls))
+            for ys, xs in located:
                 if len(xs) and rng.random() < 0.7:
                     pick = int(rng.integers(len(xs)))
                     cx, cy = int(xs[pick]) * 4, int(ys[pick]) * 4

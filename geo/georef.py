@@ -176,18 +176,27 @@ class GroundPoints:
     uncertainty_m: FloatArray
 
 
+def undistort_pixels(
+    pixels: FloatArray, matrix: FloatArray, distortion: tuple[float, ...]
+) -> FloatArray:
+    """Pixels (N, 2) of a frame with Brown distortion (k1, k2, p1, p2[, k3]) moved to where
+    the ideal pinhole camera with the same ``matrix`` sees them."""
+    points = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    if not any(distortion) or not len(points):
+        return points
+    # OpenCV's default 5 iterations leave pixels of error in the corners of a wide lens.
+    undistorted = cv2.undistortPoints(
+        points.reshape(-1, 1, 2),
+        matrix,
+        np.asarray(distortion, dtype=np.float64),
+        P=matrix,
+        criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12),
+    )
+    return np.asarray(undistorted, dtype=np.float64).reshape(-1, 2)
+
+
 def _rays(points_px: FloatArray, camera: CameraIntrinsics, pose: CameraPose) -> FloatArray:
-    pixels = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
-    if camera.distortion:
-        # OpenCV's default 5 iterations leave pixels of error in the corners of a wide lens.
-        undistorted = cv2.undistortPoints(
-            pixels.reshape(-1, 1, 2),
-            camera.matrix,
-            np.asarray(camera.distortion),
-            P=camera.matrix,
-            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12),
-        )
-        pixels = np.asarray(undistorted, dtype=np.float64).reshape(-1, 2)
+    pixels = undistort_pixels(points_px, camera.matrix, camera.distortion)
     normalised = np.column_stack(
         [
             (pixels[:, 0] - camera.cx_px) / camera.focal_px,

@@ -16,10 +16,10 @@ import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from geo.georef import undistort_pixels
 from sim.errors import SimError
 from sim.kinds import GnssMode
 
@@ -69,18 +69,7 @@ class CameraModel:
 
     def undistort(self, pixels: FloatArray) -> FloatArray:
         """Where pixels (N, 2) of the distorted frame lie in the ideal pinhole image."""
-        points = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
-        if not self.has_distortion or not len(points):
-            return points
-        ideal = cv2.undistortPoints(
-            points.reshape(-1, 1, 2),
-            self.intrinsics,
-            np.asarray(self.distortion, dtype=np.float64),
-            R=None,
-            P=self.intrinsics,
-            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12),
-        )
-        return np.asarray(ideal, dtype=np.float64).reshape(-1, 2)
+        return undistort_pixels(pixels, self.intrinsics, self.distortion)
 
     def padded_pinhole(self, margin_px: int) -> CameraModel:
         """The ideal pinhole camera with ``margin_px`` more pixels on every side."""

@@ -252,22 +252,3 @@ def validate(
             "mask_map50_95": float(map50_95),
         }
     return result
-
-
-def predict_tile_with_ultralytics(
-    weights: Path, image_bgr: Any, imgsz: int, config_dir: Path, conf: float = 0.25
-) -> Any:
-    """Ultralytics' own prediction on one image (for checking our ONNX path against it):
-    (boxes xyxy, scores, classes, masks) as numpy arrays in the image's pixels."""
-    prepare_offline(config_dir, 2)
-    yolo_class = _import_yolo(2)
-    model = yolo_class(str(weights), task="segment")
-    result = model.predict(image_bgr, imgsz=imgsz, conf=conf, verbose=False, retina_masks=True)[0]
-    boxes = result.boxes
-    masks = result.masks
-    return (
-        boxes.xyxy.cpu().numpy(),
-        boxes.conf.cpu().numpy(),
-        boxes.cls.cpu().numpy().astype(int),
-        None if masks is None else masks.data.cpu().numpy().astype(bool),
-    )
