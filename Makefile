@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # The install stamp is keyed on pyproject.toml: editing dependencies reinstalls, nothing else does.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: help install test test-all lint typecheck pytest bench demo serve web clean
 
@@ -49,9 +50,9 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps sahi==0.12.8 fire==0.7.1 tqdm==4.70.1
 	$(BIN)/python -m bench
 
-demo:
-	@echo "make demo is not built yet: it arrives with the end-to-end issue (plan, fly, detect, notify on a simulated district)."
-	@exit 1
+# DEMO_ARGS, e.g. make demo DEMO_ARGS="--seed 11 --no-serve"
+demo: $(STAMP)
+	$(BIN)/dustpatrol demo $(DEMO_ARGS)
 
 serve: $(STAMP)
 	$(BIN)/dustpatrol serve

@@ -10,8 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dustpatrol.pipeline import analyze_frames, frame_files
+from dustpatrol.client import FlightUpload, ServiceClient
+from dustpatrol.errors import DustpatrolError
+from dustpatrol.pipeline import analyze_frames, frame_files, site_status
 from dustpatrol.progress import progress_bar
+from dustpatrol.settings import Settings
 from geo.matching import findings_geojson
 from geo.sites import load_sites
 from vision.detect import Detector
@@ -28,6 +31,16 @@ def analyze_command(
     gsd: Annotated[
         float | None, typer.Option(help="Analysis resolution, m/px (default: settings).")
     ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            help="Upload frames and findings to the notice service at this URL (API key: "
+            "client.api_key, env DUSTPATROL_CLIENT__API_KEY)."
+        ),
+    ] = None,
+    flight_name: Annotated[
+        str | None, typer.Option(help="Name of the flight on the service (default: the folder).")
+    ] = None,
 ) -> None:
     """Detect exposed soil, road dust and dust-net cover in frames and match them to sites."""
     from dustpatrol.cli import cli_state
@@ -35,6 +48,7 @@ def analyze_command(
     settings = cli_state(ctx).settings
     paths = frame_files(frames)
     registry = load_sites(sites)
+    upload = _flight_upload(api, settings, flight_name or frames.resolve().name)
     detector = Detector(
         model or settings.detection.model_path,
         threads=settings.detection.threads,
@@ -44,14 +58,22 @@ def analyze_command(
     console = Console(stderr=True)
     with progress_bar(console) as progress:
         task = progress.add_task("analysing frames", total=len(paths))
+
+        def on_frame(path: Path) -> None:
+            if upload is not None:
+                upload.frame(path)  # as soon as it is analysed: the service sees progress
+            progress.advance(task)
+
         result = analyze_frames(
             paths,
             registry.sites,
             detector,
             target_gsd_m=gsd or settings.detection.target_gsd_m,
             tolerance_floor_m=settings.georeferencing.match_tolerance_m,
-            on_frame=lambda _: progress.advance(task),
+            quality=settings.quality,
+            on_frame=on_frame,
         )
+    minimum = settings.quality.min_site_coverage
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(findings_geojson(result.findings), indent=1), encoding="utf-8")
     coverage_path = out.with_suffix(".coverage.json")
@@ -63,6 +85,7 @@ def analyze_command(
                 "sites": [
                     {
                         "site_id": c.site_id,
+                        "status": site_status(c, result.findings, minimum),
                         "coverage": round(c.coverage_ratio, 4),
                         "exposed_soil_m2": round(c.exposed_soil_m2, 2),
                         "covered_soil_m2": round(c.covered_soil_m2, 2),
@@ -75,7 +98,7 @@ def analyze_command(
         encoding="utf-8",
     )
     table = Table(title=f"{len(result.findings)} findings in {result.frames_analysed} frames")
-    for column in ("site", "seen", "exposed soil m²", "covered soil m²", "road dust"):
+    for column in ("site", "status", "seen", "exposed soil m²", "covered soil m²", "road dust"):
         table.add_column(column)
     dust: dict[str | None, int] = {}
     for finding in result.findings:
@@ -86,6 +109,7 @@ def analyze_command(
             continue
         table.add_row(
             c.site_id,
+            site_status(c, result.findings, minimum),
             f"{c.coverage_ratio:.0%}",
             f"{c.exposed_soil_m2:.0f}",
             f"{c.covered_soil_m2:.0f}",
@@ -95,3 +119,27 @@ def analyze_command(
     for rejected in result.rejected:
         console.print(f"[yellow]rejected[/] {rejected.frame_id}: {rejected.reason}")
     typer.echo(f"findings: {out}\ncoverage: {coverage_path}")
+    if upload is not None:
+        for failure in upload.failed:
+            console.print(f"[yellow]not uploaded[/] {failure}")
+        ingested = upload.findings(findings_geojson(result.findings))
+        typer.echo(
+            f"uploaded to {upload.client.base_url}: flight {upload.flight_id}, "
+            f"{ingested['created']} new findings, notices issued: "
+            f"{', '.join(ingested['notices_issued']) or 'none (analyst confirmation pending)'}"
+        )
+
+
+def _flight_upload(api: str | None, settings: Settings, name: str) -> FlightUpload | None:
+    """The flight to upload to, created on the service; None without --api."""
+    if api is None:
+        return None
+    key = settings.client.api_key
+    if key is None:
+        raise DustpatrolError(
+            "--api needs an API key: set client.api_key in the settings file or "
+            "DUSTPATROL_CLIENT__API_KEY (an admin creates one with POST /users/{id}/api-keys)"
+        )
+    client = ServiceClient(api, api_key=key.get_secret_value())
+    client.get("/auth/me")  # fail now, before any work, if the key or URL is wrong
+    return FlightUpload(client, name)

@@ -23,6 +23,7 @@ from api.cli import import_sites_command, serve_command, users_app
 from api.errors import ApiError
 from dustpatrol import __version__
 from dustpatrol.analyze_cli import analyze_command
+from dustpatrol.demo_cli import demo_command
 from dustpatrol.doctor import CheckStatus, run_checks
 from dustpatrol.errors import ConfigError, DustpatrolError
 from dustpatrol.settings import Settings, load_settings, masked_settings
@@ -218,6 +219,7 @@ app.add_typer(sites_app, name="sites")
 app.command("plan")(plan_command)
 app.command("fly")(fly_command)
 app.command("analyze")(analyze_command)
+app.command("demo")(demo_command)
 app.command("serve")(serve_command)
 app.add_typer(users_app, name="users")
 sites_app.command("import")(import_sites_command)

@@ -18,10 +18,13 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import shapely
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
 from dustpatrol.errors import DustpatrolError
+from dustpatrol.quality import FrameQuality, horizon_in_view
+from dustpatrol.settings import QualitySettings
 from geo.crs import utm_crs_for
 from geo.errors import GeoError
 from geo.frames import read_frame_meta
@@ -47,6 +50,7 @@ from vision.detect import Detector
 from vision.errors import VisionError
 
 FRAME_SUFFIXES = (".jpg", ".jpeg")
+PROBLEM_CLASSES = ("exposed_soil", "road_dust")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,15 @@ class FlightAnalysis:
     off_site: int = 0
 
 
+def site_status(coverage: SiteCoverage, findings: Iterable[Finding], min_coverage: float) -> str:
+    """What a patrol can say of a site: ``problems`` when it found exposed soil or road dust
+    there, else ``compliant`` if it saw (nearly) all of it, else ``not inspected``: a site seen
+    in part is never called compliant."""
+    if any(f.site_id == coverage.site_id and f.class_name in PROBLEM_CLASSES for f in findings):
+        return "problems"
+    return "compliant" if coverage.coverage_ratio >= min_coverage else "not inspected"
+
+
 def frame_files(folder: Path) -> list[Path]:
     """The JPEG frames of ``folder`` in name order."""
     if not folder.is_dir():
@@ -88,40 +101,59 @@ def frame_gsd_m(camera: CameraIntrinsics, pose: CameraPose) -> float:
     return pose.height_m / down / camera.focal_px
 
 
-def analyze_frames(
-    frames: Iterable[Path],
-    sites: gpd.GeoDataFrame,
-    detector: Detector,
-    *,
-    target_gsd_m: float | None = None,
-    tolerance_floor_m: float = 0.0,
-    on_frame: Callable[[Path], object] = lambda path: None,
-) -> FlightAnalysis:
-    """Detect, georeference, match and merge over ``frames``; see the module docstring.
+class FlightAnalyzer:
+    """The pipeline fed one frame at a time (as frames arrive during a flight); `finish`
+    matches and merges what the frames saw. `analyze_frames` runs it over a folder."""
 
-    A frame whose metadata cannot place it, or whose image cannot be decoded, is listed in
-    ``rejected`` with the reason; the others go on.
-    """
-    placed: list[Observation] = []  # on the ground, not yet matched to a site
-    footprints: list[BaseGeometry] = []
-    crs: CRS | None = None
-    rejected: list[RejectedFrame] = []
-    analysed = 0
-    names = detector.class_names
-    for path in frames:
+    def __init__(
+        self,
+        detector: Detector,
+        sites: gpd.GeoDataFrame,
+        *,
+        target_gsd_m: float | None = None,
+        tolerance_floor_m: float = 0.0,
+        quality: QualitySettings | None = None,
+    ) -> None:
+        self.detector = detector
+        self.sites = sites
+        self.target_gsd_m = target_gsd_m
+        self.tolerance_floor_m = tolerance_floor_m
+        self.quality = FrameQuality(quality or QualitySettings())
+        self.crs: CRS | None = None
+        self._sites_union: BaseGeometry | None = None
+        self.placed: list[Observation] = []  # on the ground, not yet matched to a site
+        self.footprints: list[BaseGeometry] = []
+        self.rejected: list[RejectedFrame] = []
+        self.analysed = 0
+
+    def add_frame(self, path: Path) -> list[Observation]:
+        """Detect in one frame and place its detections on the ground; a frame that cannot be
+        placed or decoded is listed in ``rejected`` with the reason (and returns nothing)."""
         frame_id = path.name
         try:
             meta = read_frame_meta(path)
-            crs = crs or utm_crs_for(meta.lon_deg, meta.lat_deg)
+            if self.crs is None:
+                self.crs = utm_crs_for(meta.lon_deg, meta.lat_deg)
+                if len(self.sites):
+                    self._sites_union = shapely.union_all(self.sites.to_crs(self.crs).geometry)
             camera = intrinsics_from_meta(meta)
-            pose = pose_from_meta(meta, crs=crs)
-            found = detector.detect(path, frame_gsd_m(camera, pose), target_gsd_m)
-            footprints.append(footprint(camera, pose))
+            pose = pose_from_meta(meta, crs=self.crs)
+            seen = None if horizon_in_view(camera, pose) else footprint(camera, pose)
+            problem = self.quality.metadata_problem(
+                meta, camera, pose, seen, self._sites_union
+            ) or self.quality.image_problem(path)
+            if problem is not None:
+                self.rejected.append(RejectedFrame(frame_id, problem))
+                return []
+            found = self.detector.detect(path, frame_gsd_m(camera, pose), self.target_gsd_m)
+            assert seen is not None  # a frame with the horizon in view was rejected
+            self.footprints.append(seen)
         except (GeoError, VisionError) as exc:
-            rejected.append(RejectedFrame(frame_id, str(exc)))
-            on_frame(path)
-            continue
-        analysed += 1
+            self.rejected.append(RejectedFrame(frame_id, str(exc)))
+            return []
+        self.analysed += 1
+        names = self.detector.class_names
+        observations = []
         for number in range(len(found)):
             rings = found.rings[number]
             try:
@@ -132,7 +164,7 @@ def analyze_frames(
             if polygon.is_empty:
                 continue
             x0, y0, x1, y1 = (round(float(v)) for v in found.xyxy[number])
-            placed.append(
+            observations.append(
                 Observation(
                     frame_id=frame_id,
                     class_name=names[int(found.class_id[number])],
@@ -142,33 +174,72 @@ def analyze_frames(
                     pixel_box=(x0, y0, x1, y1),
                 )
             )
-        on_frame(path)
-    if crs is None:  # no frame could be placed: nothing to match
-        return FlightAnalysis(crs=CRS.from_epsg(4326), rejected=rejected)
-    result = FlightAnalysis(
-        crs=crs, rejected=rejected, frames_analysed=analysed, detections=len(placed)
-    )
-    if not len(sites):
-        return result
-    site_index = SiteIndex.build(sites, crs)
-    if placed:
-        polygons = np.array([o.polygon for o in placed], dtype=object)
-        tolerance = np.array([max(o.uncertainty_m, tolerance_floor_m) for o in placed])
-        matches = match_findings(polygons, site_index, tolerance, crs)
-        observations = []
-        for position, observation in enumerate(placed):
-            flag = MatchFlag(int(matches.flag[position]))
-            if flag is MatchFlag.OFF_SITE:
-                result.off_site += 1
-                continue
-            observations.append(
-                replace(
-                    observation,
-                    polygon=matches.geometry[position],
-                    site_id=str(matches.site_id[position]),
-                    flag=flag,
-                )
+        self.placed.extend(observations)
+        return observations
+
+    def finish(self) -> FlightAnalysis:
+        """Match everything placed so far to the sites, merge across frames, measure coverage."""
+        sites = self.sites
+        if self.crs is None:  # no frame could be placed: nothing to match
+            return FlightAnalysis(crs=CRS.from_epsg(4326), rejected=list(self.rejected))
+        crs = self.crs
+        result = FlightAnalysis(
+            crs=crs,
+            rejected=list(self.rejected),
+            frames_analysed=self.analysed,
+            detections=len(self.placed),
+        )
+        if not len(sites):
+            return result
+        site_index = SiteIndex.build(sites, crs)
+        if self.placed:
+            polygons = np.array([o.polygon for o in self.placed], dtype=object)
+            tolerance = np.array(
+                [max(o.uncertainty_m, self.tolerance_floor_m) for o in self.placed]
             )
-        result.findings = merge_observations(observations, crs)
-    result.coverage = site_coverage(sites, footprints, result.findings, crs)
-    return result
+            matches = match_findings(polygons, site_index, tolerance, crs)
+            observations = []
+            for position, observation in enumerate(self.placed):
+                flag = MatchFlag(int(matches.flag[position]))
+                if flag is MatchFlag.OFF_SITE:
+                    result.off_site += 1
+                    continue
+                observations.append(
+                    replace(
+                        observation,
+                        polygon=matches.geometry[position],
+                        site_id=str(matches.site_id[position]),
+                        flag=flag,
+                    )
+                )
+            result.findings = merge_observations(observations, crs)
+        result.coverage = site_coverage(sites, self.footprints, result.findings, crs)
+        return result
+
+
+def analyze_frames(
+    frames: Iterable[Path],
+    sites: gpd.GeoDataFrame,
+    detector: Detector,
+    *,
+    target_gsd_m: float | None = None,
+    tolerance_floor_m: float = 0.0,
+    quality: QualitySettings | None = None,
+    on_frame: Callable[[Path], object] = lambda path: None,
+) -> FlightAnalysis:
+    """Detect, georeference, match and merge over ``frames``; see the module docstring.
+
+    A frame whose metadata cannot place it, or whose image cannot be decoded, is listed in
+    ``rejected`` with the reason; the others go on.
+    """
+    analyzer = FlightAnalyzer(
+        detector,
+        sites,
+        target_gsd_m=target_gsd_m,
+        tolerance_floor_m=tolerance_floor_m,
+        quality=quality,
+    )
+    for path in frames:
+        analyzer.add_frame(path)
+        on_frame(path)
+    return analyzer.finish()

@@ -114,6 +114,29 @@ class GeoreferencingSettings(_Section):
     match_tolerance_m: float = Field(2.0, ge=0.0, le=100.0)
 
 
+class QualitySettings(_Section):
+    """Frame quality checks before detection (dustpatrol.quality)."""
+
+    min_sharpness: float = Field(
+        6.0,
+        ge=0.0,
+        description="90th percentile of Laplacian variance over a 4x4 grid at 800 px width",
+    )
+    min_brightness: float = Field(20.0, ge=0.0, le=255.0, description="mean luma, 0..255")
+    max_brightness: float = Field(235.0, ge=0.0, le=255.0)
+    min_contrast: float = Field(4.0, ge=0.0, description="luma standard deviation")
+    max_off_nadir_deg: float = Field(
+        30.0, ge=0.0, le=90.0, description="raise it for oblique check-mode flights"
+    )
+    max_site_distance_m: float = Field(
+        50.0, ge=0.0, description="frames seeing no site within this distance are skipped"
+    )
+    duplicate_distance_m: float = Field(0.3, ge=0.0, le=10.0)
+    min_site_coverage: float = Field(
+        0.9, ge=0.0, le=1.0, description="share of a site the frames must see to inspect it"
+    )
+
+
 class NoticesSettings(_Section):
     """Rules that turn findings into rectification notices."""
 
@@ -182,6 +205,15 @@ class ServerSettings(_Section):
     map_tile_attribution: str = ""
 
 
+class ClientSettings(_Section):
+    """Where `dustpatrol analyze --api` and `fly --upload` send frames and findings."""
+
+    api_url: str | None = Field(None, description="the notice service, e.g. http://10.0.0.5:8000")
+    api_key: SecretStr | None = Field(
+        None, description="an API key of an inspector (POST /users/{id}/api-keys)"
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of dustpatrol, grouped by section."""
 
@@ -196,9 +228,11 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     detection: DetectionSettings = DetectionSettings()
     georeferencing: GeoreferencingSettings = GeoreferencingSettings()
+    quality: QualitySettings = QualitySettings()
     notices: NoticesSettings = NoticesSettings()
     flight: FlightSettings = FlightSettings()
     server: ServerSettings = ServerSettings()
+    client: ClientSettings = ClientSettings()
 
     @classmethod
     def settings_customise_sources(

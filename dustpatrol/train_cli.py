@@ -100,7 +100,9 @@ def model_command(
     batch: Annotated[int, typer.Option(help="Batch size.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed (training is deterministic).")] = 0,
     threads: Annotated[int, typer.Option(help="Torch threads (the cores to use).")] = 2,
-    lr0: Annotated[float, typer.Option(help="Initial learning rate.")] = 0.01,
+    lr0: Annotated[float, typer.Option(help="Initial learning rate (AdamW).")] = 0.0015,
+    warmup: Annotated[float, typer.Option(help="Warm-up epochs.")] = 1.0,
+    close_mosaic: Annotated[int, typer.Option(help="Train the last N epochs without mosaic.")] = 5,
 ) -> None:
     """Train a nano YOLO segmentation model (or fine-tune one) on the CPU, offline."""
     from vision.training import TrainSpec, train
@@ -115,6 +117,8 @@ def model_command(
         seed=seed,
         threads=threads,
         lr0=lr0,
+        warmup_epochs=warmup,
+        close_mosaic=close_mosaic,
     )
     command = [
         "dustpatrol",
@@ -134,6 +138,10 @@ def model_command(
         str(threads),
         "--lr0",
         str(lr0),
+        "--warmup",
+        str(warmup),
+        "--close-mosaic",
+        str(close_mosaic),
         "--out",
         str(out),
     ]

@@ -163,7 +163,9 @@ def load_district(folder: Path) -> District:
     try:
         world = json.loads(path.read_text(encoding="utf-8"))
         version = world["format_version"]
-        params = DistrictParams(**world["params"])
+        stored = dict(world["params"])
+        stored["rectified"] = tuple(stored.get("rectified", ()))
+        params = DistrictParams(**stored)
         expected = world["fingerprint"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise SimError(f"{path} is not a district file ({exc})") from None

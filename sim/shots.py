@@ -163,7 +163,6 @@ def write_shot(shot: Shot, district: District, folder: Path, name: str) -> Path:
     """Write name.jpg, name.mask.png (class ids) and name.truth.json; return the JPEG path."""
     folder.mkdir(parents=True, exist_ok=True)
     jpeg_path = folder / f"{name}.jpg"
-    jpeg_path.write_bytes(shot.jpeg)
     if not cv2.imwrite(str(folder / f"{name}.mask.png"), shot.class_mask):
         raise SimError(f"could not write the class mask into {folder}")
     footprint = district.geometry_to_lonlat(shot.footprint_utm)
@@ -182,4 +181,9 @@ def write_shot(shot: Shot, district: District, folder: Path, name: str) -> Path:
         },
     }
     (folder / f"{name}.truth.json").write_text(json.dumps(truth, indent=2), encoding="utf-8")
+    # The JPEG last, whole or not at all: whoever watches the folder for new frames (a live
+    # upload during the flight) never reads half a file or a frame without its truth.
+    partial = folder / f".{name}.jpg.part"
+    partial.write_bytes(shot.jpeg)
+    partial.replace(jpeg_path)
     return jpeg_path

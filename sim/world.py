@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -54,6 +54,8 @@ class DistrictParams:
     n_sites: int = 40
     extent_m: float = 12_000.0
     ground_ellipsoid_height_m: float = 35.0  # flat ground, height above the WGS84 ellipsoid
+    # Sites whose operators did what a notice asked: exposed soil under dust net, roads swept.
+    rectified: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if not MIN_SITES <= self.n_sites <= MAX_SITES:
@@ -245,6 +247,8 @@ def build_district(params: DistrictParams) -> District:
     roads = _main_roads(extent, _rng(params.seed, "roads"))
     road_union = shapely.union_all([r.geometry for r in roads])
     sites, site_surfaces, access = _place_sites(params, extent, road_union, environment)
+    if params.rectified:
+        site_surfaces = _rectify(site_surfaces, params.rectified, {s.site_id for s in sites})
     fixed = tuple(roads + access + site_surfaces)
     patches = _visible_patches(site_surfaces)
     # Compliance is what the ground truth shows, not what the layout intended.
@@ -264,6 +268,38 @@ def build_district(params: DistrictParams) -> District:
         _index=shapely.STRtree([s.geometry for s in fixed]),
         _blocked=shapely.STRtree(blocked),
     )
+
+
+def rectified(district: District, site_ids: Iterable[str]) -> District:
+    """The same district after the operators of ``site_ids`` covered their exposed soil with
+    dust net and swept the dust off their roads (in addition to earlier rectifications)."""
+    done = tuple(sorted(set(district.params.rectified) | set(site_ids)))
+    return build_district(replace(district.params, rectified=done))
+
+
+def _rectify(
+    surfaces: Sequence[Surface], site_ids: Sequence[str], known: set[str]
+) -> list[Surface]:
+    unknown = sorted(set(site_ids) - known)
+    if unknown:
+        raise SimError(f"cannot rectify {', '.join(unknown)}: no such site in this district")
+    chosen = set(site_ids)
+    result = []
+    for surface in surfaces:
+        if surface.site_id not in chosen:
+            result.append(surface)
+        elif surface.gt_class is GroundTruthClass.EXPOSED_SOIL:
+            result.append(
+                replace(
+                    surface,
+                    kind=SurfaceKind.NET_GREEN,
+                    color_rgb=NET_GREEN,
+                    gt_class=GroundTruthClass.COVERED_SOIL,
+                )
+            )
+        elif surface.gt_class is not GroundTruthClass.ROAD_DUST:  # swept away
+            result.append(surface)
+    return result
 
 
 def _environment(rng: np.random.Generator) -> Environment:

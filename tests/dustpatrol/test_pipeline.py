@@ -72,7 +72,7 @@ def test_a_broken_frame_is_listed_with_its_reason_and_the_rest_go_on(
     copied.mkdir()
     for path in sorted(frames.iterdir())[:2]:
         (copied / path.name).write_bytes(path.read_bytes())
-    whole = (copied / "DJI_0000.JPG").read_bytes()
+    whole = (frames / "DJI_0002.JPG").read_bytes()  # a third site, cut short
     (copied / "DJI_0009.JPG").write_bytes(whole[: len(whole) // 3])
     (copied / "notes.txt").write_text("not a frame")
     result = runner.invoke(

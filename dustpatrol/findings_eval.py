@@ -1,0 +1,128 @@
+"""Findings against the simulated truth: what a bureau would have been told, per site and per
+patch, compared with what is really on the ground.
+
+Site level: a site violates when the truth holds exposed soil or road dust above the notice
+rules' minimum area; it is reported when a finding of that class above the same minimum (and
+the rules' minimum confidence) was matched to it. Patch level: per site and class, the union of
+the findings against the union of the true patches: IoU, area error and the distance between
+their centroids (position error).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from dustpatrol.settings import Settings
+from geo.crs import transform_geometry
+from geo.matching import Finding
+from sim.kinds import GroundTruthClass
+from sim.world import District
+
+PROBLEMS = ("exposed_soil", "road_dust")
+CLASS_OF = {
+    GroundTruthClass.EXPOSED_SOIL: "exposed_soil",
+    GroundTruthClass.ROAD_DUST: "road_dust",
+    GroundTruthClass.COVERED_SOIL: "covered_soil",
+}
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def evaluate_findings(
+    findings: Iterable[Finding],
+    district: District,
+    settings: Settings,
+    site_ids: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Site- and patch-level scores of ``findings`` over the sites ``site_ids`` (default:
+    every site of the district)."""
+    chosen = set(site_ids) if site_ids is not None else {s.site_id for s in district.sites}
+    minimum = settings.notices.min_area_m2
+    truth: dict[tuple[str, str], list[BaseGeometry]] = {}
+    for patch in district.patches:
+        name = CLASS_OF.get(patch.gt_class)
+        if name and patch.site_id in chosen:
+            truth.setdefault((patch.site_id, name), []).append(patch.geometry)
+    found: dict[tuple[str, str], list[BaseGeometry]] = {}
+    off_site = 0
+    reported: set[str] = set()
+    for finding in findings:
+        if finding.site_id is None:
+            off_site += finding.class_name in PROBLEMS
+            continue
+        if finding.site_id not in chosen:
+            continue
+        polygon = transform_geometry(finding.polygon, finding.crs, district.crs)
+        found.setdefault((finding.site_id, finding.class_name), []).append(polygon)
+        if (
+            finding.class_name in PROBLEMS
+            and finding.area_m2 >= minimum.get(finding.class_name, 0.0)
+            and finding.confidence >= settings.notices.min_confidence
+        ):
+            reported.add(finding.site_id)
+    violating = {
+        site
+        for (site, name), parts in truth.items()
+        if name in PROBLEMS and shapely.union_all(parts).area >= minimum.get(name, 0.0)
+    }
+    tp, fp, fn = (
+        len(violating & reported),
+        len(reported - violating),
+        len(violating - reported),
+    )
+    patches: list[dict[str, Any]] = []
+    for key in sorted(set(truth) | set(found)):
+        site, name = key
+        true_area = shapely.union_all(truth[key]) if key in truth else None
+        seen = shapely.union_all(found[key]) if key in found else None
+        entry: dict[str, Any] = {
+            "site": site,
+            "class": name,
+            "true_m2": round(true_area.area, 2) if true_area is not None else 0.0,
+            "found_m2": round(seen.area, 2) if seen is not None else 0.0,
+        }
+        if true_area is not None and seen is not None:
+            union = true_area.union(seen).area
+            entry["iou"] = round(true_area.intersection(seen).area / union, 4) if union else 0.0
+            entry["area_error"] = round(abs(seen.area - true_area.area) / true_area.area, 4)
+            entry["position_error_m"] = round(true_area.centroid.distance(seen.centroid), 3)
+        patches.append(entry)
+    by_class: dict[str, Any] = {}
+    for name in (*PROBLEMS, "covered_soil"):
+        rows = [p for p in patches if p["class"] == name]
+        matched = [p for p in rows if "iou" in p]
+        by_class[name] = {
+            "site_classes_true": sum(1 for p in rows if p["true_m2"] > 0),
+            "site_classes_found": sum(1 for p in rows if p["found_m2"] > 0),
+            "median_iou": _median([p["iou"] for p in matched]),
+            "median_area_error": _median([p["area_error"] for p in matched]),
+            "median_position_error_m": _median([p["position_error_m"] for p in matched]),
+        }
+    return {
+        "sites": {
+            "evaluated": len(chosen),
+            "violating": len(violating),
+            "reported": len(reported),
+            "true_positive": tp,
+            "false_positive": fp,
+            "false_negative": fn,
+            "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn),
+            "missed": sorted(violating - reported),
+            "false_alarms": sorted(reported - violating),
+        },
+        "classes": by_class,
+        "off_site_problem_findings": off_site,
+        "patches": patches,
+    }
