@@ -135,7 +135,7 @@ class FlightUpload:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             frames = self.client.get(f"/flights/{self.flight_id}/frames")
-            if all(f["status"] != "uploaded" for f in frames):
+            if all(f["status"] != "pending" for f in frames):
                 return
             time.sleep(0.3)
         raise ApiError(f"the service did not read the frames of flight {self.flight_id} in time")

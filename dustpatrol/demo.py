@@ -83,6 +83,7 @@ class DemoResult:
     notices_closed: list[str]
     notices_reopened: list[str]
     pdfs: list[Path]
+    reports: list[Path]
     evaluation: dict[str, Any]
     flights: list[FlightResult]
 
@@ -487,6 +488,12 @@ def _loop(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(admin.get(f"/notices/{number}/pdf"))
         pdfs.append(path)
+    reports = []
+    for flight in (first, second):
+        if flight.flight_id:
+            path = spec.out / f"patrol-report-{flight.flight_id}.pdf"
+            path.write_bytes(admin.get(f"/flights/{flight.flight_id}/report.pdf"))
+            reports.append(path)
     evaluation = evaluate_findings(first.analysis.findings, district, settings)
     (spec.out / "evaluation.json").write_text(json.dumps(evaluation, indent=1), encoding="utf-8")
     scores = evaluation["sites"]
@@ -496,4 +503,14 @@ def _loop(
     )
     for client in (admin, inspector, analyst):
         client.close()
-    return DemoResult(base_url, logins, issued, closed, reopened, pdfs, evaluation, [first, second])
+    return DemoResult(
+        base_url=base_url,
+        logins=logins,
+        notices_issued=issued,
+        notices_closed=closed,
+        notices_reopened=reopened,
+        pdfs=pdfs,
+        reports=reports,
+        evaluation=evaluation,
+        flights=[first, second],
+    )

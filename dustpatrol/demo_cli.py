@@ -43,6 +43,8 @@ def demo_command(
         )
         for pdf in result.pdfs:
             console.print(f"          {pdf}")
+        for report in result.reports:
+            console.print(f"patrol report: {report}")
         console.print(
             f"patrol 1 against the truth: {sites_eval['violating']} violating sites, "
             f"{sites_eval['true_positive']} found, {sites_eval['false_positive']} false alarms "

@@ -100,7 +100,7 @@ def model_command(
     batch: Annotated[int, typer.Option(help="Batch size.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed (training is deterministic).")] = 0,
     threads: Annotated[int, typer.Option(help="Torch threads (the cores to use).")] = 2,
-    lr0: Annotated[float, typer.Option(help="Initial learning rate (AdamW).")] = 0.0015,
+    lr0: Annotated[float, typer.Option(help="Initial learning rate (AdamW).")] = 0.001,
     warmup: Annotated[float, typer.Option(help="Warm-up epochs.")] = 1.0,
     close_mosaic: Annotated[int, typer.Option(help="Train the last N epochs without mosaic.")] = 5,
 ) -> None:

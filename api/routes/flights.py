@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
@@ -21,6 +23,7 @@ from api.models.flights import (
 )
 from api.services.frames import MAX_FRAME_BYTES, store_frame, stored_frame
 from api.services.overlays import frame_overlay
+from api.services.patrol_report import patrol_report, patrol_report_pdf
 
 router = APIRouter(tags=["flights"])
 
@@ -120,3 +123,35 @@ def get_job(job_id: RowId, session: SessionDep, _: StaffUser) -> JobPublic:
     if job is None:
         raise NotFoundError(f"no job {job_id}")
     return JobPublic.model_validate(job)
+
+
+@router.get("/flights/{flight_id}/report")
+def flight_report(
+    flight_id: RowId, request: Request, session: SessionDep, _: StaffUser
+) -> dict[str, Any]:
+    """The patrol report's data: sites inspected and not (with why), problems, areas per
+    class, the previous patrol of the same sites, notices issued."""
+    flight = session.get(Flight, flight_id)
+    if flight is None:
+        raise NotFoundError(f"no flight {flight_id}")
+    return patrol_report(session, request.app.state.settings, flight)
+
+
+@router.get(
+    "/flights/{flight_id}/report.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "the patrol report"}},
+)
+def flight_report_pdf(
+    flight_id: RowId, request: Request, session: SessionDep, _: StaffUser
+) -> Response:
+    """The patrol report (巡查专报) as a PDF in Chinese."""
+    flight = session.get(Flight, flight_id)
+    if flight is None:
+        raise NotFoundError(f"no flight {flight_id}")
+    data = patrol_report_pdf(session, request.app.state.settings, flight)
+    return Response(
+        data,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="patrol-{flight_id}.pdf"'},
+    )

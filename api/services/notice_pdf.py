@@ -66,7 +66,7 @@ def notice_pdf(session: Session, settings: Settings, notice: Notice) -> bytes:
     )
     zh_class, en_class = CLASS_NAMES.get(notice.finding_class, (notice.finding_class,) * 2)
 
-    pdf = _Document(notice.number)
+    pdf = ReportDocument(notice.number)
     pdf.add_font(FONT, "", str(font_path), collection_font_number=0)
     pdf.set_title(f"整改通知书 {notice.number}")
     pdf.set_author("dustpatrol")
@@ -107,7 +107,7 @@ def notice_pdf(session: Session, settings: Settings, notice: Notice) -> bytes:
     pdf.set_text_color(0)
     pdf.ln(3)
 
-    _heading(pdf, "问题明细", "Findings")
+    section_heading(pdf, "问题明细", "Findings")
     pdf.set_font(FONT, size=9.5)
     with pdf.table(
         col_widths=(18, 18, 34, 30, 24, 28, 28),
@@ -132,13 +132,13 @@ def notice_pdf(session: Session, settings: Settings, notice: Notice) -> bytes:
     pdf.cell(0, 6, f"合计 {len(findings)} 处，面积约 {total:.0f} 平方米。")
     pdf.ln(9)
 
-    _heading(pdf, "位置示意图", "Site map (UTM, north up)")
+    section_heading(pdf, "位置示意图", "Site map (UTM, north up)")
     map_png = site_map_png(site, findings)
     pdf.image(io.BytesIO(map_png), x=pdf.l_margin, w=120)
     pdf.ln(3)
 
-    photos, missing = _evidence_photos(session, settings, findings)
-    _photo_grid(
+    photos, missing = evidence_photos(session, settings, findings)
+    photo_grid(
         pdf,
         photos,
         "现场照片",
@@ -148,9 +148,9 @@ def notice_pdf(session: Session, settings: Settings, notice: Notice) -> bytes:
     )
     rectification = _rectification_photos(session, settings, notice)
     if rectification:
-        _photo_grid(pdf, rectification, "整改照片", "Rectification photos", "")
+        photo_grid(pdf, rectification, "整改照片", "Rectification photos", "")
 
-    _heading(pdf, "办理记录", "Audit trail")
+    section_heading(pdf, "办理记录", "Audit trail")
     pdf.set_font(FONT, size=9)
     with pdf.table(col_widths=(36, 44, 100), line_height=5.5, headings_style=HEADINGS) as table:
         heading = table.row()
@@ -166,7 +166,7 @@ def notice_pdf(session: Session, settings: Settings, notice: Notice) -> bytes:
     return bytes(pdf.output())
 
 
-class _Document(FPDF):
+class ReportDocument(FPDF):
     def __init__(self, number: str) -> None:
         super().__init__(orientation="P", unit="mm", format="A4")
         self.number = number
@@ -183,7 +183,7 @@ class _Document(FPDF):
         self.set_text_color(0)
 
 
-def _heading(pdf: FPDF, zh: str, en: str) -> None:
+def section_heading(pdf: FPDF, zh: str, en: str) -> None:
     if pdf.will_page_break(40):
         pdf.add_page()
     pdf.set_font(FONT, size=13)
@@ -194,7 +194,7 @@ def _heading(pdf: FPDF, zh: str, en: str) -> None:
     pdf.set_text_color(0)
 
 
-def _evidence_photos(
+def evidence_photos(
     session: Session, settings: Settings, findings: list[Finding]
 ) -> tuple[list[tuple[bytes, str]], int]:
     """Up to MAX_PHOTOS evidence crops with captions, and how many could not be cut."""
@@ -233,7 +233,7 @@ def _rectification_photos(
     return photos
 
 
-def _photo_grid(
+def photo_grid(
     pdf: FPDF, photos: list[tuple[bytes, str]], zh: str, en: str, empty: str, note: str = ""
 ) -> None:
     """A heading and the photos two per row, each with its caption."""
@@ -242,7 +242,7 @@ def _photo_grid(
         with Image.open(io.BytesIO(photos[0][0])) as first:
             if pdf.will_page_break(width * first.height / first.width + 20):
                 pdf.add_page()  # keep the heading with its first row of photos
-    _heading(pdf, zh, en)
+    section_heading(pdf, zh, en)
     pdf.set_font(FONT, size=9)
     if not photos:
         pdf.cell(0, 6, empty, new_x=XPos.LMARGIN, new_y=YPos.NEXT)

@@ -73,6 +73,18 @@ def test_the_loop_runs_from_district_to_closed_notices(demo: Run) -> None:
         else:
             assert notice["state"] == "closed" and states[-2:] == ["verified", "closed"]
         assert (spec.out / "notices" / f"{number}.pdf").read_bytes().startswith(b"%PDF")
+    # the patrol reports: the first flight inspected every site it covered; the verification
+    # flight compares each re-inspected site with the first
+    report1 = admin.get(f"/flights/{first.flight_id}/report")
+    assert report1["flight"]["frames"] == first.frames
+    assert len(report1["sites_inspected"]) >= spec.n_sites - 1
+    noticed = {admin.get(f"/notices/{n}")["site"] for n in result.notices_issued}
+    report2 = admin.get(f"/flights/{second.flight_id}/report")
+    rechecked = {s["site_id"]: s for s in report2["sites_inspected"]}
+    assert noticed <= set(rechecked)
+    assert all(rechecked[s]["previous"]["flight"] == first.flight_id for s in noticed)
+    for path in result.reports:
+        assert path.read_bytes().startswith(b"%PDF")
     evaluation = json.loads((spec.out / "evaluation.json").read_text())
     assert evaluation["sites"]["violating"] > 0
     assert any(line.startswith("7/7") for line in said)
