@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 import api.models
+import api.services.analysis
 import api.services.frames  # noqa: F401  (registers the frame jobs)
 from api.db import make_engine, session_factory
 from api.jobs import JobWorker

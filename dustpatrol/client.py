@@ -3,6 +3,7 @@ demo use to upload frames and findings and to act as each role)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,58 @@ class FlightUpload:
             time.sleep(0.3)
         raise ApiError(f"the service did not read the frames of flight {self.flight_id} in time")
 
+    def complete(self, timeout_s: float = 600.0) -> None:
+        """Tell the service the last frame is in; wait until it has made the findings."""
+        self.client.post(f"/flights/{self.flight_id}/complete")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.client.get(f"/flights/{self.flight_id}")["analysed_at"]:
+                return
+            time.sleep(0.3)
+        raise ApiError(f"the service did not analyse flight {self.flight_id} in {timeout_s:g} s")
+
     def findings(self, collection: dict[str, Any]) -> dict[str, Any]:
         self.wait_for_frames()
         result: dict[str, Any] = self.client.post(f"/flights/{self.flight_id}/findings", collection)
         return result
+
+
+class FolderUploader:
+    """Watches a folder while the drone flies and uploads each new frame as it appears (the
+    simulated camera, or a card reader synced during the flight, writes them). Files are taken
+    once whole: writers rename finished files into place."""
+
+    def __init__(self, folder: Path, upload: FlightUpload, poll_s: float = 0.2) -> None:
+        self.folder = folder
+        self.upload = upload
+        self.poll_s = poll_s
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="frame-uploader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self) -> None:
+        """Upload the frames still waiting, then stop."""
+        self._stop.set()
+        self._thread.join()
+        self._sweep()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._sweep():
+                self._stop.wait(self.poll_s)
+
+    def _sweep(self) -> bool:
+        if not self.folder.is_dir():
+            return False
+        fresh = sorted(
+            p
+            for p in self.folder.iterdir()
+            if p.suffix.lower() in (".jpg", ".jpeg") and p.name not in self.seen
+        )
+        for path in fresh:
+            self.seen.add(path.name)
+            self.upload.frame(path)
+        return bool(fresh)

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,11 @@ import geopandas as gpd
 import uvicorn
 from pydantic import SecretStr
 
-from dustpatrol.client import FlightUpload, ServiceClient
+from api.services.analysis import detector_for
+from dustpatrol.client import FlightUpload, FolderUploader, ServiceClient
 from dustpatrol.errors import DustpatrolError
 from dustpatrol.findings_eval import evaluate_findings
-from dustpatrol.pipeline import FlightAnalysis, FlightAnalyzer
 from dustpatrol.settings import DatabaseSettings, PathsSettings, ServerSettings, Settings
-from geo.matching import findings_geojson
 from missions.fly import FlightOptions, Progress, fly
 from missions.model import DroneProfile, LaunchPoint, PatrolPlan, SurveySettings
 from missions.planner import plan_patrol
@@ -40,7 +39,6 @@ from sim.export import SITES_FILE, write_district
 from sim.shots import pose_at, shoot
 from sim.vehicle import SimVehicle, VehicleConfig
 from sim.world import District, generate_district, rectified
-from vision.detect import Detector
 
 MARKER = ".dustpatrol-demo"  # the demo only ever deletes a folder it created itself
 PROBLEM_CLASSES = ("exposed_soil", "road_dust")
@@ -70,9 +68,18 @@ class DemoSpec:
 class FlightResult:
     flight_id: int
     frames: int
-    analysis: FlightAnalysis
+    rejected: dict[str, str]  # frame -> why the service kept it out of detection
+    findings: dict[str, Any]  # the service's findings of the flight, GeoJSON
     seconds: float
-    latencies_s: list[float] = field(default_factory=list)  # frame written -> analysed
+    after_landing_s: float  # from the last sortie's end to the findings being made
+
+    def found(self) -> set[tuple[str, str]]:
+        """(site, class) of every finding on a site."""
+        return {
+            (f["properties"]["site_id"], f["properties"]["class"])
+            for f in self.findings["features"]
+            if f["properties"]["site_id"]
+        }
 
 
 @dataclass(slots=True)
@@ -197,7 +204,7 @@ def setup_users(admin: ServiceClient) -> dict[str, str]:
 class _ProgressPrinter:
     """Says where a sortie is every 20 frames."""
 
-    def __init__(self, sortie: str, uploader: LiveUploader, say: Say) -> None:
+    def __init__(self, sortie: str, uploader: FolderUploader, say: Say) -> None:
         self.sortie, self.uploader, self.say = sortie, uploader, say
         self.last = 0
 
@@ -206,47 +213,8 @@ class _ProgressPrinter:
             self.last = p.frames
             self.say(
                 f"  {self.sortie}: item {p.item}/{p.items}, {p.frames} frames shot, "
-                f"{len(self.uploader.seen)} uploaded and analysed"
+                f"{len(self.uploader.seen)} uploaded"
             )
-
-
-class LiveUploader:
-    """Watches a flight folder while the drone flies: each new frame is uploaded to the
-    service and analysed here at once, on its own thread (the vehicle renders on another)."""
-
-    def __init__(self, folder: Path, upload: FlightUpload, analyzer: FlightAnalyzer) -> None:
-        self.folder = folder
-        self.upload = upload
-        self.analyzer = analyzer
-        self.seen: set[str] = set()
-        self.latencies_s: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-uploader", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def finish(self) -> None:
-        """Take the frames still waiting, then stop."""
-        self._stop.set()
-        self._thread.join()
-        self._sweep()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self._sweep():
-                self._stop.wait(0.2)
-
-    def _sweep(self) -> bool:
-        if not self.folder.is_dir():
-            return False
-        fresh = sorted(p for p in self.folder.glob("*.jpg") if p.name not in self.seen)
-        for path in fresh:
-            self.seen.add(path.name)
-            self.upload.frame(path)
-            self.analyzer.add_frame(path)
-            self.latencies_s.append(time.time() - path.stat().st_mtime)
-        return bool(fresh)
 
 
 def plan_flight(
@@ -273,24 +241,16 @@ def run_flight(
     spec: DemoSpec,
     folder: Path,
     inspector: ServiceClient,
-    detector: Detector,
-    settings: Settings,
     name: str,
     say: Say,
 ) -> FlightResult:
-    """Fly every sortie of ``plan`` over ``district``; frames go to the service as they are
-    shot and are analysed on the way; returns the flight's analysis."""
+    """Fly every sortie of ``plan`` over ``district``; each frame goes to the service as soon
+    as it is shot and the service analyses it; when the drone is down the flight is completed
+    and the service makes its findings."""
     started = time.monotonic()
     upload = FlightUpload(inspector, name, drone="M3E", operator="inspector")
-    analyzer = FlightAnalyzer(
-        detector,
-        registry_frame(district),
-        target_gsd_m=settings.detection.target_gsd_m,
-        tolerance_floor_m=settings.georeferencing.match_tolerance_m,
-        quality=settings.quality,
-    )
     frames_dir = folder / "frames"
-    uploader = LiveUploader(frames_dir, upload, analyzer)
+    uploader = FolderUploader(frames_dir, upload)
     uploader.start()
     launch = launch_point(district)
     try:
@@ -317,16 +277,18 @@ def run_flight(
         uploader.finish()
     for error in upload.failed:
         say(f"  upload failed: {error}")
-    analysis = analyzer.finish()
-    findings = findings_geojson(analysis.findings)
+    landed = time.monotonic()
+    upload.complete()
+    findings = inspector.get(f"/flights/{upload.flight_id}/findings.geojson")
     (folder / "findings.geojson").write_text(json.dumps(findings, indent=1), encoding="utf-8")
-    upload.findings(findings)
+    frames = inspector.get(f"/flights/{upload.flight_id}/frames")
     return FlightResult(
-        upload.flight_id,
-        len(uploader.seen),
-        analysis,
-        time.monotonic() - started,
-        uploader.latencies_s,
+        flight_id=upload.flight_id,
+        frames=len(frames),
+        rejected={f["filename"]: f["analysis_note"] for f in frames if f["analysis"] == "rejected"},
+        findings=findings,
+        seconds=time.monotonic() - started,
+        after_landing_s=time.monotonic() - landed,
     )
 
 
@@ -390,12 +352,7 @@ def run_demo(spec: DemoSpec, base_settings: Settings, say: Say) -> tuple[DemoRes
     check_port_free(spec.host, spec.port)
     prepare_folder(spec.out)
     settings = demo_settings(base_settings, spec)
-    detector = Detector(
-        settings.detection.model_path,
-        threads=settings.detection.threads,
-        conf=settings.detection.min_confidence,
-        overlap=settings.detection.tile_overlap,
-    )
+    detector_for(settings)  # the model must load before anything else happens
 
     side_km = spec.extent_m / 1000
     say(f"1/7 district: seed {spec.seed}, {spec.n_sites} sites in {side_km:g} × {side_km:g} km")
@@ -408,7 +365,7 @@ def run_demo(spec: DemoSpec, base_settings: Settings, say: Say) -> tuple[DemoRes
     service = ServiceThread(settings)
     service.start()
     try:
-        result = _loop(spec, settings, district, detector, service.base_url, say)
+        result = _loop(spec, settings, district, service.base_url, say)
     except BaseException:
         service.stop()
         raise
@@ -419,7 +376,6 @@ def _loop(
     spec: DemoSpec,
     settings: Settings,
     district: District,
-    detector: Detector,
     base_url: str,
     say: Say,
 ) -> DemoResult:
@@ -436,12 +392,12 @@ def _loop(
         f"3/7 patrol planned: {len(plan.sorties)} sortie(s), {plan.expected_frames} frames, "
         f"{plan.total_duration_s / 60:.0f} min of flight (x{spec.speedup:g} here)"
     )
-    first = run_flight(
-        district, plan, spec, spec.out / "flight1", inspector, detector, settings, "patrol 1", say
-    )
+    first = run_flight(district, plan, spec, spec.out / "flight1", inspector, "patrol 1", say)
     say(
         f"    flight {first.flight_id}: {first.frames} frames in {first.seconds:.0f} s, "
-        f"{len(first.analysis.findings)} findings, {len(first.analysis.rejected)} frames rejected"
+        f"{len(first.findings['features'])} findings "
+        f"(made {first.after_landing_s:.0f} s after landing), {len(first.rejected)} frames "
+        "kept out of detection"
     )
     confirmed = confirm_findings(analyst, first.flight_id)
     notices = admin.get("/notices", limit=500)
@@ -461,13 +417,11 @@ def _loop(
         f"({len(honest)} sites really covered, {len(lying)} not: {', '.join(sorted(lying))})"
     )
 
-    second = FlightResult(0, 0, FlightAnalysis(crs=district.crs), 0.0)
+    second = FlightResult(0, 0, {}, {"type": "FeatureCollection", "features": []}, 0.0, 0.0)
     if noticed_sites:
         plan2 = plan_flight(after, noticed_sites, spec, spec.out / "flight2" / "plan")
         say(f"6/7 verification flight over {len(noticed_sites)} sites")
-        second = run_flight(
-            after, plan2, spec, spec.out / "flight2", inspector, detector, settings, "verify", say
-        )
+        second = run_flight(after, plan2, spec, spec.out / "flight2", inspector, "verify", say)
     else:
         say("6/7 no notices, no verification flight")
     closed, reopened = [], []
@@ -494,7 +448,7 @@ def _loop(
             path = spec.out / f"patrol-report-{flight.flight_id}.pdf"
             path.write_bytes(admin.get(f"/flights/{flight.flight_id}/report.pdf"))
             reports.append(path)
-    evaluation = evaluate_findings(first.analysis.findings, district, settings)
+    evaluation = evaluate_findings(first.findings, district, settings)
     (spec.out / "evaluation.json").write_text(json.dumps(evaluation, indent=1), encoding="utf-8")
     scores = evaluation["sites"]
     say(

@@ -15,11 +15,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import shapely
+from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from dustpatrol.settings import Settings
-from geo.crs import transform_geometry
-from geo.matching import Finding
+from geo.crs import WGS84, transform_geometry
 from sim.kinds import GroundTruthClass
 from sim.world import District
 
@@ -40,13 +40,14 @@ def _median(values: Sequence[float]) -> float | None:
 
 
 def evaluate_findings(
-    findings: Iterable[Finding],
+    collection: dict[str, Any],
     district: District,
     settings: Settings,
     site_ids: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """Site- and patch-level scores of ``findings`` over the sites ``site_ids`` (default:
-    every site of the district)."""
+    """Site- and patch-level scores of the findings in ``collection`` (GeoJSON in lon/lat, as
+    `dustpatrol analyze` writes and the service serves them) over the sites ``site_ids``
+    (default: every site of the district)."""
     chosen = set(site_ids) if site_ids is not None else {s.site_id for s in district.sites}
     minimum = settings.notices.min_area_m2
     truth: dict[tuple[str, str], list[BaseGeometry]] = {}
@@ -57,20 +58,22 @@ def evaluate_findings(
     found: dict[tuple[str, str], list[BaseGeometry]] = {}
     off_site = 0
     reported: set[str] = set()
-    for finding in findings:
-        if finding.site_id is None:
-            off_site += finding.class_name in PROBLEMS
+    for feature in collection.get("features", []):
+        properties = feature["properties"]
+        site, name = properties.get("site_id"), properties["class"]
+        if site is None:
+            off_site += name in PROBLEMS
             continue
-        if finding.site_id not in chosen:
+        if site not in chosen:
             continue
-        polygon = transform_geometry(finding.polygon, finding.crs, district.crs)
-        found.setdefault((finding.site_id, finding.class_name), []).append(polygon)
+        polygon = transform_geometry(shape(feature["geometry"]), WGS84, district.crs)
+        found.setdefault((site, name), []).append(polygon)
         if (
-            finding.class_name in PROBLEMS
-            and finding.area_m2 >= minimum.get(finding.class_name, 0.0)
-            and finding.confidence >= settings.notices.min_confidence
+            name in PROBLEMS
+            and properties["area_m2"] >= minimum.get(name, 0.0)
+            and properties["confidence"] >= settings.notices.min_confidence
         ):
-            reported.add(finding.site_id)
+            reported.add(site)
     violating = {
         site
         for (site, name), parts in truth.items()

@@ -12,7 +12,7 @@ never import each other; this module is where they meet.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -126,10 +126,11 @@ class FlightAnalyzer:
         self.rejected: list[RejectedFrame] = []
         self.analysed = 0
 
-    def add_frame(self, path: Path) -> list[Observation]:
+    def add_frame(self, path: Path, frame_id: str | None = None) -> list[Observation]:
         """Detect in one frame and place its detections on the ground; a frame that cannot be
-        placed or decoded is listed in ``rejected`` with the reason (and returns nothing)."""
-        frame_id = path.name
+        placed or decoded is listed in ``rejected`` with the reason (and returns nothing).
+        ``frame_id`` names the frame in evidence (default: its file name)."""
+        frame_id = frame_id or path.name
         try:
             meta = read_frame_meta(path)
             if self.crs is None:
@@ -179,42 +180,51 @@ class FlightAnalyzer:
 
     def finish(self) -> FlightAnalysis:
         """Match everything placed so far to the sites, merge across frames, measure coverage."""
-        sites = self.sites
         if self.crs is None:  # no frame could be placed: nothing to match
             return FlightAnalysis(crs=CRS.from_epsg(4326), rejected=list(self.rejected))
-        crs = self.crs
-        result = FlightAnalysis(
-            crs=crs,
-            rejected=list(self.rejected),
-            frames_analysed=self.analysed,
-            detections=len(self.placed),
+        result = match_and_merge(
+            self.placed, self.footprints, self.sites, self.crs, self.tolerance_floor_m
         )
-        if not len(sites):
-            return result
-        site_index = SiteIndex.build(sites, crs)
-        if self.placed:
-            polygons = np.array([o.polygon for o in self.placed], dtype=object)
-            tolerance = np.array(
-                [max(o.uncertainty_m, self.tolerance_floor_m) for o in self.placed]
-            )
-            matches = match_findings(polygons, site_index, tolerance, crs)
-            observations = []
-            for position, observation in enumerate(self.placed):
-                flag = MatchFlag(int(matches.flag[position]))
-                if flag is MatchFlag.OFF_SITE:
-                    result.off_site += 1
-                    continue
-                observations.append(
-                    replace(
-                        observation,
-                        polygon=matches.geometry[position],
-                        site_id=str(matches.site_id[position]),
-                        flag=flag,
-                    )
-                )
-            result.findings = merge_observations(observations, crs)
-        result.coverage = site_coverage(sites, self.footprints, result.findings, crs)
+        result.rejected = list(self.rejected)
+        result.frames_analysed = self.analysed
         return result
+
+
+def match_and_merge(
+    placed: Sequence[Observation],
+    footprints: Sequence[BaseGeometry],
+    sites: gpd.GeoDataFrame,
+    crs: CRS,
+    tolerance_floor_m: float = 0.0,
+) -> FlightAnalysis:
+    """Ground observations (in ``crs``) matched to ``sites`` with a tolerance from their
+    uncertainty, merged across frames into findings; coverage of each site by ``footprints``.
+    The second half of the pipeline, shared by the CLI and the service's flight job."""
+    result = FlightAnalysis(crs=crs, detections=len(placed))
+    if not len(sites):
+        return result
+    site_index = SiteIndex.build(sites, crs)
+    if placed:
+        polygons = np.array([o.polygon for o in placed], dtype=object)
+        tolerance = np.array([max(o.uncertainty_m, tolerance_floor_m) for o in placed])
+        matches = match_findings(polygons, site_index, tolerance, crs)
+        observations = []
+        for position, observation in enumerate(placed):
+            flag = MatchFlag(int(matches.flag[position]))
+            if flag is MatchFlag.OFF_SITE:
+                result.off_site += 1
+                continue
+            observations.append(
+                replace(
+                    observation,
+                    polygon=matches.geometry[position],
+                    site_id=str(matches.site_id[position]),
+                    flag=flag,
+                )
+            )
+        result.findings = merge_observations(observations, crs)
+    result.coverage = site_coverage(sites, list(footprints), result.findings, crs)
+    return result
 
 
 def analyze_frames(

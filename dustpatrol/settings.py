@@ -101,6 +101,9 @@ class DetectionSettings(_Section):
     )
     min_confidence: float = Field(0.25, ge=0.0, le=1.0)
     threads: int = Field(2, ge=1, le=256, description="ONNX Runtime threads per detector")
+    in_service: bool = Field(
+        True, description="the service detects in uploaded frames (off: clients analyse)"
+    )
 
 
 class GeoreferencingSettings(_Section):

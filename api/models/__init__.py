@@ -1,7 +1,7 @@
 """Tables and API models, one module per resource; importing this registers every table."""
 
 from api.models.bureaus import Bureau
-from api.models.flights import Flight, Frame, Job
+from api.models.flights import Flight, Frame, Job, Observation
 from api.models.notices import Finding, Notice, NoticeEvent
 from api.models.outbox import DeliveryAttempt, OutboxMessage
 from api.models.sites import Site
@@ -17,6 +17,7 @@ __all__ = [
     "Job",
     "Notice",
     "NoticeEvent",
+    "Observation",
     "OutboxMessage",
     "Role",
     "Site",

@@ -27,6 +27,10 @@ class Flight(Base):
     plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    # set by POST /flights/{id}/complete: the last frame is in, findings may be made
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    # set when the service has made the flight's findings from its frames
+    analysed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class Frame(Base):
@@ -47,6 +51,26 @@ class Frame(Base):
     footprint_geojson: Mapped[str | None] = mapped_column(Text, default=None)
     captured_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    # detection in the service: None (not asked), pending, done or rejected (the reason in
+    # analysis_note: blur, exposure, far from every site, ...)
+    analysis: Mapped[str | None] = mapped_column(String(20), default=None)
+    analysis_note: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class Observation(Base):
+    """One detection of one frame placed on the ground (lon/lat), before matching and
+    merging: the flight's findings are made from all of them when the flight completes."""
+
+    __tablename__ = "observations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    flight_id: Mapped[int] = mapped_column(ForeignKey("flights.id"), index=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id"), index=True)
+    finding_class: Mapped[str] = mapped_column(String(30))
+    geometry_geojson: Mapped[str] = mapped_column(Text)
+    confidence: Mapped[float] = mapped_column(Float)
+    uncertainty_m: Mapped[float] = mapped_column(Float)
+    pixel_box: Mapped[list[int]] = mapped_column(JSON, default=list)
 
 
 class JobState(StrEnum):
@@ -89,6 +113,8 @@ class FlightPublic(BaseModel):
     drone: str | None
     operator: str | None
     created_at: datetime
+    completed_at: datetime | None = None
+    analysed_at: datetime | None = None
 
 
 class FramePublic(BaseModel):
@@ -105,6 +131,8 @@ class FramePublic(BaseModel):
     lon_deg: float | None
     relative_alt_m: float | None
     position_quality: str | None
+    analysis: str | None = None
+    analysis_note: str | None = None
 
 
 class FrameUploaded(BaseModel):

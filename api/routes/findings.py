@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.deps import CurrentUser, RowId, SessionDep, StaffUser, require_roles
@@ -28,6 +30,41 @@ def post_findings(
 ) -> FindingsIngested:
     """Take the pipeline's findings (GeoJSON, as `geo.matching.findings_geojson` writes them)."""
     return service.ingest(session, request.app.state.settings, flight_id, collection)
+
+
+@router.get(
+    "/flights/{flight_id}/findings.geojson",
+    response_class=JSONResponse,
+    responses={200: {"content": {"application/geo+json": {}}}},
+)
+def flight_findings_geojson(flight_id: RowId, session: SessionDep, _: StaffUser) -> JSONResponse:
+    """The flight's findings as GeoJSON (lon/lat): for GIS tools and evaluation."""
+    features = []
+    for finding in session.scalars(
+        select(Finding).where(Finding.flight_id == flight_id).order_by(Finding.id)
+    ):
+        public = service.finding_public(session, finding)
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": json.loads(finding.geometry_geojson),
+                "properties": {
+                    "id": finding.id,
+                    "site_id": public.site,
+                    "class": finding.finding_class,
+                    "area_m2": finding.area_m2,
+                    "confidence": finding.confidence,
+                    "uncertainty_m": finding.uncertainty_m,
+                    "review": finding.review,
+                    "notice": public.notice,
+                    "evidence": finding.evidence,
+                },
+            }
+        )
+    return JSONResponse(
+        {"type": "FeatureCollection", "features": features},
+        media_type="application/geo+json",
+    )
 
 
 @router.get("/findings")

@@ -21,6 +21,7 @@ from api.models.flights import (
     Job,
     JobPublic,
 )
+from api.services.analysis import complete_flight
 from api.services.frames import MAX_FRAME_BYTES, store_frame, stored_frame
 from api.services.overlays import frame_overlay
 from api.services.patrol_report import patrol_report, patrol_report_pdf
@@ -66,6 +67,14 @@ async def upload_frame(
     return FrameUploaded(
         frame=FramePublic.model_validate(frame), job_id=job_id, duplicate=job_id is None
     )
+
+
+@router.post("/flights/{flight_id}/complete", status_code=status.HTTP_202_ACCEPTED)
+def complete(flight_id: RowId, request: Request, session: SessionDep, _: StaffUser) -> JobPublic:
+    """The last frame is uploaded: once the service has analysed every frame, it makes the
+    flight's findings (and notices, by the rules). Poll the returned job."""
+    job = complete_flight(session, request.app.state.settings, flight_id)
+    return JobPublic.model_validate(job)
 
 
 @router.get("/flights/{flight_id}/frames")

@@ -25,6 +25,7 @@ from geo.georef import CameraIntrinsics, CameraPose, footprint, intrinsics_from_
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 FRAME_METADATA_JOB = "frame_metadata"
+FRAME_DETECT_JOB = "frame_detect"  # run by api.services.analysis
 
 
 def frame_path(frames_dir: Path, sha256: str) -> Path:
@@ -126,4 +127,7 @@ def read_metadata(session: Session, payload: dict[str, Any], settings: Settings)
     frame.footprint_geojson = json.dumps(mapping(transform_geometry(ground, pose.crs, WGS84)))
     frame.status = "ready"
     frame.error = None
+    if settings.detection.in_service:
+        frame.analysis = "pending"
+        enqueue(session, FRAME_DETECT_JOB, {"frame_id": frame.id})
     session.commit()

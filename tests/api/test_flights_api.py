@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -172,3 +172,67 @@ def test_jobs_interrupted_by_a_restart_run_again(settings: Settings) -> None:
     with sessions() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.state == "pending"
+
+
+def test_the_service_detects_in_uploaded_frames_and_makes_findings_on_completion(
+    world: World, district: District, tmp_path: Any
+) -> None:
+    """Frames uploaded one by one are analysed by the service's own jobs (the same pipeline
+    as `dustpatrol analyze`); completing the flight turns them into findings on sites."""
+    from sim.export import write_district
+
+    write_district(district, tmp_path / "world")
+    headers = world.login("admin")
+    with (tmp_path / "world" / "sites.geojson").open("rb") as registry:
+        imported = world.client.post(
+            "/sites/import", files={"file": ("sites.geojson", registry)}, headers=headers
+        )
+    assert imported.status_code == 200, imported.text
+    flight = new_flight(world)
+    soil: dict[str, float] = {}
+    for patch in district.patches:
+        soil[patch.site_id] = soil.get(patch.site_id, 0.0) + patch.area_m2
+    busiest = sorted(district.sites, key=lambda s: -soil.get(s.site_id, 0.0))[:3]
+    for number, site in enumerate(busiest):
+        centre = site.geometry.centroid
+        shot = shoot(
+            district,
+            pose_at(district, centre.x, centre.y, 100.0),
+            camera_preset("m3e", 0.25),
+            PoseNoise(GnssMode.RTK_FIXED),
+            seed=number,
+        )
+        assert upload(world, flight, shot.jpeg, f"DJI_{number:04d}.JPG").status_code == 201
+    with Image.open(io.BytesIO(shot.jpeg)) as last:  # the last frame again, shaken
+        blurred = io.BytesIO()
+        last.filter(ImageFilter.GaussianBlur(8)).save(
+            blurred, "JPEG", exif=last.info["exif"], xmp=last.info["xmp"]
+        )
+    assert upload(world, flight, blurred.getvalue(), "DJI_0099.JPG").status_code == 201
+    done = world.client.post(f"/flights/{flight}/complete", headers=world.login("analyst"))
+    assert done.status_code == 202, done.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = world.client.get(f"/flights/{flight}", headers=headers).json()
+        if state["analysed_at"]:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the flight was not analysed in time")
+    frames = {
+        f["filename"]: f
+        for f in world.client.get(f"/flights/{flight}/frames", headers=headers).json()
+    }
+    assert frames["DJI_0099.JPG"]["analysis"] == "rejected"
+    assert "blurred" in frames["DJI_0099.JPG"]["analysis_note"]
+    assert all(frames[f"DJI_{n:04d}.JPG"]["analysis"] == "done" for n in range(3))
+    findings = world.client.get("/findings", params={"flight": flight}, headers=headers).json()
+    assert findings, "nothing found on the three busiest sites of the district"
+    names = {s.site_id for s in district.sites}
+    for finding in findings:
+        assert finding["site"] in names
+        assert {e["frame_id"] for e in finding["evidence"]} <= {
+            f"DJI_{n:04d}.JPG" for n in range(3)
+        }
+    evidence = world.client.get(f"/findings/{findings[0]['id']}/evidence/0", headers=headers)
+    assert evidence.status_code == 200 and evidence.content.startswith(b"\xff\xd8")

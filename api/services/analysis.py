@@ -1,0 +1,176 @@
+"""Detection in the service: the same pipeline as `dustpatrol analyze`, frame by frame as
+they are uploaded, then findings and notices when the flight is complete.
+
+- ``frame_detect`` (after the metadata job): quality checks, detection at the analysis
+  resolution, each detection placed on the ground and stored as an `Observation`.
+- ``flight_findings`` (after ``POST /flights/{id}/complete``): waits for the flight's frames,
+  then matches and merges all observations into findings and ingests them like findings posted
+  by a client (rules, notices, verification of rectified notices).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+from pyproj import CRS
+from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import ConflictError, NotFoundError
+from api.jobs import PermanentJobError, enqueue, handler
+from api.models.flights import Flight, Frame, Job, Observation
+from api.models.sites import Site
+from api.services.frames import FRAME_DETECT_JOB, frame_path
+from api.services.notices import ingest
+from dustpatrol.pipeline import FlightAnalyzer, match_and_merge
+from dustpatrol.settings import Settings
+from geo.crs import WGS84, transform_geometry, utm_crs_for
+from geo.matching import Observation as GroundObservation
+from geo.matching import findings_geojson
+from vision.detect import Detector
+from vision.errors import VisionError
+
+FLIGHT_FINDINGS_JOB = "flight_findings"
+WAIT_FOR_FRAMES_S = 2.0
+
+_detectors: dict[tuple[Path, int, float, float], Detector] = {}
+_detectors_lock = threading.Lock()
+
+
+def detector_for(settings: Settings) -> Detector:
+    """One detector per model and settings in this process (loading a model takes a while)."""
+    rules = settings.detection
+    key = (rules.model_path.resolve(), rules.threads, rules.min_confidence, rules.tile_overlap)
+    with _detectors_lock:
+        if key not in _detectors:
+            _detectors[key] = Detector(
+                rules.model_path,
+                threads=rules.threads,
+                conf=rules.min_confidence,
+                overlap=rules.tile_overlap,
+            )
+        return _detectors[key]
+
+
+def sites_frame(session: Session) -> gpd.GeoDataFrame:
+    """Every registered site as a GeoDataFrame in lon/lat (what the pipeline matches to)."""
+    rows = list(session.execute(select(Site.site_id, Site.geometry_geojson)))
+    return gpd.GeoDataFrame(
+        {"site_id": [r.site_id for r in rows]},
+        geometry=gpd.GeoSeries([shape(json.loads(r.geometry_geojson)) for r in rows], crs=WGS84),
+    )
+
+
+@handler(FRAME_DETECT_JOB)
+def detect_frame(session: Session, payload: dict[str, Any], settings: Settings) -> None:
+    frame = session.get(Frame, payload["frame_id"])
+    if frame is None:
+        raise PermanentJobError(f"frame {payload['frame_id']} no longer exists")
+    try:
+        detector = detector_for(settings)
+    except VisionError as exc:
+        frame.analysis, frame.analysis_note = "rejected", f"no detector: {exc}"
+        session.commit()
+        raise PermanentJobError(str(exc)) from None
+    analyzer = FlightAnalyzer(
+        detector,
+        sites_frame(session),
+        target_gsd_m=settings.detection.target_gsd_m,
+        tolerance_floor_m=settings.georeferencing.match_tolerance_m,
+        quality=settings.quality,
+    )
+    placed = analyzer.add_frame(frame_path(settings.paths.frames_dir, frame.sha256), frame.filename)
+    session.query(Observation).filter(Observation.frame_id == frame.id).delete()  # a rerun
+    if analyzer.rejected:
+        frame.analysis, frame.analysis_note = "rejected", analyzer.rejected[0].reason
+        session.commit()
+        return
+    assert analyzer.crs is not None
+    for observation in placed:
+        session.add(
+            Observation(
+                flight_id=frame.flight_id,
+                frame_id=frame.id,
+                finding_class=observation.class_name,
+                geometry_geojson=json.dumps(
+                    mapping(transform_geometry(observation.polygon, analyzer.crs, WGS84))
+                ),
+                confidence=observation.confidence,
+                uncertainty_m=observation.uncertainty_m,
+                pixel_box=list(observation.pixel_box),
+            )
+        )
+    frame.analysis, frame.analysis_note = "done", f"{len(placed)} detections"
+    session.commit()
+
+
+def complete_flight(session: Session, settings: Settings, flight_id: int) -> Job:
+    """The last frame is in: make the flight's findings once its frames are analysed."""
+    flight = session.get(Flight, flight_id)
+    if flight is None:
+        raise NotFoundError(f"no flight {flight_id}")
+    if not settings.detection.in_service:
+        raise ConflictError(
+            "this service does not detect (detection.in_service is off): analyse the frames "
+            "with `dustpatrol analyze --api` instead"
+        )
+    flight.completed_at = flight.completed_at or datetime.now(UTC)
+    job = enqueue(session, FLIGHT_FINDINGS_JOB, {"flight_id": flight_id})
+    session.commit()
+    return job
+
+
+@handler(FLIGHT_FINDINGS_JOB)
+def flight_findings(session: Session, payload: dict[str, Any], settings: Settings) -> None:
+    flight_id = int(payload["flight_id"])
+    frames = list(session.scalars(select(Frame).where(Frame.flight_id == flight_id)))
+    if any(f.status == "pending" or f.analysis == "pending" for f in frames):
+        # Frames still being read or analysed: look again shortly (a new job, so the wait
+        # does not use up this one's attempts).
+        later = enqueue(session, FLIGHT_FINDINGS_JOB, {"flight_id": flight_id})
+        later.run_after = datetime.now(UTC) + timedelta(seconds=WAIT_FOR_FRAMES_S)
+        session.commit()
+        return
+    rows = list(session.scalars(select(Observation).where(Observation.flight_id == flight_id)))
+    names = {f.id: f.filename for f in frames}
+    analysed = [f for f in frames if f.analysis == "done" and f.footprint_geojson]
+    flight = session.get(Flight, flight_id)
+    if flight is None:
+        raise PermanentJobError(f"flight {flight_id} no longer exists")
+    if not analysed:
+        flight.analysed_at = datetime.now(UTC)
+        session.commit()
+        return
+    first = analysed[0]
+    assert first.lon_deg is not None and first.lat_deg is not None
+    crs: CRS = utm_crs_for(first.lon_deg, first.lat_deg)
+    placed = []
+    for row in rows:
+        polygon = transform_geometry(shape(json.loads(row.geometry_geojson)), WGS84, crs)
+        if not isinstance(polygon, Polygon | MultiPolygon):
+            continue
+        placed.append(
+            GroundObservation(
+                frame_id=names[row.frame_id],
+                class_name=row.finding_class,
+                polygon=polygon,
+                confidence=row.confidence,
+                uncertainty_m=row.uncertainty_m,
+                pixel_box=(row.pixel_box[0], row.pixel_box[1], row.pixel_box[2], row.pixel_box[3]),
+            )
+        )
+    footprints = [
+        transform_geometry(shape(json.loads(f.footprint_geojson or "null")), WGS84, crs)
+        for f in analysed
+    ]
+    result = match_and_merge(
+        placed, footprints, sites_frame(session), crs, settings.georeferencing.match_tolerance_m
+    )
+    flight.analysed_at = datetime.now(UTC)
+    ingest(session, settings, flight_id, findings_geojson(result.findings))  # commits
