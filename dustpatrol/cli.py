@@ -26,6 +26,7 @@ from dustpatrol.analyze_cli import analyze_command
 from dustpatrol.demo_cli import demo_command
 from dustpatrol.doctor import CheckStatus, run_checks
 from dustpatrol.errors import ConfigError, DustpatrolError
+from dustpatrol.evaluate_cli import evaluate_command
 from dustpatrol.settings import Settings, load_settings, masked_settings
 from dustpatrol.train_cli import train_app
 from geo.cli import sites_app
@@ -220,6 +221,7 @@ app.command("plan")(plan_command)
 app.command("fly")(fly_command)
 app.command("analyze")(analyze_command)
 app.command("demo")(demo_command)
+app.command("evaluate")(evaluate_command)
 app.command("serve")(serve_command)
 app.add_typer(users_app, name="users")
 sites_app.command("import")(import_sites_command)

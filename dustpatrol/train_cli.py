@@ -102,6 +102,9 @@ def model_command(
     threads: Annotated[int, typer.Option(help="Torch threads (the cores to use).")] = 2,
     lr0: Annotated[float, typer.Option(help="Initial learning rate (AdamW).")] = 0.001,
     warmup: Annotated[float, typer.Option(help="Warm-up epochs.")] = 1.0,
+    nominal_batch: Annotated[
+        int, typer.Option(help="Images per optimiser step (gradients accumulated).")
+    ] = 64,
     close_mosaic: Annotated[int, typer.Option(help="Train the last N epochs without mosaic.")] = 5,
 ) -> None:
     """Train a nano YOLO segmentation model (or fine-tune one) on the CPU, offline."""
@@ -118,6 +121,7 @@ def model_command(
         threads=threads,
         lr0=lr0,
         warmup_epochs=warmup,
+        nominal_batch=nominal_batch,
         close_mosaic=close_mosaic,
     )
     command = [
@@ -142,6 +146,8 @@ def model_command(
         str(warmup),
         "--close-mosaic",
         str(close_mosaic),
+        "--nominal-batch",
+        str(nominal_batch),
         "--out",
         str(out),
     ]

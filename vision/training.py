@@ -42,7 +42,9 @@ class TrainSpec:
     close_mosaic: int = 5
     lr0: float = 0.001  # AdamW's initial learning rate
     warmup_epochs: float = 1.0
-    nominal_batch: int = 64  # gradients are accumulated to this many images per step
+    # gradients are accumulated to this many images per optimiser step (ultralytics: 64; on
+    # a 2-core CPU that is a step every ~40 s)
+    nominal_batch: int = 64
     cache: bool = True
 
     def validate(self) -> None:
@@ -158,7 +160,9 @@ def train(spec: TrainSpec, config_dir: Path, command: Sequence[str] = ()) -> Pat
         workers=spec.workers,
         seed=spec.seed,
         deterministic=True,
-        pretrained=False,
+        # ultralytics reads pretrained=False as "drop the weights the model was loaded with":
+        # a fine-tune must say True (no download happens: the weights are already loaded).
+        pretrained=spec.weights is not None,
         amp=False,
         plots=False,
         project=str(spec.run_dir.parent.resolve()),
@@ -167,9 +171,7 @@ def train(spec: TrainSpec, config_dir: Path, command: Sequence[str] = ()) -> Pat
         patience=spec.patience,
         mosaic=spec.mosaic,
         close_mosaic=spec.close_mosaic,
-        # AdamW at our own rate: ultralytics' "auto" optimiser ignores lr0. Stepping after
-        # every batch of 16 (nominal batch 16) at 0.0015 wrecked a fine-tune in one epoch
-        # (validation seg loss 2.7 -> 8.5), so gradients still accumulate to 64 images.
+        # AdamW at our own rate: ultralytics' "auto" optimiser ignores lr0.
         optimizer="AdamW",
         lr0=spec.lr0,
         nbs=spec.nominal_batch,

@@ -39,11 +39,16 @@ def district(tmp_path_factory: pytest.TempPathFactory) -> tuple[District, Path]:
 
 
 def _frame(
-    district: District, folder: Path, name: str, east: float, north: float, **pose: float
+    district: District,
+    folder: Path,
+    name: str,
+    east: float,
+    north: float,
+    gimbal_pitch_deg: float = -90.0,
 ) -> Path:
     shot = shoot(
         district,
-        pose_at(district, east, north, 100.0, **pose),
+        pose_at(district, east, north, 100.0, gimbal_pitch_deg=gimbal_pitch_deg),
         camera_preset("m3e", 0.25),
         PoseNoise(GnssMode.RTK_FIXED),
     )

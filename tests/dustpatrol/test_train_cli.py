@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -114,3 +115,33 @@ def test_training_without_a_dataset_says_how_to_make_one(tmp_path: Path) -> None
     )
     assert result.exit_code == 1
     assert "dustpatrol train dataset" in result.output
+
+
+def test_fine_tuning_starts_from_the_given_weights(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ultralytics drops the loaded weights when told pretrained=False: a fine-tune at a
+    vanishing learning rate must end where it started, not at a fresh initialisation."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("DUSTPATROL_PATHS__DATA_DIR", str(tmp_path / "var"))
+    start = Path(__file__).resolve().parents[2] / "models" / "dustpatrol-seg.pt"
+    run = tmp_path / "tuned"
+    result = runner.invoke(
+        app,
+        [
+            "train", "model", "--data", str(dataset / "data.yaml"), "--epochs", "1",
+            "--imgsz", "256", "--batch", "4", "--lr0", "1e-9", "--weights", str(start),
+            "--out", str(run),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    def weights(path: Path) -> dict[str, Any]:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        model = checkpoint.get("ema") or checkpoint["model"]
+        return {k: v.float() for k, v in model.state_dict().items() if "running" not in k}
+
+    before, after = weights(start), weights(run / "weights" / "last.pt")
+    moved = sum(float((after[k] - v).norm() ** 2) for k, v in before.items())
+    size = sum(float(v.norm() ** 2) for v in before.values())
+    assert (moved / size) ** 0.5 < 0.01, f"the weights moved by {(moved / size) ** 0.5:.2f}"
