@@ -26,10 +26,10 @@ import geopandas as gpd
 import uvicorn
 from pydantic import SecretStr
 
-from api.services.analysis import detector_for
 from dustpatrol.client import FlightUpload, FolderUploader, ServiceClient
 from dustpatrol.errors import DustpatrolError
 from dustpatrol.findings_eval import evaluate_findings
+from dustpatrol.pipeline import shared_detector
 from dustpatrol.settings import DatabaseSettings, PathsSettings, ServerSettings, Settings
 from missions.fly import FlightOptions, Progress, fly
 from missions.model import DroneProfile, LaunchPoint, PatrolPlan, SurveySettings
@@ -352,7 +352,7 @@ def run_demo(spec: DemoSpec, base_settings: Settings, say: Say) -> tuple[DemoRes
     check_port_free(spec.host, spec.port)
     prepare_folder(spec.out)
     settings = demo_settings(base_settings, spec)
-    detector_for(settings)  # the model must load before anything else happens
+    shared_detector(settings.detection)  # the model must load before anything else happens
 
     side_km = spec.extent_m / 1000
     say(f"1/7 district: seed {spec.seed}, {spec.n_sites} sites in {side_km:g} × {side_km:g} km")

@@ -12,6 +12,7 @@ never import each other; this module is where they meet.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from shapely.geometry.base import BaseGeometry
 
 from dustpatrol.errors import DustpatrolError
 from dustpatrol.quality import FrameQuality, horizon_in_view
-from dustpatrol.settings import QualitySettings
+from dustpatrol.settings import DetectionSettings, QualitySettings
 from geo.crs import utm_crs_for
 from geo.errors import GeoError
 from geo.frames import read_frame_meta
@@ -81,6 +82,29 @@ def site_status(coverage: SiteCoverage, findings: Iterable[Finding], min_coverag
     if any(f.site_id == coverage.site_id and f.class_name in PROBLEM_CLASSES for f in findings):
         return "problems"
     return "compliant" if coverage.coverage_ratio >= min_coverage else "not inspected"
+
+
+_detectors: dict[tuple[Path, int, float, float], Detector] = {}
+_detectors_lock = threading.Lock()
+
+
+def shared_detector(settings: DetectionSettings) -> Detector:
+    """One detector per model and settings in this process, made on first use (loading a
+    model takes a while; the service's jobs share it). DustpatrolError if it cannot load."""
+    key = (settings.model_path.resolve(), settings.threads, settings.min_confidence,
+           settings.tile_overlap)  # fmt: skip
+    with _detectors_lock:
+        if key not in _detectors:
+            try:
+                _detectors[key] = Detector(
+                    settings.model_path,
+                    threads=settings.threads,
+                    conf=settings.min_confidence,
+                    overlap=settings.tile_overlap,
+                )
+            except VisionError as exc:
+                raise DustpatrolError(str(exc)) from None
+        return _detectors[key]
 
 
 def frame_files(folder: Path) -> list[Path]:

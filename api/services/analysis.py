@@ -11,9 +11,7 @@ they are uploaded, then findings and notices when the flight is complete.
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -28,34 +26,15 @@ from api.models.flights import Flight, Frame, Job, Observation
 from api.models.sites import Site
 from api.services.frames import FRAME_DETECT_JOB, frame_path
 from api.services.notices import ingest
-from dustpatrol.pipeline import FlightAnalyzer, match_and_merge
+from dustpatrol.errors import DustpatrolError
+from dustpatrol.pipeline import FlightAnalyzer, match_and_merge, shared_detector
 from dustpatrol.settings import Settings
 from geo.crs import WGS84, transform_geometry, utm_crs_for
 from geo.matching import Observation as GroundObservation
 from geo.matching import findings_geojson
-from vision.detect import Detector
-from vision.errors import VisionError
 
 FLIGHT_FINDINGS_JOB = "flight_findings"
 WAIT_FOR_FRAMES_S = 2.0
-
-_detectors: dict[tuple[Path, int, float, float], Detector] = {}
-_detectors_lock = threading.Lock()
-
-
-def detector_for(settings: Settings) -> Detector:
-    """One detector per model and settings in this process (loading a model takes a while)."""
-    rules = settings.detection
-    key = (rules.model_path.resolve(), rules.threads, rules.min_confidence, rules.tile_overlap)
-    with _detectors_lock:
-        if key not in _detectors:
-            _detectors[key] = Detector(
-                rules.model_path,
-                threads=rules.threads,
-                conf=rules.min_confidence,
-                overlap=rules.tile_overlap,
-            )
-        return _detectors[key]
 
 
 def sites_frame(session: Session) -> gpd.GeoDataFrame:
@@ -73,8 +52,8 @@ def detect_frame(session: Session, payload: dict[str, Any], settings: Settings) 
     if frame is None:
         raise PermanentJobError(f"frame {payload['frame_id']} no longer exists")
     try:
-        detector = detector_for(settings)
-    except VisionError as exc:
+        detector = shared_detector(settings.detection)
+    except DustpatrolError as exc:
         frame.analysis, frame.analysis_note = "rejected", f"no detector: {exc}"
         session.commit()
         raise PermanentJobError(str(exc)) from None
