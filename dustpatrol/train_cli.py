@@ -164,14 +164,23 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")] = Path(
         "models/dustpatrol-seg.onnx"
     ),
-    imgsz: Annotated[int, typer.Option(help="Static input size (the tile size).")] = 384,
+    imgsz: Annotated[int, typer.Option(help="Training size (tile size of large frames).")] = 384,
     gsd: Annotated[float, typer.Option(help="Ground resolution it was trained at, m/px.")] = 0.1,
+    dynamic: Annotated[
+        bool,
+        typer.Option(help="Any input size (whole frames in one pass); --static: imgsz only."),
+    ] = True,
 ) -> None:
-    """Export weights to ONNX with a static input size and the training resolution."""
+    """Export weights to ONNX with the training resolution in its metadata."""
     from vision.training import export_onnx
 
     path = export_onnx(
-        weights, imgsz, out, _config_dir(ctx), metadata={"dustpatrol_gsd_m": str(gsd)}
+        weights,
+        imgsz,
+        out,
+        _config_dir(ctx),
+        metadata={"dustpatrol_gsd_m": str(gsd)},
+        dynamic=dynamic,
     )
     typer.echo(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
 

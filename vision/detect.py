@@ -2,8 +2,11 @@
 
 The frame is decoded once, at the scale the target ground resolution needs: JPEG decoding
 at 1/2, 1/4 or 1/8 size (Pillow's ``draft``) and then an area resize to the exact scale, so
-a 20 MP frame analysed at 10 cm per pixel never exists in memory at full size. The model
-runs on overlapping tiles in batches (`vision.tiling`).
+a 20 MP frame analysed at 10 cm per pixel never exists in memory at full size. A model
+exported with dynamic axes runs once over the whole decoded frame when it is at most
+``whole_frame_px`` pixels (a 20 MP frame at 10 cm/px is 1.5 Mpx): no overlap computed twice,
+no seams. Larger images, and static models, run on overlapping tiles in batches
+(`vision.tiling`).
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class Detector:
         iou: float = 0.7,
         overlap: float = 0.17,
         batch: int = 4,
+        whole_frame_px: int = 4_000_000,
     ) -> None:
         if not 0.0 <= overlap < 0.9:
             raise VisionError(f"tile overlap {overlap} must be a fraction within 0..0.9")
@@ -98,6 +102,7 @@ class Detector:
         self.iou = iou
         self.overlap_px = round(overlap * self.model.imgsz)
         self.batch = batch
+        self.whole_frame_px = whole_frame_px
         gsd = self.model.metadata.get("dustpatrol_gsd_m")
         self.trained_gsd_m = float(gsd) if gsd else None
 
@@ -107,14 +112,19 @@ class Detector:
 
     def _tiles(self, tiles: list[UInt8Image]) -> list[TileMasks]:
         found = self.model(tiles, conf=self.conf, iou=self.iou)
-        return [TileMasks(r.masks, r.class_id, r.confidence) for r in found]
+        return [TileMasks(r.masks, r.class_id, r.confidence, r.offsets) for r in found]
 
     def detect_image(self, image_bgr: UInt8Image, to_full_frame: float = 1.0) -> Detections:
         """Detections in an image already at the analysis resolution."""
+        height, width = image_bgr.shape[:2]
+        whole = (-(-height // 32) * 32, -(-width // 32) * 32)  # padded to multiples of 32
+        tile: int | tuple[int, int] = self.model.imgsz
+        if self.model.dynamic and whole[0] * whole[1] <= self.whole_frame_px:
+            tile = whole
         return detect_tiled(
             image_bgr,
             self._tiles,
-            tile=self.model.imgsz,
+            tile=tile,
             overlap=self.overlap_px,
             class_names=self.class_names,
             batch=self.batch,

@@ -1,11 +1,13 @@
 """A YOLO segmentation model exported to ONNX, run with ONNX Runtime directly.
 
-The exported graph takes one RGB image (1, 3, S, S) scaled to 0..1 and returns
-``output0`` (1, 4 + C + 32, A): per anchor the box centre and size in input pixels, C class
-scores (already sigmoid) and 32 mask coefficients; and ``output1`` (1, 32, S/4, S/4), the mask
-prototypes. Post-processing here is the same as ultralytics': confidence filter, per-class
-non-maximum suppression, masks as the sigmoid of coefficients times prototypes, upsampled
-to the input, cropped to the box and thresholded at 0.5.
+The exported graph takes RGB images (B, 3, H, W) scaled to 0..1 (a static square size, or any
+multiple of 32 when exported with dynamic axes) and returns ``output0`` (B, 4 + C + 32, A):
+per anchor the box centre and size in input pixels, C class scores (already sigmoid) and 32
+mask coefficients; and ``output1`` (B, 32, H/4, W/4), the mask prototypes. Post-processing
+here is the same as ultralytics': confidence filter, per-class non-maximum suppression, masks
+as the sigmoid of coefficients times prototypes, upsampled to the input, cropped to the box
+and thresholded at 0.5. Each mask is kept only inside its box (a whole 20 MP frame at 10 cm/px
+is 1.5 Mpx: a full-size mask per detection would cost 1.5 MB each).
 """
 
 from __future__ import annotations
@@ -32,11 +34,21 @@ class TileResult:
     xyxy: NDArray[np.float32]  # (N, 4)
     confidence: NDArray[np.float32]  # (N,)
     class_id: NDArray[np.int64]  # (N,)
-    masks: NDArray[np.bool_]  # (N, S, S)
+    masks: tuple[NDArray[np.bool_], ...]  # each (y1 - y0, x1 - x0): the mask inside its box
+    offsets: NDArray[np.int64]  # (N, 2): y0, x0 of each mask in the tile
+    size: tuple[int, int]  # the tile's height and width
+
+    def full_masks(self) -> NDArray[np.bool_]:
+        """(N, H, W) masks over the whole tile (for tests and small tiles)."""
+        full = np.zeros((len(self.masks), *self.size), dtype=bool)
+        for index, (mask, (y0, x0)) in enumerate(zip(self.masks, self.offsets, strict=True)):
+            full[index, y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]] = mask
+        return full
 
 
 class OnnxSegmenter:
-    """An exported YOLO segmentation model; call it with a batch of square BGR tiles."""
+    """An exported YOLO segmentation model; call it with a batch of BGR tiles (squares of
+    ``imgsz`` for a static model; any size in multiples of 32 for a dynamic one)."""
 
     def __init__(self, path: Path, *, threads: int = 2) -> None:
         if not path.is_file():
@@ -68,15 +80,20 @@ class OnnxSegmenter:
                 f"(detections and mask prototypes), found {len(inputs)} and {len(outputs)}"
             )
         shape = inputs[0].shape
-        if len(shape) != 4 or not isinstance(shape[2], int) or shape[2] != shape[3]:
-            raise VisionError(
-                f"{path} has input shape {shape}; export it with a static square size"
-            )
-        self.input_name = inputs[0].name
-        self.imgsz = int(shape[2])
-        self.batch_size = shape[0] if isinstance(shape[0], int) else None
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.metadata = dict(metadata)
+        self.dynamic = len(shape) == 4 and not isinstance(shape[2], int)
+        if len(shape) != 4 or not (
+            self.dynamic or (isinstance(shape[2], int) and shape[2] == shape[3])
+        ):
+            raise VisionError(
+                f"{path} has input shape {shape}; export it with a static square size or "
+                "dynamic axes"
+            )
+        self.input_name = inputs[0].name
+        # The tile size: the static input, or the size a dynamic model was trained at.
+        self.imgsz = int(shape[2]) if not self.dynamic else _trained_size(metadata, path)
+        self.batch_size = shape[0] if isinstance(shape[0], int) else None
         self.class_names = _class_names(metadata, path)
         channels = outputs[0].shape[1]
         if isinstance(channels, int) and channels != 4 + len(self.class_names) + 32:
@@ -88,15 +105,20 @@ class OnnxSegmenter:
     def __call__(
         self, tiles_bgr: list[UInt8Image], conf: float = 0.25, iou: float = 0.7
     ) -> list[TileResult]:
-        """Detections in each tile (each tile ``imgsz`` square, BGR uint8)."""
+        """Detections in each tile (BGR uint8, all of one size: ``imgsz`` square for a static
+        model, multiples of 32 for a dynamic one)."""
         if not tiles_bgr:
             return []
+        first = tiles_bgr[0].shape
         for tile in tiles_bgr:
-            if tile.shape != (self.imgsz, self.imgsz, 3) or tile.dtype != np.uint8:
+            if tile.dtype != np.uint8 or tile.ndim != 3 or tile.shape != first:
                 raise VisionError(
-                    f"tiles must be {self.imgsz}x{self.imgsz} BGR uint8, got {tile.shape} "
-                    f"{tile.dtype}"
+                    f"tiles must be BGR uint8 of one size, got {tile.shape} {tile.dtype}"
                 )
+        if not self.dynamic and first != (self.imgsz, self.imgsz, 3):
+            raise VisionError(f"tiles must be {self.imgsz}x{self.imgsz} BGR, got {first}")
+        if self.dynamic and (first[0] % 32 or first[1] % 32):
+            raise VisionError(f"tiles of a dynamic model are multiples of 32, got {first}")
         results: list[TileResult] = []
         step = self.batch_size or len(tiles_bgr)
         for start in range(0, len(tiles_bgr), step):
@@ -106,7 +128,7 @@ class OnnxSegmenter:
             predictions, prototypes = self.session.run(None, {self.input_name: batch})
             for index in range(len(chunk)):
                 results.append(
-                    postprocess(predictions[index], prototypes[index], self.imgsz, conf, iou)
+                    postprocess(predictions[index], prototypes[index], first[:2], conf, iou)
                 )
         return results
 
@@ -124,6 +146,18 @@ def _class_names(metadata: dict[str, str], path: Path) -> tuple[str, ...]:
     return tuple(str(names[i]) for i in range(len(names)))
 
 
+def _trained_size(metadata: dict[str, str], path: Path) -> int:
+    """The square size a model was trained at (ultralytics writes ``imgsz`` as [h, w])."""
+    try:
+        size = ast.literal_eval(metadata.get("imgsz", ""))
+        value = int(size[0]) if isinstance(size, list | tuple) else int(size)
+    except (ValueError, SyntaxError, TypeError, IndexError):
+        raise VisionError(f"{path} does not say the image size it was trained at") from None
+    if value % 32 or value <= 0:
+        raise VisionError(f"{path}: its image size {value} is not a multiple of 32")
+    return value
+
+
 def _sigmoid(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float32)
 
@@ -131,11 +165,13 @@ def _sigmoid(x: NDArray[np.float32]) -> NDArray[np.float32]:
 def postprocess(
     prediction: NDArray[np.float32],
     prototypes: NDArray[np.float32],
-    imgsz: int,
+    size: int | tuple[int, int],
     conf: float,
     iou: float,
 ) -> TileResult:
-    """Boxes, scores, classes and masks of one tile from the raw model outputs."""
+    """Boxes, scores, classes and masks of one tile (``size``: its side, or height and
+    width) from the raw model outputs."""
+    height, width = (size, size) if isinstance(size, int) else size
     n_masks = prototypes.shape[0]
     rows = prediction.T  # (A, 4 + C + 32)
     scores_all = rows[:, 4:-n_masks]
@@ -143,7 +179,7 @@ def postprocess(
     score = scores_all[np.arange(len(rows)), class_id]
     keep = score > conf
     if not keep.any():
-        return _empty(imgsz)
+        return _empty((height, width))
     rows, class_id, score = rows[keep], class_id[keep], score[keep]
     cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
     xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
@@ -155,29 +191,49 @@ def postprocess(
     coefficients = rows[order][:, -n_masks:]
     mh, mw = prototypes.shape[1:]
     logits = (coefficients @ prototypes.reshape(n_masks, -1)).reshape(-1, mh, mw)
-    masks = np.zeros((len(order), imgsz, imgsz), dtype=bool)
-    clipped = np.clip(xyxy, 0, imgsz)
+    clipped = np.clip(xyxy, 0, [width, height, width, height])
+    sy, sx = mh / height, mw / width  # prototype cells per input pixel
+    masks: list[NDArray[np.bool_]] = []
+    offsets = np.zeros((len(order), 2), dtype=np.int64)
     for index in range(len(order)):
-        upsampled = cv2.resize(logits[index], (imgsz, imgsz), interpolation=cv2.INTER_LINEAR)
         # Pixel column c is inside the box when x0 <= c < x1 (as ultralytics crops).
         x0, y0, x1, y1 = (math.ceil(float(v)) for v in clipped[index])
-        if x1 <= x0 or y1 <= y0:
+        x1, y1 = max(x1, x0), max(y1, y0)
+        offsets[index] = (y0, x0)
+        if x1 == x0 or y1 == y0:
+            masks.append(np.zeros((y1 - y0, x1 - x0), dtype=bool))
             continue
-        masks[index, y0:y1, x0:x1] = upsampled[y0:y1, x0:x1] > 0.0  # sigmoid > 0.5
+        # The bilinear upsampling of the whole prototype map (half-pixel centres, edges
+        # replicated, as cv2.resize and ultralytics do), evaluated only inside the box.
+        transform = np.array(
+            [[sx, 0.0, (x0 + 0.5) * sx - 0.5], [0.0, sy, (y0 + 0.5) * sy - 0.5]], dtype=np.float64
+        )
+        upsampled = cv2.warpAffine(
+            logits[index],
+            transform,
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        masks.append(upsampled > 0.0)  # sigmoid > 0.5
     return TileResult(
         xyxy=clipped.astype(np.float32),
         confidence=score.astype(np.float32),
         class_id=class_id.astype(np.int64),
-        masks=masks,
+        masks=tuple(masks),
+        offsets=offsets,
+        size=(height, width),
     )
 
 
-def _empty(imgsz: int) -> TileResult:
+def _empty(size: tuple[int, int]) -> TileResult:
     return TileResult(
         xyxy=np.zeros((0, 4), dtype=np.float32),
         confidence=np.zeros(0, dtype=np.float32),
         class_id=np.zeros(0, dtype=np.int64),
-        masks=np.zeros((0, imgsz, imgsz), dtype=bool),
+        masks=(),
+        offsets=np.zeros((0, 2), dtype=np.int64),
+        size=size,
     )
 
 

@@ -26,11 +26,13 @@ UInt8Image = NDArray[np.uint8]
 
 @dataclass(frozen=True, slots=True)
 class TileMasks:
-    """A tile's masks: (N, S, S) booleans with a class id and a confidence each."""
+    """A tile's masks with a class id and a confidence each. A mask covers the whole tile, or
+    only the part starting at its ``offsets`` row (y0, x0) when offsets are given."""
 
-    masks: NDArray[np.bool_]
+    masks: NDArray[np.bool_] | Sequence[NDArray[np.bool_]]
     class_id: NDArray[np.int64]
     confidence: NDArray[np.floating]
+    offsets: NDArray[np.int64] | None = None
 
 
 TileModel = Callable[[list[UInt8Image]], Sequence[TileMasks]]
@@ -63,7 +65,7 @@ def detect_tiled(
     image_bgr: UInt8Image,
     model: TileModel,
     *,
-    tile: int,
+    tile: int | tuple[int, int],
     overlap: int,
     class_names: Sequence[str],
     batch: int = 8,
@@ -72,30 +74,33 @@ def detect_tiled(
 ) -> Detections:
     """Detections of ``model`` over the whole of ``image_bgr``.
 
-    ``model`` takes a list of ``tile`` x ``tile`` BGR tiles and returns their `TileMasks`.
-    Images smaller than a tile are padded (with the mean colour). ``to_full_frame`` is the
-    factor from these pixels to the frame's full-resolution pixels (the image was decoded
-    at reduced size), applied to the polygons, boxes and areas returned.
+    ``model`` takes a list of BGR tiles (``tile`` square, or ``tile`` = (height, width)) and
+    returns their `TileMasks`. Images smaller than a tile are padded (with the mean colour):
+    a tile as large as the padded image runs the model once on the whole of it.
+    ``to_full_frame`` is the factor from these pixels to the frame's full-resolution pixels
+    (the image was decoded at reduced size), applied to the polygons, boxes and areas
+    returned.
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
         raise VisionError(f"expected a BGR uint8 image, got {image_bgr.shape} {image_bgr.dtype}")
     height, width = image_bgr.shape[:2]
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
     padded = image_bgr
-    if height < tile or width < tile:
+    if height < tile_h or width < tile_w:
         mean = image_bgr.reshape(-1, 3).mean(axis=0)
-        padded = np.empty((max(height, tile), max(width, tile), 3), dtype=np.uint8)
+        padded = np.empty((max(height, tile_h), max(width, tile_w), 3), dtype=np.uint8)
         padded[:] = np.round(mean).astype(np.uint8)
         padded[:height, :width] = image_bgr
     ph, pw = padded.shape[:2]
-    ys, xs = tile_origins(ph, tile, overlap), tile_origins(pw, tile, overlap)
-    own_y, own_x = _owned(ys, tile, ph), _owned(xs, tile, pw)
+    ys, xs = tile_origins(ph, tile_h, overlap), tile_origins(pw, tile_w, overlap)
+    own_y, own_x = _owned(ys, tile_h, ph), _owned(xs, tile_w, pw)
     label = np.zeros((ph, pw), dtype=np.uint8)  # class id + 1, 0 = nothing
     score = np.zeros((ph, pw), dtype=np.float32)
     jobs = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
     for start in range(0, len(jobs), batch):
         chunk = jobs[start : start + batch]
         tiles = [
-            np.ascontiguousarray(padded[ys[iy] : ys[iy] + tile, xs[ix] : xs[ix] + tile])
+            np.ascontiguousarray(padded[ys[iy] : ys[iy] + tile_h, xs[ix] : xs[ix] + tile_w])
             for iy, ix in chunk
         ]
         for (iy, ix), found in zip(chunk, model(tiles), strict=True):
@@ -104,10 +109,24 @@ def detect_tiled(
             tx0, tx1 = x_low - xs[ix], x_high - xs[ix]
             label_view = label[y_low:y_high, x_low:x_high]
             score_view = score[y_low:y_high, x_low:x_high]
-            for mask, cls, conf in zip(found.masks, found.class_id, found.confidence, strict=True):
-                inside = mask[ty0:ty1, tx0:tx1] & (score_view < conf)
-                label_view[inside] = int(cls) + 1
-                score_view[inside] = float(conf)
+            offsets = (
+                found.offsets
+                if found.offsets is not None
+                else np.zeros((len(found.masks), 2), dtype=np.int64)
+            )
+            for mask, (oy, ox), cls, conf in zip(
+                found.masks, offsets, found.class_id, found.confidence, strict=True
+            ):
+                # the part of the mask inside the part of the tile this tile owns
+                y0, y1 = max(ty0, int(oy)), min(ty1, int(oy) + mask.shape[0])
+                x0, x1 = max(tx0, int(ox)), min(tx1, int(ox) + mask.shape[1])
+                if y1 <= y0 or x1 <= x0:
+                    continue
+                labels = label_view[y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
+                scores = score_view[y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
+                inside = mask[y0 - oy : y1 - oy, x0 - ox : x1 - ox] & (scores < conf)
+                labels[inside] = int(cls) + 1
+                scores[inside] = float(conf)
     return canvas_detections(
         label[:height, :width],
         score[:height, :width],

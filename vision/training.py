@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -206,25 +207,32 @@ def export_onnx(
     config_dir: Path,
     metadata: dict[str, str] | None = None,
     threads: int = 2,
+    dynamic: bool = True,
 ) -> Path:
-    """Export ``weights`` to ONNX with a static ``imgsz`` square input, written to ``out``,
-    with ``metadata`` added to the model's own (ultralytics writes names, imgsz, stride)."""
+    """Export ``weights`` to ONNX, written to ``out``, with ``metadata`` added to the model's
+    own (ultralytics writes names, imgsz, stride). ``dynamic``: any input size in multiples of
+    32 (whole frames in one pass); else a static ``imgsz`` square input."""
     if not weights.is_file():
         raise VisionError(f"weights {weights} do not exist")
     prepare_offline(config_dir, threads)
     yolo_class = _import_yolo(threads)
-    model = yolo_class(str(weights), task="segment")
-    exported = Path(
-        model.export(format="onnx", imgsz=imgsz, dynamic=False, simplify=False, opset=17)
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
     import onnx
 
-    model_proto = onnx.load(str(exported))
+    # ultralytics writes <weights>.onnx beside the weights: work on a copy, so exporting
+    # models/x.pt never overwrites a models/x.onnx that is not the output.
+    with tempfile.TemporaryDirectory(prefix="dustpatrol-export-") as scratch:
+        copy = Path(scratch) / weights.name
+        shutil.copyfile(weights, copy)
+        model = yolo_class(str(copy), task="segment")
+        exported = Path(
+            model.export(format="onnx", imgsz=imgsz, dynamic=dynamic, simplify=False, opset=17)
+        )
+        model_proto = onnx.load(str(exported))
     existing = {p.key: p for p in model_proto.metadata_props}
     for key, value in (metadata or {}).items():
         entry = existing.get(key) or model_proto.metadata_props.add()
         entry.key, entry.value = key, value
+    out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model_proto, str(out))
     return out
 

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from vision.detect import Detector
+from vision.detections import Detections
+from vision.errors import VisionError
 from vision.onnx_model import OnnxSegmenter, postprocess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +63,7 @@ def test_postprocessing_matches_ultralytics_on_the_same_outputs(
     np.testing.assert_allclose(ours.confidence, theirs[:, 4].numpy(), rtol=1e-5)
     np.testing.assert_array_equal(ours.class_id, theirs[:, 5].numpy().astype(int))
     np.testing.assert_allclose(ours.xyxy, theirs[:, :4].clamp(0, 384).numpy(), atol=1e-3)
-    for mine, reference in zip(ours.masks, masks, strict=True):
+    for mine, reference in zip(ours.full_masks(), masks, strict=True):
         union = (mine | reference).sum()
         if union:
             assert (mine & reference).sum() / union > 0.99
@@ -76,3 +78,55 @@ def test_the_detector_finds_the_patches_of_rendered_tiles() -> None:
         assert set(detections.class_name) <= set(detector.class_names)
         found_any |= len(detections) > 0
     assert found_any
+
+
+@pytest.fixture(scope="module")
+def dynamic_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped weights exported with dynamic axes, beside a file the export must not
+    touch (ultralytics writes <weights>.onnx next to the weights it exports)."""
+    pytest.importorskip("torch")
+    from vision.training import export_onnx
+
+    folder = tmp_path_factory.mktemp("export")
+    weights = folder / "dustpatrol-seg.pt"
+    weights.write_bytes((ROOT / "models" / "dustpatrol-seg.pt").read_bytes())
+    bystander = folder / "dustpatrol-seg.onnx"
+    bystander.write_bytes(b"not to be overwritten")
+    out = export_onnx(
+        weights, 384, folder / "out" / "dynamic.onnx", folder / "ultralytics",
+        metadata={"dustpatrol_gsd_m": "0.1"}, dynamic=True,
+    )  # fmt: skip
+    assert bystander.read_bytes() == b"not to be overwritten"
+    return out
+
+
+def _painted(found: Detections, shape: tuple[int, int]) -> np.ndarray:
+    canvas = np.zeros(shape, dtype=np.uint8)
+    for index in range(len(found)):
+        ring = np.round(found.rings[index][0]).astype(np.int32)
+        cv2.fillPoly(canvas, [ring], int(found.class_id[index]) + 1)
+    return canvas
+
+
+def test_a_dynamic_model_runs_a_whole_frame_in_one_pass(dynamic_model: Path) -> None:
+    segmenter = OnnxSegmenter(dynamic_model)
+    assert segmenter.dynamic and segmenter.imgsz == 384
+    static, dynamic = Detector(MODEL), Detector(dynamic_model)
+    for tile_path in TILES[:3]:
+        tile = np.asarray(cv2.imread(str(tile_path)), dtype=np.uint8)
+        # the same weights on the same tile: the same answer from either export
+        same = _painted(dynamic.detect_image(tile), tile.shape[:2])
+        reference = _painted(static.detect_image(tile), tile.shape[:2])
+        assert (same == reference).mean() > 0.995
+        # the tile in the corner of a larger grey frame, run in one pass: its detections
+        # land where the tile is (masks cut to their boxes and put back at their offsets)
+        frame = np.full((768, 1152, 3), 128, dtype=np.uint8)
+        frame[384:, 768:] = tile
+        placed = _painted(dynamic.detect_image(frame), frame.shape[:2])
+        assert (placed[:384] == 0).mean() > 0.98 and (placed[:, :768] == 0).mean() > 0.98
+        inside = placed[384:, 768:]
+        for cls in np.unique(reference[reference > 0]):
+            union = ((inside == cls) | (reference == cls)).sum()
+            assert ((inside == cls) & (reference == cls)).sum() / union > 0.8
+    with pytest.raises(VisionError, match="multiples of 32"):
+        segmenter([np.zeros((100, 100, 3), dtype=np.uint8)])
