@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ApiError
@@ -43,6 +43,18 @@ def install_problem_handlers(app: FastAPI) -> None:
         # for a 64-bit column, say): the client's input, so a 422, not a 500.
         return problem(
             422, "Invalid input", "a value is out of the range the database holds", request
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _conflict(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A uniqueness rule of the database caught what the route's own check could not see:
+        # the same thing created by another request at the same moment.
+        return problem(
+            409,
+            "Conflict",
+            "this conflicts with a record created at the same moment (the same name, or the "
+            "same content posted twice); look it up or try again",
+            request,
         )
 
     @app.exception_handler(GeoError)

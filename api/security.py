@@ -22,9 +22,16 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+# Checked against when the user does not exist, so an unknown name takes as long to refuse as
+# a wrong password (no username oracle by timing).
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches; with no hash (no such user) the same work is done
+    against a dummy hash and the answer is False."""
     try:
-        return _hasher.verify(password_hash, password)
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
@@ -53,7 +60,10 @@ def read_token(token: str, secret: str) -> int:
         raise AuthenticationError("the access token has expired; log in again") from None
     except jwt.InvalidTokenError:
         raise AuthenticationError("the access token is not valid") from None
-    return int(claims["sub"])
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject.isdecimal() or len(subject) > 18:
+        raise AuthenticationError("the access token is not valid (its subject is not a user id)")
+    return int(subject)
 
 
 def new_api_key() -> tuple[str, str, str]:

@@ -22,7 +22,8 @@ def login(
 ) -> Token:
     """Exchange a username and password for a bearer token."""
     user = session.scalar(select(User).where(User.username == form.username))
-    if user is None or not user.active or not verify_password(user.password_hash, form.password):
+    matches = verify_password(user.password_hash if user else None, form.password)
+    if user is None or not user.active or not matches:
         raise AuthenticationError("wrong username or password")
     token, seconds = issue_token(user.id, user.role, request.app.state.secret)
     return Token(access_token=token, expires_in=seconds)

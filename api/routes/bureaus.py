@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from api.deps import AdminUser, SessionDep, StaffUser
 from api.errors import ConflictError
@@ -22,7 +23,11 @@ def create_bureau(body: BureauCreate, session: SessionDep, _: AdminUser) -> Bure
         webhook_secret=body.webhook_secret,
     )
     session.add(bureau)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # created by a request running at the same moment
+        session.rollback()
+        raise ConflictError(f"bureau {body.name!r} exists already") from None
     return BureauPublic.model_validate(bureau)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from api.deps import AdminUser, RowId, SessionDep
 from api.errors import ConflictError, InvalidInputError, NotFoundError
@@ -32,7 +33,11 @@ def add_user(session: SessionDep, body: UserCreate) -> User:
         bureau_id=body.bureau_id,
     )
     session.add(user)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # the same name created by a request running at the same moment
+        session.rollback()
+        raise ConflictError(f"user {body.username!r} exists already") from None
     return user
 
 

@@ -16,6 +16,7 @@ from shapely.geometry import shape
 from sqlalchemy import Select, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.db import as_utc
@@ -80,7 +81,19 @@ def ingest(
     session: Session, settings: Settings, flight_id: int, collection: dict[str, Any]
 ) -> FindingsIngested:
     """Store the pipeline's findings (``geo.matching.findings_geojson``); posting the same
-    analysis again changes nothing. Without required confirmation, rules run at once."""
+    analysis again changes nothing, also when two posts of it race (the loser finds the
+    winner's findings and reports them unchanged). Without required confirmation, rules run
+    at once."""
+    try:
+        return _ingest(session, settings, flight_id, collection)
+    except IntegrityError:
+        session.rollback()
+        return _ingest(session, settings, flight_id, collection)
+
+
+def _ingest(
+    session: Session, settings: Settings, flight_id: int, collection: dict[str, Any]
+) -> FindingsIngested:
     if session.get(Flight, flight_id) is None:
         raise NotFoundError(f"no flight {flight_id}")
     if collection.get("type") != "FeatureCollection" or not isinstance(

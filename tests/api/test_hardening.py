@@ -1,0 +1,126 @@
+"""Regressions of the independent probe (hardening issue): each test failed on the code before
+its fix. Races are reproduced deterministically where possible (the check of one request
+runs before the insert of another), and with real parallel requests besides."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from sqlalchemy.orm import Session
+
+from api.db import make_engine, session_factory
+from api.errors import ConflictError
+from api.models.bureaus import BureauCreate
+from api.models.users import Role, User, UserCreate
+from api.routes.bureaus import create_bureau
+from api.routes.users import add_user
+from api.services.notices import ingest
+from tests.api.conftest import PASSWORD, World
+from tests.api.test_notices_api import findings_for, new_flight
+from tests.api.test_sites_api import imported as imported
+
+
+def _blind_check(session: Session, monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
+    """Make ``session`` miss, once, a row another request committed a moment ago: its first
+    existence check whose SQL mentions ``marker`` sees nothing."""
+    real = session.scalar
+    fooled = [False]
+
+    def scalar(statement: Any, *args: Any, **kwargs: Any) -> Any:
+        if not fooled[0] and marker in str(statement):
+            fooled[0] = True
+            return None
+        return real(statement, *args, **kwargs)
+
+    monkeypatch.setattr(session, "scalar", scalar)
+
+
+def test_a_user_or_bureau_created_at_the_same_moment_is_a_conflict_not_a_500(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sessions = session_factory(make_engine(world.settings.database.url))
+    body = UserCreate(username="twin", password=PASSWORD, role=Role.ANALYST)
+    with sessions() as session:
+        add_user(session, body)  # the request that won
+    with sessions() as session:
+        _blind_check(session, monkeypatch, "users.username")
+        with pytest.raises(ConflictError, match="exists already"):
+            add_user(session, body)
+    with sessions() as session:
+        admin = session.query(User).filter_by(username="admin").one()
+        create_bureau(BureauCreate(name="县交通运输局"), session, admin)
+    with sessions() as session:
+        admin = session.query(User).filter_by(username="admin").one()
+        _blind_check(session, monkeypatch, "bureaus.name")
+        with pytest.raises(ConflictError, match="exists already"):
+            create_bureau(BureauCreate(name="县交通运输局"), session, admin)
+
+
+def test_parallel_identical_user_creations_give_one_201_and_409s(world: World) -> None:
+    headers = world.login("admin")
+    body = {"username": "racer", "password": PASSWORD, "role": "analyst"}
+
+    def create(_: int) -> int:
+        return int(world.client.post("/users", json=body, headers=headers).status_code)
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(create, range(10)))
+    assert sorted(set(statuses)) in ([201, 409], [201]) and statuses.count(201) == 1
+
+
+def test_the_same_findings_posted_at_the_same_moment_are_stored_once(
+    imported: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flight = new_flight(imported)
+    collection = findings_for(imported, "S1", "exposed_soil", 10.0)
+    sessions = session_factory(make_engine(imported.settings.database.url))
+    with sessions() as session:
+        assert ingest(session, imported.settings, flight, collection).created == 1
+    with sessions() as session:
+        _blind_check(session, monkeypatch, "findings.fingerprint")
+        again = ingest(session, imported.settings, flight, collection)
+    assert again.created == 0 and again.unchanged == 1
+
+
+def test_a_token_whose_subject_is_not_a_user_id_is_a_401(world: World) -> None:
+    now = datetime.now(UTC)
+    for subject in ("admin", "1.5", "-1", "9" * 40):
+        token = jwt.encode(
+            {"sub": subject, "exp": now + timedelta(minutes=5)},
+            world.client.app.state.secret,  # type: ignore[attr-defined]
+            algorithm="HS256",
+        )
+        response = world.client.get("/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, (subject, response.text)
+        assert "not valid" in response.json()["detail"]
+
+
+def test_an_unknown_user_costs_the_same_password_check_as_a_known_one(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No username oracle by timing: an unknown name is refused after the same Argon2 work
+    as a wrong password (before, it answered at once: 4 ms against 322 ms)."""
+    from api import security
+
+    checks: list[str] = []
+
+    class Counting:
+        def __init__(self, hasher: Any) -> None:
+            self.hasher = hasher
+
+        def verify(self, password_hash: str, password: str) -> bool:
+            checks.append(password_hash)
+            return bool(self.hasher.verify(password_hash, password))
+
+    monkeypatch.setattr(security, "_hasher", Counting(security._hasher))
+    for username in ("admin", "nobody-here"):
+        response = world.client.post(
+            "/auth/token", data={"username": username, "password": "wrong-password-123"}
+        )
+        assert response.status_code == 401
+        assert response.json()["detail"] == "wrong username or password"
+    assert len(checks) == 2 and all(h.startswith("$argon2") for h in checks)
