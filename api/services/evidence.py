@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from api.errors import InvalidInputError, NotFoundError
+from api.errors import ConflictError, InvalidInputError, NotFoundError
 from api.models.flights import Frame
 from api.models.notices import Finding
 from api.services.frames import stored_frame, write_atomic
@@ -104,17 +104,31 @@ def _crop_path(settings: Settings, sha256: str, box: tuple[int, int, int, int]) 
 
 
 def render_crop(source: Path, box: tuple[int, int, int, int], where: str) -> bytes:
+    """The frame around ``box`` with the box outlined, at most CROP_MAX_SIDE_PX a side. The
+    frame is decoded only at the reduction the crop needs (JPEG DCT scaling), never whole
+    at full size."""
     x0, y0, x1, y1 = box
-    with Image.open(source) as image:
-        width, height = image.size
-        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-            raise InvalidInputError(
-                f"{where}: pixel_box {list(box)} lies outside the {width}x{height} frame"
+    try:
+        with Image.open(source) as image:
+            width, height = image.size
+            if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+                raise InvalidInputError(
+                    f"{where}: pixel_box {list(box)} lies outside the {width}x{height} frame"
+                )
+            margin = max(MIN_MARGIN_PX, int(MARGIN_SHARE * max(x1 - x0, y1 - y0)))
+            left, top = max(0, x0 - margin), max(0, y0 - margin)
+            right, bottom = min(width, x1 + margin), min(height, y1 + margin)
+            wanted = min(1.0, CROP_MAX_SIDE_PX / max(right - left, bottom - top))
+            image.draft("RGB", (max(1, round(width * wanted)), max(1, round(height * wanted))))
+            factor = image.size[0] / width  # 1, 1/2, 1/4 or 1/8: what the decoder gave
+            origin_x, origin_y = math.floor(left * factor), math.floor(top * factor)
+            crop = image.convert("RGB").crop(
+                (origin_x, origin_y, math.ceil(right * factor), math.ceil(bottom * factor))
             )
-        margin = max(MIN_MARGIN_PX, int(MARGIN_SHARE * max(x1 - x0, y1 - y0)))
-        left, top = max(0, x0 - margin), max(0, y0 - margin)
-        right, bottom = min(width, x1 + margin), min(height, y1 + margin)
-        crop = image.convert("RGB").crop((left, top, right, bottom))
+    except (OSError, SyntaxError) as exc:
+        raise ConflictError(
+            f"{where}: the stored frame cannot be decoded ({exc}); upload it again"
+        ) from None
     scale = min(1.0, CROP_MAX_SIDE_PX / max(crop.size))
     if scale < 1.0:
         crop = crop.resize(
@@ -122,10 +136,10 @@ def render_crop(source: Path, box: tuple[int, int, int, int], where: str) -> byt
             Image.Resampling.LANCZOS,
         )
     outline = [
-        (x0 - left) * scale,
-        (y0 - top) * scale,
-        (x1 - left) * scale - 1,
-        (y1 - top) * scale - 1,
+        (x0 * factor - origin_x) * scale,
+        (y0 * factor - origin_y) * scale,
+        (x1 * factor - origin_x) * scale - 1,
+        (y1 * factor - origin_y) * scale - 1,
     ]
     ImageDraw.Draw(crop).rectangle(outline, outline=(230, 30, 30), width=3)
     buffer = io.BytesIO()

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from geo.frames import FrameMeta, read_frame_meta
 from geo.georef import CameraIntrinsics, CameraPose, footprint, intrinsics_from_meta, pose_from_meta
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_FRAME_PIXELS = 100_000_000  # the largest survey cameras take 100 MP; a 20 MP drone 20
 FRAME_METADATA_JOB = "frame_metadata"
 FRAME_DETECT_JOB = "frame_detect"  # run by api.services.analysis
 
@@ -71,15 +73,35 @@ def frame_camera(
 
 
 def validate_jpeg(data: bytes, filename: str) -> None:
+    """Refuse what is not a whole JPEG of a size real cameras produce. The image is decoded
+    to the end (at 1/8 scale, cheap), so a truncated file is refused here and never reaches
+    detection or an evidence crop."""
     if len(data) > MAX_FRAME_BYTES:
         raise InvalidInputError(f"{filename}: larger than {MAX_FRAME_BYTES // 2**20} MiB")
     if not data.startswith(b"\xff\xd8\xff"):
         raise InvalidInputError(f"{filename}: not a JPEG (frames must be the camera's JPEG files)")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > MAX_FRAME_PIXELS:
+                    raise InvalidInputError(
+                        f"{filename}: {width}x{height} pixels: more pixels than any survey camera "
+                        f"takes (at most {MAX_FRAME_PIXELS // 1_000_000} MP)"
+                    )
+                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+                image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidInputError(
+            f"{filename}: its header claims more pixels than any survey camera takes (at "
+            f"most {MAX_FRAME_PIXELS // 1_000_000} MP): not a camera frame"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InvalidInputError(f"{filename}: a damaged JPEG ({exc})") from None
+        reason = "truncated" if "truncated" in str(exc) else "damaged"
+        raise InvalidInputError(
+            f"{filename}: a {reason} JPEG ({exc}); copy it again from the drone"
+        ) from None
 
 
 def store_frame(

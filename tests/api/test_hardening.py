@@ -124,3 +124,56 @@ def test_an_unknown_user_costs_the_same_password_check_as_a_known_one(
         assert response.status_code == 401
         assert response.json()["detail"] == "wrong username or password"
     assert len(checks) == 2 and all(h.startswith("$argon2") for h in checks)
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A tiny real JPEG whose frame header claims ``width`` x ``height`` pixels."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (120, 110, 90)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (_jpeg_claiming(30000, 30000), "than any survey camera"),  # a bomb
+        (_jpeg_claiming(12000, 12000), "than any survey camera"),  # 144 MP, 631 B
+    ],
+    ids=["30000x30000", "12000x12000"],
+)
+def test_frames_claiming_absurd_sizes_are_refused_with_a_4xx(
+    world: World, data: bytes, why: str
+) -> None:
+    headers = world.login("analyst")
+    flight = world.client.post("/flights", json={"name": "bombs"}, headers=headers).json()["id"]
+    response = world.client.post(
+        f"/flights/{flight}/frames",
+        files={"file": ("bomb.jpg", data, "image/jpeg")},
+        headers=headers,
+    )
+    assert response.status_code == 422, response.text
+    assert why in response.json()["detail"]
+
+
+def test_a_truncated_frame_is_refused_at_upload(world: World) -> None:
+    from sim.world import generate_district
+    from tests.api.test_flights_api import sim_jpeg
+
+    data, _ = sim_jpeg(generate_district(3, n_sites=10, extent_m=2000.0))
+    headers = world.login("analyst")
+    flight = world.client.post("/flights", json={"name": "cut"}, headers=headers).json()["id"]
+    response = world.client.post(
+        f"/flights/{flight}/frames",
+        files={"file": ("DJI_0001.JPG", data[: len(data) * 6 // 10], "image/jpeg")},
+        headers=headers,
+    )
+    assert response.status_code == 422, response.text
+    assert "truncated" in response.json()["detail"]
+    assert world.client.get(f"/flights/{flight}/frames", headers=headers).json() == []
