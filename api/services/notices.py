@@ -101,11 +101,11 @@ def _ingest(
     ):
         raise InvalidInputError("the body must be a GeoJSON FeatureCollection of findings")
     named = {
-        str(f["properties"]["site_id"])
+        f["properties"]["site_id"]
         for f in collection["features"]
         if isinstance(f, dict)
         and isinstance(f.get("properties"), dict)
-        and f["properties"].get("site_id")
+        and isinstance(f["properties"].get("site_id"), str)
     }
     sites = {
         s.site_id: s for s in session.scalars(select(Site).where(Site.site_id.in_(sorted(named))))
@@ -142,22 +142,38 @@ def _finding_from_feature(
     where = f"feature {index}"
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
         raise InvalidInputError(f"{where}: not a GeoJSON Feature")
-    properties = feature.get("properties") or {}
+    properties = feature.get("properties")
+    if not isinstance(properties, dict):
+        raise InvalidInputError(f"{where}: properties must be an object (class, area_m2, ...)")
     finding_class = properties.get("class")
-    if finding_class not in {c.value for c in FindingClass}:
+    if not isinstance(finding_class, str) or finding_class not in {c.value for c in FindingClass}:
         raise InvalidInputError(
             f"{where}: class must be one of {', '.join(c.value for c in FindingClass)}"
         )
+    if properties.get("site_id") is not None and not isinstance(properties["site_id"], str):
+        raise InvalidInputError(f"{where}: site_id must be a string or null")
     try:
         geometry = shape(feature["geometry"])
-    except (KeyError, TypeError, ValueError, shapely.errors.GEOSException):
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException):
         raise InvalidInputError(f"{where}: geometry is not a valid GeoJSON geometry") from None
     if geometry.geom_type not in ("Polygon", "MultiPolygon") or geometry.is_empty:
         raise InvalidInputError(f"{where}: a finding must be a polygon")
+    if not all(math.isfinite(v) for v in geometry.bounds):
+        raise InvalidInputError(f"{where}: the polygon has coordinates that are not finite")
+    if not geometry.is_valid:
+        raise InvalidInputError(
+            f"{where}: the polygon is not valid ({shapely.is_valid_reason(geometry)}); "
+            "findings are simple polygons, e.g. as geo.matching.findings_geojson writes them"
+        )
     numbers = {}
     for name in ("area_m2", "confidence", "uncertainty_m"):
         value = properties.get(name)
-        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise InvalidInputError(f"{where}: {name} must be a non-negative number")
         numbers[name] = float(value)
     if numbers["confidence"] > 1:

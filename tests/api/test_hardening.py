@@ -4,6 +4,7 @@ runs before the insert of another), and with real parallel requests besides."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -177,3 +178,56 @@ def test_a_truncated_frame_is_refused_at_upload(world: World) -> None:
     assert response.status_code == 422, response.text
     assert "truncated" in response.json()["detail"]
     assert world.client.get(f"/flights/{flight}/frames", headers=headers).json() == []
+
+
+def _broken(collection: dict[str, Any], change: Any) -> dict[str, Any]:
+    import copy
+
+    broken = copy.deepcopy(collection)
+    change(broken["features"][0])
+    return broken
+
+
+def _set(path: tuple[str, ...], value: Any) -> Any:
+    def change(feature: dict[str, Any]) -> None:
+        target = feature
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+def test_malformed_findings_are_422_problems_naming_what_is_wrong(imported: World) -> None:
+    flight = new_flight(imported)
+    good = findings_for(imported, "S1", "exposed_soil", 10.0)
+    ring = good["features"][0]["geometry"]["coordinates"][0]
+    (x0, y0), (x1, y1) = ring[0], ring[2]
+    bow_tie = {
+        "type": "Polygon",
+        "coordinates": [[[x0, y0], [x1, y1], [x1, y0], [x0, y1], [x0, y0]]],
+    }
+    infinite = {"type": "Polygon", "coordinates": [[[x0, y0], [1e400, y0], [x1, y1], [x0, y0]]]}
+    cases = {
+        "properties must be an object": _set(("properties",), ["exposed_soil"]),
+        "properties must be an object ": _set(("properties",), "exposed_soil"),
+        "class must be one of": _set(("properties", "class"), ["exposed_soil"]),
+        "class must be one of ": _set(("properties", "class"), {"name": "exposed_soil"}),
+        "site_id must be a string": _set(("properties", "site_id"), ["S1"]),
+        "site_id must be a string ": _set(("properties", "site_id"), {"id": "S1"}),
+        "area_m2 must be a non-negative number": _set(("properties", "area_m2"), True),
+        "not valid": _set(("geometry",), bow_tie),
+        "not finite": _set(("geometry",), infinite),
+    }
+    headers = imported.login("analyst")
+    for expected, change in cases.items():
+        body = json.dumps(_broken(good, change))  # Infinity where the probe sent it
+        response = imported.client.post(
+            f"/flights/{flight}/findings",
+            content=body,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 422, (expected, response.text)
+        assert expected.strip() in response.json()["detail"], (expected, response.text)
+    # nothing of the refused posts was stored
+    assert imported.client.get("/findings", params={"flight": flight}, headers=headers).json() == []
