@@ -8,6 +8,7 @@ never silently dropped.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import tempfile
@@ -31,6 +32,7 @@ from geo.errors import GeoError
 GCJ02 = "gcj02"
 VECTOR_SUFFIXES = {".geojson", ".json", ".kml", ".kmz", ".shp", ".zip", ".gpkg"}
 CSV_SUFFIXES = {".csv", ".txt"}
+EXTRA_FIELDS = "_extra_fields"  # where a CSV row's values beyond the header's columns go
 MIN_OVERLAP_M2 = 0.01
 
 # Attribute names as bureaus write them, Chinese and English, mapped to ours. Specific names
@@ -140,6 +142,14 @@ def load_sites(
     path = Path(path)
     if not path.exists():
         raise SiteRegistryError(f"{path} does not exist")
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise SiteRegistryError(
+                f"unknown text encoding {encoding!r}; use one Python knows, e.g. gbk, gb18030, "
+                "utf-8"
+            ) from None
     suffix = path.suffix.lower()
     if suffix in CSV_SUFFIXES:
         frame = _read_csv(path, encoding)
@@ -219,7 +229,7 @@ def _decode(data: bytes, encoding: str | None, path: Path) -> str:
 
 def _read_csv(path: Path, encoding: str | None) -> gpd.GeoDataFrame:
     text = _decode(path.read_bytes(), encoding, path)
-    rows = list(csv.DictReader(io.StringIO(text)))
+    rows = list(csv.DictReader(io.StringIO(text), restkey=EXTRA_FIELDS))
     if not rows:
         return gpd.GeoDataFrame({"geometry": []}, geometry="geometry", crs=None)
     columns = list(rows[0])
@@ -228,6 +238,10 @@ def _read_csv(path: Path, encoding: str | None) -> gpd.GeoDataFrame:
         raise SiteRegistryError(
             f"{path}: no WKT column; name the geometry column one of {', '.join(WKT_COLUMNS)}"
         )
+    # A row longer than the header (an unquoted comma in a value, say) keeps its extra values
+    # under EXTRA_FIELDS; the row is rejected by name in the report, the others load.
+    for row in rows:
+        row.setdefault(EXTRA_FIELDS, None)
     frame = pd.DataFrame(rows)
     wkt = frame.pop(wkt_column).fillna("").astype(str)
     texts = [text if text.strip() else None for text in wkt]
@@ -322,7 +336,7 @@ def _validate(
     }
     if columns["site_id"] is None:
         report.notes.append("no site id field found; ids S0001, S0002, ... assigned in file order")
-    used = {c for c in columns.values() if c is not None} | {"geometry", "_wkt_text"}
+    used = {c for c in columns.values() if c is not None} | {"geometry", "_wkt_text", EXTRA_FIELDS}
     records: list[dict[str, Any]] = []
     first_seen: dict[str, str] = {}
     for position, (_, row) in enumerate(frame.iterrows(), start=1):
@@ -330,6 +344,16 @@ def _validate(
         site_id = _clean(row[columns["site_id"]]) if columns["site_id"] else f"S{position:04d}"
         feature = site_id or label
         geometry = row.geometry
+        extra = row.get(EXTRA_FIELDS)
+        if isinstance(extra, list) and extra:
+            report.rejected.append(
+                SiteIssue(
+                    feature,
+                    f"has {len(extra)} more value(s) than the header has columns (an unquoted "
+                    "comma inside a value?); quote that value",
+                )
+            )
+            continue
         if not isinstance(geometry, BaseGeometry) or geometry.is_empty:
             wkt_text = str(row.get("_wkt_text", "") or "").strip()
             problem = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from api.errors import InvalidInputError, NotFoundError
 from api.models.bureaus import Bureau
 from api.models.sites import ImportReport, OverlapPublic, Site, SiteIssuePublic, SitePublic
 from api.models.users import Role, User
+from geo.errors import GeoError
 from geo.sites import load_sites
 
 CANONICAL = ("name", "kind", "address", "permit_number", "contact")
@@ -40,10 +42,18 @@ def import_registry(
         raise InvalidInputError(
             f"{filename!r} has no file extension; name the file after its format"
         )
+    if not re.fullmatch(r"\.[a-z0-9]{1,10}", suffix):
+        raise InvalidInputError(
+            f"{filename!r}: the file extension {suffix!r} is not a registry format's"
+        )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"upload{suffix}"
         path.write_bytes(data)
-        registry = load_sites(path, crs=crs, encoding=encoding, id_field=id_field)
+        try:
+            registry = load_sites(path, crs=crs, encoding=encoding, id_field=id_field)
+        except GeoError as exc:  # name the uploaded file, never this server's temporary path
+            exc.args = (str(exc).replace(str(path), filename),)
+            raise
     sites = registry.sites
     projected = sites.to_crs(sites.estimate_utm_crs()) if len(sites) else sites
     bureaus = {b.name: b for b in session.scalars(select(Bureau))}

@@ -231,3 +231,37 @@ def test_malformed_findings_are_422_problems_naming_what_is_wrong(imported: Worl
         assert expected.strip() in response.json()["detail"], (expected, response.text)
     # nothing of the refused posts was stored
     assert imported.client.get("/findings", params={"flight": flight}, headers=headers).json() == []
+
+
+def _import(world: World, name: str, data: bytes, **params: str) -> Any:
+    return world.client.post(
+        "/sites/import",
+        params=params,
+        files={"file": (name, data, "application/octet-stream")},
+        headers=world.login("admin"),
+    )
+
+
+SQUARE = "POLYGON ((115.45 36.48, 115.451 36.48, 115.451 36.481, 115.45 36.481, 115.45 36.48))"
+
+
+def test_site_imports_that_crashed_are_4xx_or_keep_the_good_rows(world: World) -> None:
+    csv_text = (
+        "site_id,name,wkt\n"
+        f'S1,good site,"{SQUARE}"\n'
+        f'S2,comma, in name,"{SQUARE}"\n'  # one value more than the header
+    )
+    response = _import(world, "sites.csv", csv_text.encode(), crs="EPSG:4326")
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["created"] == 1
+    assert any("more value" in r["problem"] for r in report["rejected"])
+    response = _import(world, "sites.csv", csv_text.encode(), encoding="klingon-8", crs="EPSG:4326")
+    assert response.status_code == 422 and "unknown text encoding" in response.json()["detail"]
+    response = _import(world, "sites\x00.geojson", b"{}")
+    assert response.status_code == 422, response.text
+    response = _import(world, "registry.geojson", b'{"type": "FeatureCollection", "features": [')
+    assert response.status_code == 422
+    assert (
+        "/tmp" not in response.json()["detail"] and "registry.geojson" in response.json()["detail"]
+    )
