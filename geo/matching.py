@@ -176,7 +176,7 @@ def match_findings(
         geometry[matched[partly]] = overlap[chosen[partly]]
 
     unmatched = np.flatnonzero(best_site < 0)
-    if len(unmatched) and tolerance[unmatched].max() > 0:
+    if len(unmatched):  # also at tolerance 0: a detection touching a site is 0 m from it
         near_det, near_site = tree.query(
             detections[unmatched], predicate="dwithin", distance=float(tolerance[unmatched].max())
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import pandas as pd
 import pyogrio
 import shapely
 from pyproj import CRS
-from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
 from geo.crs import WGS84, CrsError, gcj02_to_wgs84, parse_crs
@@ -33,6 +34,8 @@ GCJ02 = "gcj02"
 VECTOR_SUFFIXES = {".geojson", ".json", ".kml", ".kmz", ".shp", ".zip", ".gpkg"}
 CSV_SUFFIXES = {".csv", ".txt"}
 EXTRA_FIELDS = "_extra_fields"  # where a CSV row's values beyond the header's columns go
+ROW_PROBLEM = "_row_problem"  # why a feature could not be read (it is rejected by name)
+GEOJSON_SUFFIXES = {".geojson", ".json"}
 MIN_OVERLAP_M2 = 0.01
 
 # Attribute names as bureaus write them, Chinese and English, mapped to ours. Specific names
@@ -153,6 +156,8 @@ def load_sites(
     suffix = path.suffix.lower()
     if suffix in CSV_SUFFIXES:
         frame = _read_csv(path, encoding)
+    elif suffix in GEOJSON_SUFFIXES:
+        frame = _read_geojson(path, encoding)
     elif suffix in VECTOR_SUFFIXES:
         frame = _read_vector(path, encoding)
     else:
@@ -213,6 +218,67 @@ def _extract_kml(kmz: Path, folder: Path) -> Path:
             return target
     except zipfile.BadZipFile:
         raise SiteRegistryError(f"{kmz}: not a valid KMZ (zip) file") from None
+
+
+def _read_geojson(path: Path, encoding: str | None) -> gpd.GeoDataFrame:
+    """GeoJSON read feature by feature: a feature that is not one (an unknown type, no or a
+    broken geometry: an unclosed or too short ring) is kept as a row with its problem, so the
+    report names it and every other feature loads. RFC 7946 coordinates are WGS84; a legacy
+    ``crs`` member naming an EPSG code is honoured."""
+    text = _decode(path.read_bytes(), encoding, path)
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SiteRegistryError(
+            f"{path}: cannot be read as GeoJSON: not valid JSON ({exc.msg} at line "
+            f"{exc.lineno}, column {exc.colno})"
+        ) from None
+    kind = document.get("type") if isinstance(document, dict) else None
+    if kind == "FeatureCollection" and isinstance(document.get("features"), list):
+        features = document["features"]
+    elif kind == "Feature":
+        features = [document]
+    else:
+        raise SiteRegistryError(
+            f"{path}: not a GeoJSON FeatureCollection (its type is {kind!r}); a registry is "
+            "a FeatureCollection of polygon features"
+        )
+    rows: list[dict[str, Any]] = []
+    for feature in features:
+        row: dict[str, Any] = {"geometry": None, ROW_PROBLEM: None}
+        if not isinstance(feature, dict) or feature.get("type") != "Feature":
+            found = feature.get("type") if isinstance(feature, dict) else type(feature).__name__
+            row[ROW_PROBLEM] = f"is not a GeoJSON Feature (type {found!r})"
+            rows.append(row)
+            continue
+        properties = feature.get("properties")
+        if isinstance(properties, dict):
+            row.update({k: v for k, v in properties.items() if k not in row})
+        elif properties is not None:
+            row[ROW_PROBLEM] = "its properties are not an object"
+        geometry = feature.get("geometry")
+        if geometry is None:
+            row[ROW_PROBLEM] = row[ROW_PROBLEM] or "has no geometry (null)"
+        else:
+            try:
+                row["geometry"] = shape(geometry)
+            except (shapely.errors.GEOSException, ValueError, TypeError, KeyError, IndexError,
+                    AttributeError) as exc:  # fmt: skip
+                row[ROW_PROBLEM] = row[ROW_PROBLEM] or f"its geometry cannot be read ({exc})"
+        rows.append(row)
+    crs = CRS.from_epsg(4326)  # RFC 7946 (what GDAL reports for GeoJSON too)
+    legacy = document.get("crs")
+    if isinstance(legacy, dict):
+        name = (legacy.get("properties") or {}).get("name")
+        try:
+            crs = CRS.from_user_input(name)
+        except Exception:  # pyproj raises its own CRSError for any unknown name
+            raise SiteRegistryError(f"{path}: its crs member {name!r} is not a known CRS") from None
+        if crs.equals(WGS84, ignore_axis_order=True):  # OGC CRS84 is lon/lat WGS84 too
+            crs = CRS.from_epsg(4326)
+    if not rows:
+        return gpd.GeoDataFrame({"geometry": []}, geometry="geometry", crs=crs)
+    return gpd.GeoDataFrame(pd.DataFrame(rows), geometry="geometry", crs=crs)
 
 
 def _decode(data: bytes, encoding: str | None, path: Path) -> str:
@@ -336,7 +402,12 @@ def _validate(
     }
     if columns["site_id"] is None:
         report.notes.append("no site id field found; ids S0001, S0002, ... assigned in file order")
-    used = {c for c in columns.values() if c is not None} | {"geometry", "_wkt_text", EXTRA_FIELDS}
+    used = {c for c in columns.values() if c is not None} | {
+        "geometry",
+        "_wkt_text",
+        EXTRA_FIELDS,
+        ROW_PROBLEM,
+    }
     records: list[dict[str, Any]] = []
     first_seen: dict[str, str] = {}
     for position, (_, row) in enumerate(frame.iterrows(), start=1):
@@ -344,6 +415,9 @@ def _validate(
         site_id = _clean(row[columns["site_id"]]) if columns["site_id"] else f"S{position:04d}"
         feature = site_id or label
         geometry = row.geometry
+        if isinstance(row.get(ROW_PROBLEM), str):
+            report.rejected.append(SiteIssue(feature, row[ROW_PROBLEM]))
+            continue
         extra = row.get(EXTRA_FIELDS)
         if isinstance(extra, list) and extra:
             report.rejected.append(

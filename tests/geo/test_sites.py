@@ -259,3 +259,46 @@ def test_sites_check_command_reports_and_sets_the_exit_code(tmp_path: Path) -> N
     )
     assert result.exit_code == 1
     assert "--crs" in result.output
+
+
+def test_malformed_geojson_features_are_named_and_the_good_ones_load(tmp_path: Path) -> None:
+    """One broken feature among good ones (an unclosed ring, a too short ring, no geometry,
+    an unknown type) used to crash the reader or vanish silently."""
+    import json
+
+    good = [list(c) for c in square(0).exterior.coords]
+    other = [list(c) for c in square(2).exterior.coords]
+    features = [
+        {"type": "Feature", "properties": {"site_id": "G1"},
+         "geometry": {"type": "Polygon", "coordinates": [good]}},
+        {"type": "Feature", "properties": {"site_id": "B1"},
+         "geometry": {"type": "Polygon", "coordinates": [good[:2]]}},  # a too short ring
+        {"type": "Feature", "properties": {"site_id": "B2"}, "geometry": None},
+        {"type": "Feture", "properties": {"site_id": "B3"},
+         "geometry": {"type": "Polygon", "coordinates": [other]}},
+        {"type": "Feature", "properties": {"site_id": "G2"},
+         "geometry": {"type": "Polygon", "coordinates": [other]}},
+    ]  # fmt: skip
+    path = tmp_path / "mixed.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    registry = load_sites(path)
+    assert list(registry.sites["site_id"]) == ["G1", "G2"]
+    rejected = {issue.feature: issue.problem for issue in registry.report.rejected}
+    assert set(rejected) == {"B1", "B2", "B3"}  # every input feature is accounted for
+    assert "geometry cannot be read" in rejected["B1"]
+    assert "no geometry" in rejected["B2"]
+    assert "not a GeoJSON Feature" in rejected["B3"]
+
+
+def test_a_detection_touching_a_site_is_zero_metres_from_it_at_tolerance_zero() -> None:
+    from pyproj import CRS
+
+    from geo.matching import MatchFlag, match_findings
+
+    utm = CRS.from_epsg(32650)
+    site = box(500_000, 4_000_000, 500_100, 4_000_100)
+    registry = gpd.GeoDataFrame({"site_id": ["S1"]}, geometry=[site], crs=utm)
+    touching = box(500_100, 4_000_010, 500_110, 4_000_020)  # shares the site's east edge
+    matches = match_findings([touching], registry, 0.0, utm)
+    assert matches.distance_m[0] == 0.0 and matches.site_id[0] == "S1"
+    assert MatchFlag(int(matches.flag[0])) is MatchFlag.NEAR_BOUNDARY
