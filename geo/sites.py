@@ -246,16 +246,19 @@ def _read_geojson(path: Path, encoding: str | None) -> gpd.GeoDataFrame:
     rows: list[dict[str, Any]] = []
     for feature in features:
         row: dict[str, Any] = {"geometry": None, ROW_PROBLEM: None}
-        if not isinstance(feature, dict) or feature.get("type") != "Feature":
-            found = feature.get("type") if isinstance(feature, dict) else type(feature).__name__
-            row[ROW_PROBLEM] = f"is not a GeoJSON Feature (type {found!r})"
+        if not isinstance(feature, dict):
+            row[ROW_PROBLEM] = f"is not a GeoJSON Feature but a {type(feature).__name__}"
             rows.append(row)
             continue
         properties = feature.get("properties")
-        if isinstance(properties, dict):
+        if isinstance(properties, dict):  # read first: they name the feature in the report
             row.update({k: v for k, v in properties.items() if k not in row})
         elif properties is not None:
             row[ROW_PROBLEM] = "its properties are not an object"
+        if feature.get("type") != "Feature":
+            row[ROW_PROBLEM] = f"is not a GeoJSON Feature (type {feature.get('type')!r})"
+            rows.append(row)
+            continue
         geometry = feature.get("geometry")
         if geometry is None:
             row[ROW_PROBLEM] = row[ROW_PROBLEM] or "has no geometry (null)"
