@@ -139,17 +139,22 @@ def pose_from_meta(
             f"{meta.source}: lacks drone-dji:RelativeAltitude, so its height above the ground is "
             "unknown; frames without it cannot be georeferenced on flat ground"
         )
-    if meta.gimbal_yaw_deg is not None and meta.gimbal_pitch_deg is not None:
-        yaw, pitch = meta.gimbal_yaw_deg, meta.gimbal_pitch_deg
-        roll = meta.gimbal_roll_deg or 0.0
-    elif meta.flight_yaw_deg is not None:
-        # A fixed nadir camera: it looks straight down, image top towards the heading.
-        yaw, pitch, roll = meta.flight_yaw_deg, -90.0, 0.0
-    else:
+    # What the frame states is used: the gimbal's angles; the flight's heading where the
+    # gimbal states no yaw (it follows the aircraft); nadir only where no pitch is stated.
+    yaw = meta.gimbal_yaw_deg if meta.gimbal_yaw_deg is not None else meta.flight_yaw_deg
+    if yaw is None:
+        if meta.gimbal_pitch_deg is not None:
+            raise GeorefError(
+                f"{meta.source}: states a gimbal pitch of {meta.gimbal_pitch_deg:g}° but no yaw "
+                "(neither drone-dji:GimbalYawDegree nor FlightYawDegree); where the camera "
+                "looks is unknown"
+            )
         raise GeorefError(
             f"{meta.source}: lacks drone-dji:GimbalYawDegree/GimbalPitchDegree and "
             "FlightYawDegree; the camera's orientation is unknown"
         )
+    pitch = meta.gimbal_pitch_deg if meta.gimbal_pitch_deg is not None else -90.0
+    roll = meta.gimbal_roll_deg or 0.0
     target = crs or utm_crs_for(meta.lon_deg, meta.lat_deg)
     east, north = transformer(WGS84, target).transform(meta.lon_deg, meta.lat_deg)
     return CameraPose(

@@ -235,3 +235,21 @@ def test_lens_distortion_is_removed_before_casting() -> None:
         ).max()
         > 1.0
     )
+
+
+def test_a_stated_gimbal_pitch_is_used_even_without_a_gimbal_yaw() -> None:
+    """It used to be placed as nadir whatever pitch it stated."""
+    for pitch in ("-60.0", "+0.0", "+60.0"):
+        xmp = xmp_attributes(
+            {"RelativeAltitude": "+80", "FlightYawDegree": "+45.0", "GimbalPitchDegree": pitch}
+        )
+        pose = pose_from_meta(read_frame_meta(make_jpeg(gps=standard_gps(), xmp=xmp)))
+        assert (pose.yaw_deg, pose.pitch_deg) == (45.0, float(pitch))
+    looking_up = pose  # +60°: looking at the sky, what it shows cannot be placed
+    camera = intrinsics_from_meta(read_frame_meta(make_jpeg(gps=standard_gps())))
+    whole = np.array([[0, 0], [camera.width_px - 1, 0], [camera.width_px - 1, 10], [0, 10]])
+    with pytest.raises(GeorefError, match="above the horizon"):
+        georeference_polygon(whole.astype(np.float64), camera, looking_up)
+    xmp = xmp_attributes({"RelativeAltitude": "+80", "GimbalPitchDegree": "-60.0"})
+    with pytest.raises(GeorefError, match="no yaw"):
+        pose_from_meta(read_frame_meta(make_jpeg(gps=standard_gps(), xmp=xmp)))
