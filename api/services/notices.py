@@ -545,21 +545,11 @@ def verify_with_flight(session: Session, flight_id: int) -> list[str]:
     """Check rectified notices against a later flight: if its frames saw (nearly) the whole
     site and found no problem of the notice's class there, the notice is verified; if they
     found one, it goes back to the bureau (acknowledged). Returns the notices touched."""
-    from shapely.ops import unary_union
+    from api.services.coverage import seen_by, site_coverage_share
 
-    from api.models.flights import Frame
-    from geo.crs import WGS84, transform_geometry, utm_crs_for
-
-    footprints = [
-        shape(json.loads(f.footprint_geojson))
-        for f in session.scalars(
-            select(Frame).where(Frame.flight_id == flight_id, Frame.status == "ready")
-        )
-        if f.footprint_geojson
-    ]
-    if not footprints:
+    seen_lonlat = seen_by(session, flight_id)
+    if seen_lonlat is None:
         return []
-    seen_lonlat = unary_union(footprints)
     touched = []
     for notice in session.scalars(
         select(Notice).where(Notice.state == NoticeState.RECTIFIED.value)
@@ -567,14 +557,7 @@ def verify_with_flight(session: Session, flight_id: int) -> list[str]:
         site = session.get(Site, notice.site_id)
         if site is None:
             continue
-        site_shape = shape(json.loads(site.geometry_geojson))
-        if not site_shape.intersects(seen_lonlat):
-            continue
-        centre = site_shape.centroid
-        utm = utm_crs_for(centre.x, centre.y)
-        site_utm = transform_geometry(site_shape, WGS84, utm)
-        seen_utm = transform_geometry(seen_lonlat, WGS84, utm)
-        coverage = site_utm.intersection(seen_utm).area / site_utm.area
+        coverage = site_coverage_share(site, seen_lonlat)
         if coverage < VERIFY_MIN_COVERAGE:
             continue
         problem = session.scalar(

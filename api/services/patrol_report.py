@@ -27,6 +27,7 @@ from api.models.bureaus import Bureau
 from api.models.flights import Flight, Frame
 from api.models.notices import Finding, FindingReview, Notice
 from api.models.sites import Site
+from api.services.coverage import frame_footprints, seen_by, site_coverage_share
 from api.services.notice_pdf import (
     FONT,
     HEADINGS,
@@ -45,31 +46,6 @@ PREVIOUS_FLIGHTS = 20  # how far back the comparison looks
 MAP_PX = (1000, 700)
 
 
-def _footprints(session: Session, flight_id: int) -> BaseGeometry | None:
-    shapes = [
-        shape(json.loads(f.footprint_geojson))
-        for f in session.scalars(
-            select(Frame).where(Frame.flight_id == flight_id, Frame.status == "ready")
-        )
-        if f.footprint_geojson
-    ]
-    return shapely.union_all(shapes) if shapes else None
-
-
-def _coverage(site: Site, seen: BaseGeometry | None) -> float:
-    """Share of the site inside ``seen`` (lon/lat), measured in the site's UTM zone."""
-    if seen is None:
-        return 0.0
-    outline = shape(json.loads(site.geometry_geojson))
-    if not outline.intersects(seen):
-        return 0.0
-    centre = outline.centroid
-    utm = utm_crs_for(centre.x, centre.y)
-    outline_utm = transform_geometry(outline, WGS84, utm)
-    seen_utm = transform_geometry(seen.intersection(outline.buffer(0.001)), WGS84, utm)
-    return float(outline_utm.intersection(seen_utm).area / outline_utm.area)
-
-
 def _areas(findings: list[Finding]) -> dict[str, float]:
     areas: dict[str, float] = defaultdict(float)
     for finding in findings:
@@ -77,9 +53,17 @@ def _areas(findings: list[Finding]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(areas.items())}
 
 
-def patrol_report(session: Session, settings: Settings, flight: Flight) -> dict[str, Any]:
-    """The report's data (the PDF shows the same)."""
-    seen = _footprints(session, flight.id)
+def patrol_report(
+    session: Session,
+    settings: Settings,
+    flight: Flight,
+    footprints: list[BaseGeometry] | None = None,
+) -> dict[str, Any]:
+    """The report's data (the PDF shows the same); ``footprints``: the flight's frame
+    footprints when the caller has them already."""
+    if footprints is None:
+        footprints = frame_footprints(session, flight.id)
+    seen = shapely.union_all(footprints) if footprints else None
     frames = list(session.scalars(select(Frame).where(Frame.flight_id == flight.id)))
     findings = [
         f
@@ -128,7 +112,7 @@ def patrol_report(session: Session, settings: Settings, flight: Flight) -> dict[
     }
     inspected, not_inspected = [], []
     for site in candidates:
-        share = _coverage(site, seen)
+        share = site_coverage_share(site, seen)
         if share <= 0.0:
             continue
         site_findings = by_site.get(site.id, [])
@@ -191,8 +175,8 @@ def _previous(
     """The latest earlier flight that inspected the site, and what it found there."""
     for flight_id in earlier:
         if flight_id not in earlier_seen:
-            earlier_seen[flight_id] = _footprints(session, flight_id)
-        if _coverage(site, earlier_seen[flight_id]) < minimum:
+            earlier_seen[flight_id] = seen_by(session, flight_id)
+        if site_coverage_share(site, earlier_seen[flight_id]) < minimum:
             continue
         found = [
             f
@@ -211,7 +195,8 @@ def patrol_report_pdf(session: Session, settings: Settings, flight: Flight) -> b
         font_path = find_cjk_font(settings.notices.pdf_font)
     except FontError as exc:
         raise UnavailableError(str(exc)) from None
-    data = patrol_report(session, settings, flight)
+    footprints = frame_footprints(session, flight.id)
+    data = patrol_report(session, settings, flight, footprints)
     pdf = ReportDocument(f"巡查专报 {flight.id}")
     pdf.add_font(FONT, "", str(font_path), collection_font_number=0)
     pdf.set_title(f"无人机扬尘巡查专报 {flight.name}")
@@ -243,7 +228,7 @@ def patrol_report_pdf(session: Session, settings: Settings, flight: Flight) -> b
     pdf.ln(3)
 
     section_heading(pdf, "巡查范围", "Map: sites, frames and findings")
-    pdf.image(io.BytesIO(_flight_map_png(session, flight)), x=pdf.l_margin, w=150)
+    pdf.image(io.BytesIO(_flight_map_png(session, flight, footprints)), x=pdf.l_margin, w=150)
     pdf.ln(3)
 
     section_heading(pdf, "检查结果", "Sites inspected")
@@ -296,15 +281,8 @@ def patrol_report_pdf(session: Session, settings: Settings, flight: Flight) -> b
     return bytes(pdf.output())
 
 
-def _flight_map_png(session: Session, flight: Flight) -> bytes:
+def _flight_map_png(session: Session, flight: Flight, footprints: list[BaseGeometry]) -> bytes:
     """Sites (grey), frame footprints (blue outlines) and findings (red), north up."""
-    footprints = [
-        shape(json.loads(f.footprint_geojson))
-        for f in session.scalars(
-            select(Frame).where(Frame.flight_id == flight.id, Frame.status == "ready")
-        )
-        if f.footprint_geojson
-    ]
     findings = list(session.scalars(select(Finding).where(Finding.flight_id == flight.id)))
     image = Image.new("RGB", MAP_PX, (248, 246, 240))
     if not footprints:

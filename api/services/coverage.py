@@ -1,0 +1,47 @@
+"""What a flight's frames saw of the ground, and how much of a site that is: shared by the
+verification of rectified notices and the patrol report."""
+
+from __future__ import annotations
+
+import json
+
+import shapely
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.models.flights import Frame
+from api.models.sites import Site
+from geo.crs import WGS84, transform_geometry, utm_crs_for
+
+
+def frame_footprints(session: Session, flight_id: int) -> list[BaseGeometry]:
+    """The ground footprints (lon/lat) of the flight's frames whose metadata was read."""
+    return [
+        shape(json.loads(f.footprint_geojson))
+        for f in session.scalars(
+            select(Frame).where(Frame.flight_id == flight_id, Frame.status == "ready")
+        )
+        if f.footprint_geojson
+    ]
+
+
+def seen_by(session: Session, flight_id: int) -> BaseGeometry | None:
+    """The union of the flight's frame footprints (lon/lat); None without any."""
+    footprints = frame_footprints(session, flight_id)
+    return shapely.union_all(footprints) if footprints else None
+
+
+def site_coverage_share(site: Site, seen: BaseGeometry | None) -> float:
+    """Share of the site inside ``seen`` (lon/lat), measured in the site's UTM zone."""
+    if seen is None:
+        return 0.0
+    outline = shape(json.loads(site.geometry_geojson))
+    if not outline.intersects(seen):
+        return 0.0
+    centre = outline.centroid
+    utm = utm_crs_for(centre.x, centre.y)
+    outline_utm = transform_geometry(outline, WGS84, utm)
+    seen_utm = transform_geometry(seen, WGS84, utm)
+    return float(outline_utm.intersection(seen_utm).area / outline_utm.area)
