@@ -7,7 +7,17 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db import Base, UtcDateTime
@@ -51,6 +61,12 @@ OPEN_STATES = frozenset(
 )
 
 
+# The partial unique index's condition (migration 0007 names the same states).
+OPEN_NOTICE_CONDITION = "state IN ({})".format(
+    ", ".join(f"'{state.value}'" for state in NoticeState if state in OPEN_STATES)
+)
+
+
 class Finding(Base):
     __tablename__ = "findings"
 
@@ -76,6 +92,15 @@ class Notice(Base):
     __table_args__ = (
         Index("ix_notices_bureau_state_id", "bureau_id", "state", "id"),
         Index("ix_notices_state_deadline", "state", "deadline"),
+        # One open notice per site and class, whatever races: the database refuses a second.
+        Index(
+            "uq_notices_one_open_per_site_class",
+            "site_id",
+            "finding_class",
+            unique=True,
+            sqlite_where=text(OPEN_NOTICE_CONDITION),
+            postgresql_where=text(OPEN_NOTICE_CONDITION),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from api.db import as_utc
 from api.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
@@ -312,10 +313,33 @@ def _next_number(session: Session, series: str) -> str:
 def review(
     session: Session, settings: Settings, finding_id: int, confirm: bool, user: User
 ) -> FindingPublic:
+    """Confirm or reject a pending finding, as a compare-and-set on its review (two analysts
+    deciding at once: one wins, the other gets 409). A notice issued by a concurrent request
+    for the same site and class makes the database refuse ours; then the finding joins that
+    one."""
+    try:
+        return _review(session, settings, finding_id, confirm, user)
+    except IntegrityError:
+        session.rollback()
+        return _review(session, settings, finding_id, confirm, user)
+
+
+def _review(
+    session: Session, settings: Settings, finding_id: int, confirm: bool, user: User
+) -> FindingPublic:
     finding = get_finding(session, user, finding_id)
-    if finding.review != FindingReview.PENDING.value:
-        raise ConflictError(f"finding {finding_id} was already {finding.review}")
-    finding.review = (FindingReview.CONFIRMED if confirm else FindingReview.REJECTED).value
+    decided = (FindingReview.CONFIRMED if confirm else FindingReview.REJECTED).value
+    claimed = session.execute(
+        update(Finding)
+        .where(Finding.id == finding.id, Finding.review == FindingReview.PENDING.value)
+        .values(review=decided)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        now = session.scalar(select(Finding.review).where(Finding.id == finding.id))
+        raise ConflictError(f"finding {finding_id} was already {now}")
+    set_committed_value(finding, "review", decided)
     if confirm:
         apply_rules(session, settings, finding, actor=user)
     session.commit()
@@ -452,7 +476,13 @@ def transition(
                 f"attachment {attachment!r} is not a photo of notice {number}: upload it with "
                 f"POST /notices/{number}/photos and attach the sha256 it returns"
             )
-    _record(session, notice, to, note, actor=user, attachments=attachments)
+    if not _record(session, notice, to, note, actor=user, attachments=attachments):
+        session.rollback()
+        now = session.scalar(select(Notice.state).where(Notice.id == notice.id))
+        raise ConflictError(
+            f"notice {number} changed while this request was checked (it is {now} now, "
+            f"not {current.value}): reload it and decide again"
+        )
     session.commit()
     return notice
 
@@ -519,26 +549,40 @@ def _record(
     *,
     actor: User | None = None,
     attachments: list[str] | None = None,
-) -> None:
-    """Move ``notice`` to ``to``: the audit event (by ``actor``, or the system when None),
-    the new state and the bureau's webhook message, in the caller's transaction."""
+) -> bool:
+    """Move ``notice`` from the state it was read in to ``to``, as a compare-and-set: the
+    UPDATE names the state it expects, so a transition that another request made since the
+    read (and its check) lands nowhere and this returns False, writing nothing. On success
+    the audit event (by ``actor``, or the system when None) and the bureau's webhook message
+    are added in the caller's transaction; the row stays locked until it ends."""
+    expected = notice.state
+    moved = session.execute(
+        update(Notice)
+        .where(Notice.id == notice.id, Notice.state == expected)
+        .values(state=to.value)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        session.expire(notice, ["state"])
+        return False
+    set_committed_value(notice, "state", to.value)
     session.add(
         NoticeEvent(
             notice_id=notice.id,
-            from_state=notice.state,
+            from_state=expected,
             to_state=to.value,
             actor_id=actor.id if actor else None,
             note=note,
             attachments=attachments or [],
         )
     )
-    notice.state = to.value
     announce(
         session,
         notice.bureau_id,
         f"notice.{to.value}",
         _webhook_payload(notice, session.get(Site, notice.site_id)),
     )
+    return True
 
 
 def verify_with_flight(session: Session, flight_id: int) -> list[str]:
@@ -553,7 +597,7 @@ def verify_with_flight(session: Session, flight_id: int) -> list[str]:
     touched = []
     for notice in session.scalars(
         select(Notice).where(Notice.state == NoticeState.RECTIFIED.value)
-    ):
+    ).all():
         site = session.get(Site, notice.site_id)
         if site is None:
             continue
@@ -569,23 +613,24 @@ def verify_with_flight(session: Session, flight_id: int) -> list[str]:
             )
         )
         if problem is None:
-            _record(
+            moved = _record(
                 session,
                 notice,
                 NoticeState.VERIFIED,
                 f"flight {flight_id} saw {coverage:.0%} of the site: no {notice.finding_class}",
             )
         else:
-            _record(
+            moved = _record(
                 session,
                 notice,
                 NoticeState.ACKNOWLEDGED,
                 f"flight {flight_id} found {notice.finding_class} again (finding {problem})",
             )
             finding = session.get(Finding, problem)
-            if finding is not None:
+            if moved and finding is not None:
                 finding.notice_id = notice.id
-        touched.append(notice.number)
+        if moved:  # else someone moved it meanwhile: their transition stands
+            touched.append(notice.number)
     return touched
 
 
@@ -596,26 +641,26 @@ def mark_overdue(session: Session, settings: Settings, now: datetime | None = No
     changed = []
     waiting = [NoticeState.ISSUED.value, NoticeState.ACKNOWLEDGED.value]
     due = select(Notice).where(Notice.state.in_(waiting), Notice.deadline < now)
-    for notice in session.scalars(due.order_by(Notice.id)):
-        _record(
+    for notice in session.scalars(due.order_by(Notice.id)).all():
+        if _record(
             session,
             notice,
             NoticeState.OVERDUE,
             f"deadline {notice.deadline:%Y-%m-%d %H:%M} UTC passed",
-        )
-        changed.append(notice.number)
+        ):
+            changed.append(notice.number)
     escalate_at = timedelta(hours=settings.notices.escalate_after_hours)
     late = select(Notice).where(
         Notice.state == NoticeState.OVERDUE.value, Notice.deadline < now - escalate_at
     )
-    for notice in session.scalars(late.order_by(Notice.id)):
-        _record(
+    for notice in session.scalars(late.order_by(Notice.id)).all():
+        if _record(
             session,
             notice,
             NoticeState.ESCALATED,
             f"overdue for more than {settings.notices.escalate_after_hours:g} h",
-        )
-        changed.append(notice.number)
+        ):
+            changed.append(notice.number)
     session.commit()
     return changed
 

@@ -4,6 +4,7 @@ runs before the insert of another), and with real parallel requests besides."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -265,3 +266,174 @@ def test_site_imports_that_crashed_are_4xx_or_keep_the_good_rows(world: World) -
     assert (
         "/tmp" not in response.json()["detail"] and "registry.geojson" in response.json()["detail"]
     )
+
+
+# --- Item 1: notice transitions are compare-and-set; one open notice per site and class ---
+
+
+def _events_chain(world: World, number: str) -> list[tuple[str | None, str]]:
+    events = world.client.get(f"/notices/{number}", headers=world.login("admin")).json()["events"]
+    return [(e["from_state"], e["to_state"]) for e in events]
+
+
+def _assert_audit_consistent(world: World, number: str) -> None:
+    """Every event starts where the one before ended, and the last names the notice's state."""
+    chain = _events_chain(world, number)
+    for (_, before), (after, _) in itertools.pairwise(chain):
+        assert after == before, chain
+    state = world.client.get(f"/notices/{number}", headers=world.login("admin")).json()["state"]
+    assert chain[-1][1] == state
+
+
+def test_a_transition_made_between_another_requests_check_and_write_wins_alone(
+    imported: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reject lands after the acknowledge was checked against `issued`: the acknowledge
+    must not overwrite it (it did: the rejected notice ended acknowledged)."""
+    import api.services.notices as notices
+    from tests.api.test_notices_api import issued_notice
+
+    _with_webhook(imported)
+    number = issued_notice(imported)
+    admin = imported.login("admin")
+    real_refusal = notices._refusal
+    interleaved = [False]
+
+    def refusal_then_reject(*args: Any) -> str:
+        if not interleaved[0]:
+            interleaved[0] = True
+            other = imported.client.post(
+                f"/notices/{number}/transitions", json={"to": "rejected"}, headers=admin
+            )
+            assert other.status_code == 200, other.text
+        return real_refusal(*args)
+
+    monkeypatch.setattr(notices, "_refusal", refusal_then_reject)
+    late = imported.client.post(
+        f"/notices/{number}/transitions",
+        json={"to": "acknowledged"},
+        headers=imported.login("housing"),
+    )
+    assert late.status_code == 409, late.text
+    assert "changed while this request was checked" in late.json()["detail"]
+    assert "rejected" in late.json()["detail"]
+    monkeypatch.setattr(notices, "_refusal", real_refusal)
+    assert _events_chain(imported, number) == [(None, "issued"), ("issued", "rejected")]
+    _assert_audit_consistent(imported, number)
+    outbox = _outbox_events(imported, number)
+    assert outbox == ["notice.issued", "notice.rejected"]
+
+
+def _with_webhook(world: World) -> None:
+    """Give the housing bureau a webhook, so notice changes queue messages for it."""
+    from api.models.bureaus import Bureau
+
+    sessions = session_factory(make_engine(world.settings.database.url))
+    with sessions() as session:
+        bureau = session.get(Bureau, world.bureau_ids["县住房和城乡建设局"])
+        assert bureau is not None
+        bureau.webhook_url = "https://hooks.invalid/dustpatrol"
+        bureau.webhook_secret = "a-shared-webhook-secret"
+        session.commit()
+
+
+def _outbox_events(world: World, number: str) -> list[str]:
+    from sqlalchemy import select
+
+    from api.models.outbox import OutboxMessage
+
+    sessions = session_factory(make_engine(world.settings.database.url))
+    with sessions() as session:
+        return [
+            m.event
+            for m in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
+            if m.payload.get("notice") == number
+        ]
+
+
+def test_parallel_reject_and_acknowledge_one_wins_and_the_audit_agrees(imported: World) -> None:
+    from tests.api.test_notices_api import issued_notice
+
+    _with_webhook(imported)
+    admin, housing = imported.login("admin"), imported.login("housing")
+    for trial in range(6):
+        number = issued_notice(imported, site="S1" if trial % 2 == 0 else "S2")
+
+        def send(move: tuple[str, dict[str, str]], number: str = number) -> int:
+            to, headers = move
+            response = imported.client.post(
+                f"/notices/{number}/transitions", json={"to": to}, headers=headers
+            )
+            return int(response.status_code)
+
+        with ThreadPoolExecutor(2) as pool:
+            statuses = list(pool.map(send, [("rejected", admin), ("acknowledged", housing)]))
+        state = imported.client.get(f"/notices/{number}", headers=admin).json()["state"]
+        if statuses == [200, 200]:  # acknowledged first, then rejected: both legal in turn
+            assert state == "rejected"
+        else:
+            assert sorted(statuses) == [200, 409], statuses
+            assert state == ("rejected" if statuses[0] == 200 else "acknowledged")
+        _assert_audit_consistent(imported, number)
+        assert _outbox_events(imported, number).count("notice.rejected") == (
+            1 if state == "rejected" else 0
+        )
+
+
+def test_two_notices_issued_at_the_same_moment_for_one_site_and_class_are_one(
+    imported: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second issue's look-up of the open notice misses the first (committed a moment
+    ago): the database refuses the second open notice and the finding joins the first."""
+    from api.models.notices import Finding
+    from api.services.notices import review
+    from tests.api.test_notices_api import findings_for, new_flight
+
+    flight = new_flight(imported)
+    first = findings_for(imported, "S1", "exposed_soil", 10.0)
+    second = findings_for(imported, "S1", "exposed_soil", 9.0, shift=30.0)
+    sessions = session_factory(make_engine(imported.settings.database.url))
+    with sessions() as session:
+        ingest(session, imported.settings, flight, first)
+        ingest(session, imported.settings, flight, second)
+        ids = [f.id for f in session.query(Finding).order_by(Finding.id)]
+        analyst = session.query(User).filter_by(username="analyst").one()
+    with sessions() as session:
+        one = review(session, imported.settings, ids[0], True, analyst)
+    with sessions() as session:
+        _blind_check(session, monkeypatch, "notices.state IN")
+        two = review(session, imported.settings, ids[1], True, analyst)
+    assert one.notice is not None and two.notice == one.notice
+    listed = imported.client.get(
+        "/notices", params={"site": "S1"}, headers=imported.login("admin")
+    ).json()
+    assert [n["number"] for n in listed] == [one.notice]
+
+
+def test_a_finding_decided_between_another_reviews_read_and_write_is_a_409(
+    imported: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import api.services.notices as notices
+    from tests.api.test_notices_api import findings_for, new_flight, post
+
+    flight = new_flight(imported)
+    post(imported, flight, findings_for(imported, "S3", "road_dust", 6.0))
+    analyst = imported.login("analyst")
+    finding = imported.client.get("/findings", params={"site": "S3"}, headers=analyst).json()[0]
+    real_get = notices.get_finding
+    interleaved = [False]
+
+    def get_then_reject(*args: Any) -> Any:
+        found = real_get(*args)
+        if not interleaved[0]:
+            interleaved[0] = True
+            other = imported.client.post(f"/findings/{finding['id']}/reject", headers=analyst)
+            assert other.status_code == 200, other.text
+        return found
+
+    monkeypatch.setattr(notices, "get_finding", get_then_reject)
+    late = imported.client.post(f"/findings/{finding['id']}/confirm", headers=analyst)
+    assert late.status_code == 409 and "already rejected" in late.json()["detail"], late.text
+    monkeypatch.setattr(notices, "get_finding", real_get)
+    after = imported.client.get(f"/findings/{finding['id']}", headers=analyst).json()
+    assert after["review"] == "rejected" and after["notice"] is None
