@@ -83,5 +83,6 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
         map_page,
     ):
         app.include_router(module.router)
+    app.include_router(users.audit_router)
     app.mount("/static", StaticFiles(directory=map_page.STATIC_DIR), name="static")
     return app

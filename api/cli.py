@@ -103,6 +103,76 @@ def create_user_command(
     typer.echo(f"created user {user.username!r} ({user.role}, id {user.id})")
 
 
+def _set_active(ctx: typer.Context, username: str, active: bool, reason: str | None) -> None:
+    from api.services.accounts import find_user, set_active
+
+    settings = _settings(ctx)
+    upgrade(settings.database.url)
+    with session_factory(make_engine(settings.database.url))() as session:
+        user = set_active(session, None, find_user(session, username=username).id, active, reason)
+    typer.echo(f"user {user.username!r} is {'enabled' if user.active else 'disabled'}")
+
+
+@users_app.command("disable")
+def disable_user_command(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    reason: Annotated[str | None, typer.Option(help="Why, for the audit log.")] = None,
+) -> None:
+    """Disable a user: their logins, tokens and API keys are refused at once (audited)."""
+    _set_active(ctx, username, False, reason)
+
+
+@users_app.command("enable")
+def enable_user_command(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    reason: Annotated[str | None, typer.Option(help="Why, for the audit log.")] = None,
+) -> None:
+    """Enable a disabled user again (audited)."""
+    _set_active(ctx, username, True, reason)
+
+
+@users_app.command("keys")
+def list_keys_command(
+    ctx: typer.Context, username: Annotated[str, typer.Argument(help="Login name.")]
+) -> None:
+    """List a user's API keys (id, label, prefix, created, revoked)."""
+    from sqlalchemy import select
+
+    from api.models.users import ApiKey
+    from api.services.accounts import find_user
+
+    settings = _settings(ctx)
+    upgrade(settings.database.url)
+    with session_factory(make_engine(settings.database.url))() as session:
+        user = find_user(session, username=username)
+        keys = list(session.scalars(select(ApiKey).where(ApiKey.user_id == user.id)))
+        for key in keys:
+            revoked = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+            typer.echo(
+                f"{key.id}\t{key.prefix}…\t{key.label}\t{key.created_at:%Y-%m-%d}\t{revoked}"
+            )
+        if not keys:
+            typer.echo(f"{username!r} has no API keys")
+
+
+@users_app.command("revoke-key")
+def revoke_key_command(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Login name of the key's owner.")],
+    key_id: Annotated[int, typer.Argument(help="The key's id (see `users keys NAME`).")],
+) -> None:
+    """Revoke an API key: refused from now on (audited)."""
+    from api.services.accounts import find_user, revoke_key
+
+    settings = _settings(ctx)
+    upgrade(settings.database.url)
+    with session_factory(make_engine(settings.database.url))() as session:
+        key = revoke_key(session, None, find_user(session, username=username).id, key_id)
+    typer.echo(f"API key {key.id} ({key.label}) of {username!r} is revoked")
+
+
 def import_sites_command(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Registry file (any format `sites check` reads).")],
@@ -124,6 +194,11 @@ def import_sites_command(
     typer.echo(f"{file}: {report.created} created, {report.updated} updated; {report.crs_note}")
     for issue in report.repaired:
         typer.echo(f"repaired {issue.feature}: {issue.problem}")
+    for move in report.reassigned:
+        typer.echo(
+            f"moved {move.site}: {move.from_bureau or 'no bureau'} -> "
+            f"{move.to_bureau or 'no bureau'} (its notices stay with the bureau that got them)"
+        )
     for issue in report.rejected:
         typer.echo(f"REJECTED {issue.feature}: {issue.problem}")
     if report.rejected:

@@ -40,6 +40,8 @@ def get_current_user(
         user = session.get(User, record.user_id) if record else None
         if user is None:
             raise AuthenticationError("unknown API key")
+        if record is not None and record.revoked_at is not None:
+            raise AuthenticationError("this API key was revoked: ask an admin for a new one")
     else:
         raise AuthenticationError("log in at /auth/token or send an X-API-Key header")
     if user is None or not user.active:

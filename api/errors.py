@@ -38,3 +38,14 @@ class UnavailableError(ApiError):
 
     status = 503
     title = "Service unavailable"
+
+
+class TooManyRequestsError(ApiError):
+    """Refused for now; ``retry_after`` says in how many seconds to try again."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import ApiError
+from api.errors import ApiError, TooManyRequestsError
 from geo.errors import GeoError
 
 PROBLEM_JSON = "application/problem+json"
@@ -34,7 +34,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return problem(exc.status, exc.title, str(exc), request)
+        response = problem(exc.status, exc.title, str(exc), request)
+        if isinstance(exc, TooManyRequestsError):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(OverflowError)
     @app.exception_handler(DataError)

@@ -206,6 +206,20 @@ class ServerSettings(_Section):
         "https://tiles.example/{z}/{x}/{y}.png; none by default (offline networks)",
     )
     map_tile_attribution: str = ""
+    login_failures_per_user: int = Field(
+        5, ge=1, description="failed logins for one user name before it is locked for a while"
+    )
+    login_failures_per_address: int = Field(
+        20, ge=1, description="failed logins from one client address before it is locked"
+    )
+    login_lock_s: float = Field(
+        60.0, gt=0.0, description="first lock; each further failure doubles it, up to 15 min"
+    )
+    allow_private_webhooks: bool = Field(
+        False,
+        description="let bureaus' webhooks point at loopback, link-local or private addresses "
+        "(an intranet receiver); off, such URLs are refused",
+    )
 
 
 class ClientSettings(_Section):

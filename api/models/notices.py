@@ -73,6 +73,11 @@ class Finding(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     flight_id: Mapped[int] = mapped_column(ForeignKey("flights.id"), index=True)
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True, default=None)
+    # The bureau whose business the finding is: its notice's bureau once it has one, else the
+    # site's bureau when it was found. A site moved to another bureau leaves these behind.
+    bureau_id: Mapped[int | None] = mapped_column(
+        ForeignKey("bureaus.id"), index=True, default=None
+    )
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)  # makes re-posting idempotent
     finding_class: Mapped[str] = mapped_column(String(30))
     geometry_geojson: Mapped[str] = mapped_column(Text)

@@ -60,6 +60,14 @@ class OverlapPublic(BaseModel):
     area_m2: float
 
 
+class ReassignmentPublic(BaseModel):
+    """A site the import moved to another bureau (admins only; audited)."""
+
+    site: str
+    from_bureau: str | None
+    to_bureau: str | None
+
+
 class ImportReport(BaseModel):
     source: str
     created: int
@@ -69,3 +77,4 @@ class ImportReport(BaseModel):
     repaired: list[SiteIssuePublic]
     rejected: list[SiteIssuePublic]
     overlaps: list[OverlapPublic]
+    reassigned: list[ReassignmentPublic] = []

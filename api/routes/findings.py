@@ -75,17 +75,13 @@ def list_findings(
     site: str | None = None,
     finding_class: str | None = None,
 ) -> list[FindingPublic]:
-    query = select(Finding).order_by(Finding.id)
+    query = service.visible_findings(user)
     if flight is not None:
         query = query.where(Finding.flight_id == flight)
     if site:
         query = query.join(Site, Finding.site_id == Site.id).where(Site.site_id == site)
     if finding_class:
         query = query.where(Finding.finding_class == finding_class)
-    if user.role == Role.BUREAU:
-        query = query.where(
-            Finding.site_id.in_(select(Site.id).where(Site.bureau_id == user.bureau_id))
-        )
     return [service.finding_public(session, f) for f in session.scalars(query)]
 
 

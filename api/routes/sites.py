@@ -20,7 +20,7 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 async def import_sites(
     request: Request,
     session: SessionDep,
-    _: StaffUser,
+    user: StaffUser,
     file: UploadFile,
     crs: Annotated[
         str | None, Query(description="EPSG:xxxx or gcj02, when the file has no CRS")
@@ -33,7 +33,13 @@ async def import_sites(
     if len(data) > MAX_UPLOAD_BYTES:
         raise InvalidInputError(f"the file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
     return service.import_registry(
-        session, data, file.filename or "upload", crs=crs, encoding=encoding, id_field=id_field
+        session,
+        data,
+        file.filename or "upload",
+        crs=crs,
+        encoding=encoding,
+        id_field=id_field,
+        actor=user,
     )
 
 

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import AdminUser, RowId, SessionDep
 from api.errors import ConflictError, InvalidInputError, NotFoundError
+from api.models.audit import AuditEventPublic
 from api.models.bureaus import Bureau
-from api.models.users import ApiKey, ApiKeyCreate, ApiKeyCreated, User, UserCreate, UserPublic
+from api.models.users import (
+    ApiKey,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPublic,
+    User,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
 from api.security import hash_password, new_api_key
+from api.services import accounts
+from api.services.audit import recent
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -59,3 +73,45 @@ def create_api_key(
     session.add(record)
     session.commit()
     return ApiKeyCreated(id=record.id, label=record.label, key=key)
+
+
+@router.patch("/{user_id}")
+def update_user(
+    user_id: RowId, body: UserUpdate, session: SessionDep, admin: AdminUser
+) -> UserPublic:
+    """Disable a user (their tokens and API keys stop working at once) or enable them again;
+    audited with the reason."""
+    return UserPublic.model_validate(
+        accounts.set_active(session, admin, user_id, body.active, body.reason)
+    )
+
+
+@router.get("/{user_id}/api-keys")
+def list_api_keys(user_id: RowId, session: SessionDep, _: AdminUser) -> list[ApiKeyPublic]:
+    if session.get(User, user_id) is None:
+        raise NotFoundError(f"no user with id {user_id}")
+    keys = session.scalars(select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id))
+    return [ApiKeyPublic.model_validate(k) for k in keys]
+
+
+@router.delete("/{user_id}/api-keys/{key_id}")
+def revoke_api_key(
+    user_id: RowId, key_id: RowId, session: SessionDep, admin: AdminUser
+) -> ApiKeyPublic:
+    """Revoke an API key: it is refused from now on (audited; revoking twice changes nothing)."""
+    return ApiKeyPublic.model_validate(accounts.revoke_key(session, admin, user_id, key_id))
+
+
+audit_router = APIRouter(prefix="/audit", tags=["users"])
+
+
+@audit_router.get("")
+def audit_log(
+    session: SessionDep,
+    _: AdminUser,
+    action: Annotated[str | None, Query(max_length=50)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[AuditEventPublic]:
+    """Administrative acts, newest first: users disabled or enabled, API keys revoked, bureaus
+    created and sites moved by imports."""
+    return [AuditEventPublic.model_validate(e) for e in recent(session, action, limit)]

@@ -65,10 +65,14 @@ def map_data(
     start, end = window(since, until)
     sites_query = visible_sites(user)
     if bureau:
-        bureau_id = session.scalar(select(Bureau.id).where(Bureau.name == bureau))
+        named = select(Bureau.id).where(Bureau.name == bureau)
+        if user.role == Role.BUREAU:  # another bureau's name is as unknown as a made-up one
+            named = named.where(Bureau.id == user.bureau_id)
+        bureau_id = session.scalar(named)
         if bureau_id is None:
             raise InvalidInputError(f"no bureau named {bureau!r}")
         sites_query = sites_query.where(Site.bureau_id == bureau_id)
+    owner = user.bureau_id if user.role == Role.BUREAU else None
     extent = None if bbox else _extent(session, sites_query)
     if bbox:
         sites_query = in_bbox(sites_query, bbox)
@@ -80,8 +84,8 @@ def map_data(
         "window": [start.isoformat(), end.isoformat()],
         "truncated": truncated,  # more sites than one response carries: ask for a bbox
         "extent": extent,  # of all the sites asked for, for the first view; None with a bbox
-        "sites": _sites(session, sites, finding_class),
-        "findings": _findings(session, site_ids, start, end, finding_class),
+        "sites": _sites(session, sites, finding_class, owner),
+        "findings": _findings(session, site_ids, start, end, finding_class, owner),
         "flights": _flights(session, user, start, end),
     }
 
@@ -100,9 +104,15 @@ def _extent(session: Session, sites_query: Select[Any]) -> list[float] | None:
     return None if row[0] is None else [float(v) for v in row]
 
 
-def _sites(session: Session, sites: list[Site], finding_class: str | None) -> dict[str, Any]:
+def _sites(
+    session: Session, sites: list[Site], finding_class: str | None, owner: int | None
+) -> dict[str, Any]:
+    """The sites with their notices; for a bureau (``owner``) only the notices it received:
+    a site moved to it from another bureau does not bring that bureau's notices along."""
     notices: dict[int, list[Notice]] = {}
     query = select(Notice).where(Notice.site_id.in_([s.id for s in sites])).order_by(Notice.id)
+    if owner is not None:
+        query = query.where(Notice.bureau_id == owner)
     if finding_class:
         query = query.where(Notice.finding_class == finding_class)
     for notice in session.scalars(query) if sites else ():
@@ -140,6 +150,7 @@ def _findings(
     start: datetime,
     end: datetime,
     finding_class: str | None,
+    owner: int | None,
 ) -> dict[str, Any]:
     if not site_ids:
         return {"type": "FeatureCollection", "features": []}
@@ -155,6 +166,8 @@ def _findings(
     )
     if finding_class:
         query = query.where(Finding.finding_class == finding_class)
+    if owner is not None:
+        query = query.where(Finding.bureau_id == owner)
     features = [
         {
             "type": "Feature",

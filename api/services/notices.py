@@ -186,6 +186,7 @@ def _finding_from_feature(
     return Finding(
         flight_id=flight_id,
         site_id=site.id if site else None,
+        bureau_id=site.bureau_id if site else None,
         fingerprint=_fingerprint(flight_id, site_key, finding_class, feature["geometry"]),
         finding_class=finding_class,
         geometry_geojson=json.dumps(feature["geometry"]),
@@ -234,6 +235,7 @@ def apply_rules(
     if notice is None:
         notice = _issue(session, settings, finding, actor)
     finding.notice_id = notice.id
+    finding.bureau_id = notice.bureau_id
     return notice
 
 
@@ -280,18 +282,22 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
 
 
 def get_finding(session: Session, user: User, finding_id: int) -> Finding:
-    """The finding, if ``user`` may see it (a bureau sees its own sites' findings)."""
+    """The finding, if ``user`` may see it: a bureau sees the findings that are its business
+    (see `visible_findings`), also after their site moved to another bureau."""
     finding = session.get(Finding, finding_id)
-    if finding is None or (
-        user.role == Role.BUREAU
-        and (
-            finding.site_id is None
-            or session.scalar(select(Site.bureau_id).where(Site.id == finding.site_id))
-            != user.bureau_id
-        )
-    ):
+    if finding is None or (user.role == Role.BUREAU and finding.bureau_id != user.bureau_id):
         raise NotFoundError(f"no finding {finding_id}")
     return finding
+
+
+def visible_findings(user: User) -> Select[Finding]:
+    """Findings ``user`` may see: staff every one, a bureau those of its notices and, without a
+    notice, those found on its sites while they were its (never another bureau's, whatever
+    site they are on now)."""
+    query = select(Finding).order_by(Finding.id)
+    if user.role == Role.BUREAU:
+        query = query.where(Finding.bureau_id == user.bureau_id)
+    return query
 
 
 def _next_number(session: Session, series: str) -> str:
@@ -629,6 +635,7 @@ def verify_with_flight(session: Session, flight_id: int) -> list[str]:
             finding = session.get(Finding, problem)
             if moved and finding is not None:
                 finding.notice_id = notice.id
+                finding.bureau_id = notice.bureau_id
         if moved:  # else someone moved it meanwhile: their transition stands
             touched.append(notice.number)
     return touched

@@ -15,8 +15,16 @@ from sqlalchemy.orm import Session
 
 from api.errors import InvalidInputError, NotFoundError
 from api.models.bureaus import Bureau
-from api.models.sites import ImportReport, OverlapPublic, Site, SiteIssuePublic, SitePublic
+from api.models.sites import (
+    ImportReport,
+    OverlapPublic,
+    ReassignmentPublic,
+    Site,
+    SiteIssuePublic,
+    SitePublic,
+)
 from api.models.users import Role, User
+from api.services.audit import audit
 from geo.errors import GeoError
 from geo.sites import load_sites
 
@@ -31,12 +39,20 @@ def import_registry(
     crs: str | None = None,
     encoding: str | None = None,
     id_field: str | None = None,
+    actor: User | None = None,
 ) -> ImportReport:
     """Load a registry file with `geo.sites` and upsert its sites by site id.
 
     Re-importing the same file changes nothing; a changed feature updates its site. Rejected
     features are reported and leave the sites already stored untouched.
+
+    Bureaus are an admin's business: only an admin (``actor`` of role admin, or None for the
+    server's own command line) creates the bureaus a file names and moves a site to another
+    bureau, each recorded in the audit log. For anyone else such a row is rejected with the
+    reason and the rest of the file is imported. A moved site's notices stay with the bureau
+    that received them.
     """
+    may_manage = actor is None or actor.role == Role.ADMIN
     suffix = Path(filename).suffix.lower()
     if not suffix:
         raise InvalidInputError(
@@ -62,16 +78,56 @@ def import_registry(
         for s in session.scalars(select(Site).where(Site.site_id.in_(list(sites["site_id"]))))
     }
     created = updated = 0
+    refused: list[SiteIssuePublic] = []
+    moved: list[ReassignmentPublic] = []
+    names = {b.id: b.name for b in bureaus.values()}
     for (_, row), area in zip(sites.iterrows(), projected.area if len(sites) else [], strict=True):
         bureau_name = row.get("responsible_bureau")
+        site = existing.get(row["site_id"])
         bureau = None
         if bureau_name:
             bureau = bureaus.get(bureau_name)
+            if bureau is None and not may_manage:
+                refused.append(
+                    SiteIssuePublic(
+                        feature=str(row["site_id"]),
+                        problem=f"bureau {bureau_name!r} is not registered: an admin adds it "
+                        "(POST /bureaus) or imports this file",
+                    )
+                )
+                continue
             if bureau is None:
                 bureau = Bureau(name=bureau_name)
                 session.add(bureau)
                 session.flush()
                 bureaus[bureau_name] = bureau
+                names[bureau.id] = bureau.name
+                audit(session, actor, "bureau.created", bureau_name, source=filename)
+        new_bureau = bureau.id if bureau else None
+        if site is not None and site.bureau_id != new_bureau:
+            old_name = names.get(site.bureau_id) if site.bureau_id else None
+            if not may_manage:
+                refused.append(
+                    SiteIssuePublic(
+                        feature=str(row["site_id"]),
+                        problem=f"the file moves the site from {old_name or 'no bureau'} to "
+                        f"{bureau_name or 'no bureau'}: only an admin moves sites between "
+                        "bureaus",
+                    )
+                )
+                continue
+            moved.append(
+                ReassignmentPublic(site=site.site_id, from_bureau=old_name, to_bureau=bureau_name)
+            )
+            audit(
+                session,
+                actor,
+                "site.reassigned",
+                site.site_id,
+                from_bureau=old_name,
+                to_bureau=bureau_name,
+                source=filename,
+            )
         min_lon, min_lat, max_lon, max_lat = row.geometry.bounds
         values: dict[str, Any] = {
             **{name: row.get(name) for name in CANONICAL},
@@ -84,7 +140,6 @@ def import_registry(
             "area_m2": round(float(area), 3),
             "attributes": row.get("attributes") or {},
         }
-        site = existing.get(row["site_id"])
         if site is None:
             session.add(Site(site_id=row["site_id"], **values))
             created += 1
@@ -101,7 +156,9 @@ def import_registry(
         crs_note=report.crs_note,
         notes=report.notes,
         repaired=[SiteIssuePublic(feature=i.feature, problem=i.problem) for i in report.repaired],
-        rejected=[SiteIssuePublic(feature=i.feature, problem=i.problem) for i in report.rejected],
+        rejected=[SiteIssuePublic(feature=i.feature, problem=i.problem) for i in report.rejected]
+        + refused,
+        reassigned=moved,
         overlaps=[
             OverlapPublic(site_a=o.site_a, site_b=o.site_b, area_m2=round(o.area_m2, 2))
             for o in report.overlaps
