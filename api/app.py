@@ -13,6 +13,7 @@ import api.services.analysis
 import api.services.frames  # noqa: F401  (registers the frame jobs)
 from api.db import make_engine, session_factory
 from api.jobs import JobWorker
+from api.limits import BodyLimit
 from api.migrate import upgrade
 from api.problems import document_problems, install_problem_handlers
 from api.routes import (
@@ -29,6 +30,7 @@ from api.routes import (
 )
 from api.security import load_or_create_secret
 from api.services.notices import housekeeping
+from api.services.webhooks import WebhookDispatcher
 from dustpatrol.settings import Settings
 
 
@@ -47,12 +49,15 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
             if worker
             else None
         )
-        if jobs is not None:
+        webhooks = WebhookDispatcher(sessions, settings) if worker else None
+        if jobs is not None and webhooks is not None:
             jobs.start()
+            webhooks.start()
         try:
             yield
         finally:
-            if jobs is not None:
+            if jobs is not None and webhooks is not None:
+                webhooks.stop()
                 jobs.stop()
 
     app = FastAPI(
@@ -69,6 +74,7 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
         settings.paths.data_dir,
     )
     install_problem_handlers(app)
+    app.add_middleware(BodyLimit, default_bytes=int(settings.server.max_body_mb * 2**20))
     document_problems(app)
     for module in (
         health,

@@ -206,6 +206,12 @@ class ServerSettings(_Section):
         "https://tiles.example/{z}/{x}/{y}.png; none by default (offline networks)",
     )
     map_tile_attribution: str = ""
+    max_body_mb: float = Field(
+        16.0,
+        gt=0.0,
+        description="largest request body other than frame, photo and registry uploads "
+        "(findings, flight plans); larger ones are refused before they are read",
+    )
     login_failures_per_user: int = Field(
         5, ge=1, description="failed logins for one user name before it is locked for a while"
     )

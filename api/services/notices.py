@@ -673,11 +673,8 @@ def mark_overdue(session: Session, settings: Settings, now: datetime | None = No
 
 
 def housekeeping(session: Session, settings: Settings) -> None:
-    """Periodic work of the job worker: deadlines, then webhook deliveries."""
-    from api.services.webhooks import deliver_due
-
+    """Periodic work of the job worker: deadlines (webhooks have their own dispatcher)."""
     mark_overdue(session, settings)
-    deliver_due(session, settings)
 
 
 def photo_path(settings: Settings, sha256: str) -> Path:

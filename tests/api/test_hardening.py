@@ -18,7 +18,7 @@ from api.db import make_engine, session_factory
 from api.errors import ConflictError
 from api.models.bureaus import BureauCreate
 from api.models.users import Role, User, UserCreate
-from api.routes.bureaus import create_bureau
+from api.routes.bureaus import add_bureau
 from api.routes.users import add_user
 from api.services.notices import ingest
 from tests.api.conftest import PASSWORD, World
@@ -53,13 +53,11 @@ def test_a_user_or_bureau_created_at_the_same_moment_is_a_conflict_not_a_500(
         with pytest.raises(ConflictError, match="exists already"):
             add_user(session, body)
     with sessions() as session:
-        admin = session.query(User).filter_by(username="admin").one()
-        create_bureau(BureauCreate(name="县交通运输局"), session, admin)
+        add_bureau(session, world.settings, BureauCreate(name="县交通运输局"))
     with sessions() as session:
-        admin = session.query(User).filter_by(username="admin").one()
         _blind_check(session, monkeypatch, "bureaus.name")
         with pytest.raises(ConflictError, match="exists already"):
-            create_bureau(BureauCreate(name="县交通运输局"), session, admin)
+            add_bureau(session, world.settings, BureauCreate(name="县交通运输局"))
 
 
 def test_parallel_identical_user_creations_give_one_201_and_409s(world: World) -> None:
@@ -437,3 +435,115 @@ def test_a_finding_decided_between_another_reviews_read_and_write_is_a_409(
     monkeypatch.setattr(notices, "get_finding", real_get)
     after = imported.client.get(f"/findings/{finding['id']}", headers=analyst).json()
     assert after["review"] == "rejected" and after["notice"] is None
+
+
+# --- Item 16: body size limits, refused before the body is read ---
+
+
+def test_an_oversized_json_body_is_a_413_before_it_is_read(imported: World) -> None:
+    from tests.api.test_notices_api import new_flight
+
+    flight = new_flight(imported)
+    headers = {**imported.login("analyst"), "Content-Type": "application/json"}
+    big = b'{"type": "FeatureCollection", "features": [' + b" " * (17 * 2**20) + b"]}"
+    response = imported.client.post(f"/flights/{flight}/findings", content=big, headers=headers)
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "16 MiB" in response.json()["detail"]
+    plan = imported.client.post(
+        "/flights",
+        content=b'{"name": "f", "plan": "' + b"x" * (17 * 2**20) + b'"}',
+        headers=headers,
+    )
+    assert plan.status_code == 413
+    chunks = (b" " * 2**20 for _ in range(20))  # streamed: no Content-Length
+    streamed = imported.client.post(f"/flights/{flight}/findings", content=chunks, headers=headers)
+    assert streamed.status_code == 413, streamed.text
+
+
+def test_the_limit_stops_reading_a_streamed_body_once_it_is_passed() -> None:
+    import asyncio
+
+    from api.limits import BodyLimit
+
+    read: list[int] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+
+    async def receive() -> dict[str, Any]:
+        read.append(1)
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": len(read) < 1000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def declared() -> None:
+        scope = {"type": "http", "path": "/flights", "headers": [(b"content-length", b"999999")]}
+        await BodyLimit(app, default_bytes=4096)(scope, receive, send)
+
+    asyncio.run(declared())
+    assert read == [] and sent[0]["status"] == 413  # refused on the header alone
+
+    from starlette.exceptions import HTTPException
+
+    scope = {"type": "http", "path": "/flights", "headers": []}
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(BodyLimit(app, default_bytes=4096)(scope, receive, send))
+    assert refused.value.status_code == 413 and len(read) == 5  # not the 1000 chunks
+
+
+# --- Item 17: webhooks may not reach into the server's own network ---
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hook",
+        "http://localhost/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.5/hook",
+        "http://192.168.1.20/hook",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_webhooks_into_private_networks_are_refused(world: World, url: str) -> None:
+    response = world.client.post(
+        "/bureaus",
+        json={"name": "县交通运输局", "webhook_url": url, "webhook_secret": "s" * 20},
+        headers=world.login("admin"),
+    )
+    assert response.status_code == 422, response.text
+    assert "allow_private_webhooks" in response.json()["detail"]
+
+
+def test_a_webhook_that_resolves_into_the_private_network_later_is_not_posted_to(
+    world: World,
+) -> None:
+    """Checked again at delivery: a name that resolved to a public address when the bureau was
+    registered may point at loopback by then (DNS rebinding)."""
+    from sqlalchemy import select
+
+    from api.models.outbox import DeliveryAttempt, OutboxMessage
+    from api.services.webhooks import WebhookDispatcher, announce
+
+    sessions = session_factory(make_engine(world.settings.database.url))
+    with sessions() as session:
+        from api.models.bureaus import Bureau
+
+        bureau = Bureau(name="县交通运输局", webhook_url="http://localhost:9/hook")
+        session.add(bureau)
+        session.flush()
+        announce(session, bureau.id, "notice.issued", {"notice": "GX-1"})
+        session.commit()
+    dispatcher = WebhookDispatcher(sessions, world.settings)
+    dispatcher._serve(bureau.id)
+    with sessions() as session:
+        attempt = session.scalars(select(DeliveryAttempt)).one()
+        message = session.scalars(select(OutboxMessage)).one()
+    assert attempt.status_code is None and attempt.error is not None
+    assert attempt.error.startswith("refused:") and message.state == "pending"

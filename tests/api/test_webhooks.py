@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from api.db import make_engine, session_factory
 from api.models.outbox import DeliveryAttempt, OutboxMessage
+from dustpatrol.settings import Settings
 from tests.api.conftest import World
 from tests.api.test_notices_api import move, new_flight, post
 
@@ -54,6 +55,18 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """The receivers here listen on 127.0.0.1: an intranet set-up that allows it."""
+    return Settings.model_validate(
+        {
+            "database": {"url": database_url},
+            "paths": {"data_dir": str(tmp_path / "var")},
+            "server": {"allow_private_webhooks": True},
+        }
+    )
 
 
 @pytest.fixture
@@ -134,3 +147,113 @@ def test_issued_and_acknowledged_notices_are_delivered_signed(
             for a in session.scalars(select(DeliveryAttempt).order_by(DeliveryAttempt.id))
         ]
     assert log[0] == (500, "HTTP 500") and (200, None) in log
+
+
+class SlowReceiver:
+    """A bureau endpoint that hangs until released (or 30 s)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.arrived = threading.Event()
+        slow = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                slow.arrived.set()
+                slow.release.wait(30)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_hanging_webhook_holds_up_neither_other_bureaus_nor_frame_analysis(
+    world: World, receiver: Receiver
+) -> None:
+    """Before, deliveries ran one after another on the job worker's thread: a bureau endpoint
+    that hung held up every other bureau's notices and every frame's job."""
+    from api.services.webhooks import announce
+    from tests.api.test_evidence_api import frame_jpeg
+    from tests.api.test_flights_api import upload, wait_for_job
+
+    slow = SlowReceiver()
+    try:
+        admin = world.login("admin")
+        ids = {}
+        for name, url in (("县慢局", slow.url), ("县快局", receiver.url)):
+            created = world.client.post(
+                "/bureaus",
+                json={"name": name, "webhook_url": url, "webhook_secret": SECRET},
+                headers=admin,
+            )
+            assert created.status_code == 201, created.text
+            ids[name] = created.json()["id"]
+        sessions = session_factory(make_engine(world.settings.database.url))
+        with sessions() as session:
+            announce(session, ids["县慢局"], "notice.issued", {"notice": "GX-SLOW"})
+            for n in range(3):  # the first fails (the receiver's way), then delivered
+                announce(session, ids["县快局"], "notice.issued", {"notice": f"GX-FAST-{n}"})
+            session.commit()
+            slow_message = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).first()
+            assert slow_message is not None
+        assert slow.arrived.wait(30), "the slow endpoint was never called"
+        flight = new_flight(world)
+        job = upload(world, flight, frame_jpeg()).json()["job_id"]
+        wait_for_job(world, job)  # finished (a frame without EXIF fails at once: still done with)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and len(receiver.requests) < 4:
+            time.sleep(0.2)
+        assert len(receiver.requests) == 4, receiver.requests
+        with sessions() as session:
+            slow_attempts = session.scalars(
+                select(DeliveryAttempt).where(DeliveryAttempt.message_id == slow_message.id)
+            ).all()
+        assert not slow.release.is_set() and slow_attempts == []  # all this while it hung
+        delivered = [json.loads(body)["notice"] for _, body in receiver.requests[1:]]
+        assert delivered == ["GX-FAST-0", "GX-FAST-1", "GX-FAST-2"]  # in order
+        slow.release.set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with sessions() as session:
+                if session.get(OutboxMessage, slow_message.id).state == "delivered":  # type: ignore[union-attr]
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the slow endpoint's message was not delivered once released")
+    finally:
+        slow.close()
+
+
+def test_an_endpoint_that_keeps_failing_is_paused_then_tried_again() -> None:
+    from api.services.webhooks import WebhookDispatcher
+
+    dispatcher = WebhookDispatcher(
+        None,  # type: ignore[arg-type]
+        Settings(),
+        breaker_failures=3,
+        breaker_pause_s=0.2,
+    )
+    url = "https://bureau.example/hook"
+    for _ in range(2):
+        dispatcher._outcome(url, ok=False)
+    assert not dispatcher._paused(url)
+    dispatcher._outcome(url, ok=False)
+    assert dispatcher._paused(url)  # three in a row: left alone for a while
+    time.sleep(0.25)
+    assert not dispatcher._paused(url)  # then tried again (half-open)
+    dispatcher._outcome(url, ok=False)
+    assert dispatcher._paused(url)  # one more failure pauses it again, for longer
+    assert dispatcher._breakers[url].opened == 2
+    dispatcher._outcome(url, ok=True)
+    assert not dispatcher._paused(url) and url not in dispatcher._breakers
