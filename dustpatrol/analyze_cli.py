@@ -16,6 +16,7 @@ from dustpatrol.pipeline import analyze_frames, frame_files, site_status
 from dustpatrol.progress import progress_bar
 from dustpatrol.settings import Settings
 from geo.matching import findings_geojson
+from geo.mrk import MrkPositions
 from geo.sites import load_sites
 from vision.detect import Detector
 
@@ -56,6 +57,11 @@ def analyze_command(
         overlap=settings.detection.tile_overlap,
     )
     console = Console(stderr=True)
+    positions = None
+    if any(p.suffix.lower() == ".mrk" for p in frames.iterdir()):
+        positions = MrkPositions.for_folder(frames)
+        for problem in positions.problems:
+            console.print(f"[yellow]MRK not used[/] {problem}")
     with progress_bar(console) as progress:
         task = progress.add_task("analysing frames", total=len(paths))
 
@@ -71,6 +77,7 @@ def analyze_command(
             target_gsd_m=gsd or settings.detection.target_gsd_m,
             tolerance_floor_m=settings.georeferencing.match_tolerance_m,
             quality=settings.quality,
+            positions=positions,
             on_frame=on_frame,
         )
     minimum = settings.quality.min_site_coverage
@@ -82,6 +89,8 @@ def analyze_command(
             {
                 "frames_analysed": result.frames_analysed,
                 "rejected": [{"frame": r.frame_id, "reason": r.reason} for r in result.rejected],
+                "placed_by_mrk": result.placed_by_mrk,
+                "not_in_mrk": result.not_in_mrk,
                 "sites": [
                     {
                         "site_id": c.site_id,
@@ -118,6 +127,16 @@ def analyze_command(
     Console(highlight=False).print(table)
     for rejected in result.rejected:
         console.print(f"[yellow]rejected[/] {rejected.frame_id}: {rejected.reason}")
+    if positions is not None:
+        names = ", ".join(p.name for p in positions.files)
+        typer.echo(f"{names}: {result.placed_by_mrk} frames placed by its RTK positions")
+        if result.not_in_mrk:
+            shown = ", ".join(result.not_in_mrk[:10])
+            more = f" and {len(result.not_in_mrk) - 10} more" if len(result.not_in_mrk) > 10 else ""
+            console.print(
+                f"[yellow]not in the MRK[/] {len(result.not_in_mrk)} frames placed by their "
+                f"EXIF/XMP instead: {shown}{more}"
+            )
     typer.echo(f"findings: {out}\ncoverage: {coverage_path}")
     if upload is not None:
         for failure in upload.failed:

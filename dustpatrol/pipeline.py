@@ -47,6 +47,7 @@ from geo.matching import (
     merge_observations,
     site_coverage,
 )
+from geo.mrk import MrkPositions
 from vision.detect import Detector
 from vision.errors import VisionError
 
@@ -73,6 +74,8 @@ class FlightAnalysis:
     frames_analysed: int = 0
     detections: int = 0
     off_site: int = 0
+    placed_by_mrk: int = 0  # frames whose position came from a DJI .MRK file
+    not_in_mrk: list[str] = field(default_factory=list)  # frames the .MRK did not name
 
 
 def site_status(coverage: SiteCoverage, findings: Iterable[Finding], min_coverage: float) -> str:
@@ -137,8 +140,12 @@ class FlightAnalyzer:
         target_gsd_m: float | None = None,
         tolerance_floor_m: float = 0.0,
         quality: QualitySettings | None = None,
+        positions: MrkPositions | None = None,
     ) -> None:
         self.detector = detector
+        self.positions = positions  # RTK positions of a DJI .MRK file, better than the EXIF
+        self.placed_by_mrk = 0
+        self.not_in_mrk: list[str] = []  # frames an MRK file was there for but did not name
         self.sites = sites
         self.target_gsd_m = target_gsd_m
         self.tolerance_floor_m = tolerance_floor_m
@@ -157,6 +164,12 @@ class FlightAnalyzer:
         frame_id = frame_id or path.name
         try:
             meta = read_frame_meta(path)
+            if self.positions is not None:
+                meta, named = self.positions.position(meta, path.name)
+                if named:
+                    self.placed_by_mrk += 1
+                else:
+                    self.not_in_mrk.append(frame_id)
             if self.crs is None:
                 self.crs = utm_crs_for(meta.lon_deg, meta.lat_deg)
                 if len(self.sites):
@@ -211,6 +224,8 @@ class FlightAnalyzer:
         )
         result.rejected = list(self.rejected)
         result.frames_analysed = self.analysed
+        result.placed_by_mrk = self.placed_by_mrk
+        result.not_in_mrk = list(self.not_in_mrk)
         return result
 
 
@@ -259,6 +274,7 @@ def analyze_frames(
     target_gsd_m: float | None = None,
     tolerance_floor_m: float = 0.0,
     quality: QualitySettings | None = None,
+    positions: MrkPositions | None = None,
     on_frame: Callable[[Path], object] = lambda path: None,
 ) -> FlightAnalysis:
     """Detect, georeference, match and merge over ``frames``; see the module docstring.
@@ -272,6 +288,7 @@ def analyze_frames(
         target_gsd_m=target_gsd_m,
         tolerance_floor_m=tolerance_floor_m,
         quality=quality,
+        positions=positions,
     )
     for path in frames:
         analyzer.add_frame(path)

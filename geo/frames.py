@@ -25,6 +25,7 @@ from geo.errors import GeoError
 
 DJI_NAMESPACE_MARK = "dji.com/drone-dji"
 TAG_MAKE, TAG_MODEL = 0x010F, 0x0110
+TAG_XML_PACKET = 0x02BC  # XMP kept inside EXIF IFD0, as desktop tools rewrite DJI photos
 TAG_EXIF_IFD, TAG_GPS_IFD = 0x8769, 0x8825
 TAG_DATETIME_ORIGINAL, TAG_OFFSET_TIME_ORIGINAL = 0x9003, 0x9011
 TAG_FOCAL_LENGTH, TAG_FOCAL_35MM = 0x920A, 0xA405
@@ -122,7 +123,7 @@ def read_frame_meta(source: str | Path | bytes, name: str | None = None) -> Fram
         exif = image.getexif()
         gps = dict(exif.get_ifd(TAG_GPS_IFD))
         exif_ifd = dict(exif.get_ifd(TAG_EXIF_IFD))
-        xmp = _dji_xmp(image.info.get("xmp"), label)
+        xmp = _xmp_values(image.info.get("xmp"), exif.get(TAG_XML_PACKET), source, label)
         width, height = image.size
         make = _text(exif.get(TAG_MAKE))
         model = _text(exif.get(TAG_MODEL))
@@ -320,6 +321,25 @@ def _distortion(xmp: dict[str, str], label: str) -> tuple[float, ...]:
             label, f"DewarpData {raw!r} does not hold 9 numbers after the date", "DewarpData"
         )
     return tuple(values[4:9])
+
+
+def _xmp_values(
+    app1: Any, exif_packet: Any, source: str | Path | bytes, label: str
+) -> dict[str, str]:
+    """The ``drone-dji:`` values wherever the file keeps them: the XMP APP1 segment (as the
+    camera writes it), EXIF tag 0x02BC XMLPacket (after some desktop tools), and an XMP
+    sidecar beside a file (``DJI_0001.xmp`` or ``DJI_0001.JPG.xmp``). Where several say the
+    same tag, the APP1 segment wins, then 0x02BC, then the sidecar."""
+    values: dict[str, str] = {}
+    if isinstance(source, str | Path):
+        path = Path(source)
+        for sidecar in (path.with_suffix(".xmp"), path.with_suffix(".XMP"), Path(f"{path}.xmp")):
+            if sidecar.is_file():
+                values.update(_dji_xmp(sidecar.read_bytes()[:1_000_000], f"{sidecar}"))
+                break
+    values.update(_dji_xmp(exif_packet, label))
+    values.update(_dji_xmp(app1, label))
+    return values
 
 
 def _dji_xmp(raw: Any, label: str) -> dict[str, str]:

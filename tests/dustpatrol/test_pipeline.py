@@ -104,3 +104,34 @@ def test_oblique_frames_are_analysed_at_their_slant_resolution() -> None:
     oblique = CameraPose(CRS.from_epsg(32650), 0.0, 0.0, 100.0, 0.0, -30.0, 0.0)
     assert frame_gsd_m(camera, nadir) == pytest.approx(100.0 / 3713.29)
     assert frame_gsd_m(camera, oblique) == pytest.approx(2 * 100.0 / 3713.29)
+
+
+def test_a_dji_mrk_file_places_the_frames_it_names(
+    flight: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The MRK's position wins over the EXIF: here it puts DJI_0000 5 km away, where no site
+    is, so that frame is kept out of detection as far from every site; DJI_0001, which the
+    file does not name, is placed by its own metadata and reported."""
+    from geo.frames import read_frame_meta
+
+    frames, sites = flight
+    copied = tmp_path / "frames"
+    copied.mkdir()
+    for path in sorted(frames.iterdir())[:2]:
+        (copied / path.name).write_bytes(path.read_bytes())
+    meta = read_frame_meta(copied / "DJI_0000.JPG")
+    far_lat = meta.lat_deg + 5_000 / 111_320
+    (copied / "DJI_202401011200_001_Timestamp.MRK").write_text(
+        f"0\t282401.669089\t[2404]\t   0,N\t   0,E\t   0,V\t{far_lat:.8f},Lat\t"
+        f"{meta.lon_deg:.8f},Lon\t139.231,Ellh\t0.01, 0.01, 0.02\t50,Q\n"
+    )
+    result = runner.invoke(
+        app,
+        ["analyze", str(copied), "--sites", str(sites), "--out", str(tmp_path / "f.geojson")],
+    )
+    assert result.exit_code == 0, result.output
+    coverage = json.loads((tmp_path / "f.coverage.json").read_text())
+    assert coverage["placed_by_mrk"] == 1 and coverage["not_in_mrk"] == ["DJI_0001.JPG"]
+    assert [r["frame"] for r in coverage["rejected"]] == ["DJI_0000.JPG"]
+    assert "1 frames placed by its RTK positions" in result.output
+    assert "not in the MRK" in result.output

@@ -173,3 +173,55 @@ def test_not_a_jpeg_is_refused(tmp_path: Path) -> None:
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FrameMetadataError, match="file not found"):
         read_frame_meta(tmp_path / "absent.jpg")
+
+
+def _jpeg_with_exif_xmp(values: dict[str, str]) -> bytes:
+    """XMP only in EXIF tag 0x02BC (XMLPacket), none in APP1: how DJI photos look after
+    common desktop tools."""
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 48), (120, 110, 90))
+    exif = Image.Exif()
+    exif[0x010F] = "DJI"
+    exif[0x8825] = standard_gps()
+    exif[0x02BC] = xmp_attributes(values)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_xmp_inside_exif_xmlpacket_is_read() -> None:
+    import io
+
+    from PIL import Image
+
+    data = _jpeg_with_exif_xmp(DJI_VALUES)
+
+    assert Image.open(io.BytesIO(data)).info.get("xmp") is None  # nothing in APP1
+    meta = read_frame_meta(data)
+    assert meta.relative_altitude_m == pytest.approx(100.25)
+    assert meta.gimbal_pitch_deg == pytest.approx(-90.0)
+    assert meta.gimbal_yaw_deg == pytest.approx(-12.3)
+    assert meta.position_quality is PositionQuality.RTK_FIXED
+    assert meta.gps_status == "RTK"
+
+
+def test_an_xmp_sidecar_fills_what_the_jpeg_lacks(tmp_path: Path) -> None:
+    frame = tmp_path / "DJI_0007.JPG"
+    frame.write_bytes(make_jpeg(gps=standard_gps()))
+    assert read_frame_meta(frame).relative_altitude_m is None
+    (tmp_path / "DJI_0007.xmp").write_bytes(xmp_elements(DJI_VALUES))
+    meta = read_frame_meta(frame)
+    assert meta.relative_altitude_m == pytest.approx(100.25)
+    assert meta.position_quality is PositionQuality.RTK_FIXED
+
+
+def test_the_app1_packet_wins_over_exif_and_sidecar(tmp_path: Path) -> None:
+    frame = tmp_path / "DJI_0008.JPG"
+    frame.write_bytes(make_jpeg(gps=standard_gps(), xmp=xmp_attributes(DJI_VALUES)))
+    (tmp_path / "DJI_0008.xmp").write_bytes(
+        xmp_attributes({**DJI_VALUES, "RelativeAltitude": "+50.0"})
+    )
+    assert read_frame_meta(frame).relative_altitude_m == pytest.approx(100.25)
