@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -477,8 +478,8 @@ def test_the_limit_stops_reading_a_streamed_body_once_it_is_passed() -> None:
         read.append(1)
         return {"type": "http.request", "body": b"x" * 1024, "more_body": len(read) < 1000}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     async def declared() -> None:
         scope = {"type": "http", "path": "/flights", "headers": [(b"content-length", b"999999")]}

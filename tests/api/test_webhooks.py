@@ -226,7 +226,8 @@ def test_a_hanging_webhook_holds_up_neither_other_bureaus_nor_frame_analysis(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with sessions() as session:
-                if session.get(OutboxMessage, slow_message.id).state == "delivered":  # type: ignore[union-attr]
+                now = session.get(OutboxMessage, slow_message.id)
+                if now is not None and now.state == "delivered":
                     break
             time.sleep(0.2)
         else:

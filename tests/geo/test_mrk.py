@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from geo.frames import PositionQuality, read_frame_meta
+from geo.frames import FrameMeta, PositionQuality, read_frame_meta
 from geo.mrk import MrkError, MrkPositions, frame_sequence, read_mrk
 from tests.geo.frame_fixtures import make_jpeg, standard_gps, xmp_attributes
 
@@ -84,7 +84,8 @@ def test_frames_named_by_the_mrk_take_its_position_the_others_are_reported(
     )
     positions = MrkPositions.for_folder(tmp_path)
     assert positions.problems == ()
-    named, unnamed = [], []
+    named: list[tuple[str, FrameMeta]] = []
+    unnamed: list[tuple[str, FrameMeta]] = []
     for path in sorted(tmp_path.glob("*.JPG")):
         meta, by_mrk = positions.position(read_frame_meta(path), path.name)
         (named if by_mrk else unnamed).append((path.name, meta))
