@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import AuthenticationError, ForbiddenError
 from api.models.users import ApiKey, Role, User
+from api.problems import described_pattern
 from api.security import hash_api_key, read_token
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
@@ -72,3 +73,15 @@ StaffUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.ANALYST, Role
 # so an absurd id is a 422 that names it, never an overflow inside the database driver.
 MAX_ID = 2**63 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="a row id")]
+_DEGREES = r"-?\d{1,3}(\.\d{1,17})?"
+BBox = Annotated[
+    str | None,
+    Query(
+        pattern=described_pattern(
+            f"^{_DEGREES},{_DEGREES},{_DEGREES},{_DEGREES}$",
+            "min_lon,min_lat,max_lon,max_lat in decimal degrees, e.g. 115.45,36.47,115.46,36.48",
+        ),
+        description="min_lon,min_lat,max_lon,max_lat in degrees (WGS 84): only sites in view",
+    ),
+]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]

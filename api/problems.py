@@ -15,6 +15,23 @@ from geo.errors import GeoError
 
 PROBLEM_JSON = "application/problem+json"
 
+# What a pattern-checked string should look like, in words: a validation error quotes this
+# rather than the regular expression. Filled in where the pattern is declared.
+PATTERN_MEANINGS: dict[str, str] = {}
+
+
+def described_pattern(pattern: str, meaning: str) -> str:
+    """Register the words for `pattern` (see PATTERN_MEANINGS) and return the pattern."""
+    PATTERN_MEANINGS[pattern] = meaning
+    return pattern
+
+
+def _message(error: Any) -> str:
+    meaning = PATTERN_MEANINGS.get((error.get("ctx") or {}).get("pattern", ""))
+    if error.get("type") == "string_pattern_mismatch" and meaning:
+        return f"should be {meaning}, not {error.get('input')!r}"
+    return str(error["msg"])
+
 
 def problem(status: int, title: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
     body = {
@@ -73,7 +90,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = [
             {
                 "field": ".".join(str(part) for part in error["loc"] if part != "body"),
-                "message": error["msg"],
+                "message": _message(error),
             }
             for error in exc.errors()
         ]

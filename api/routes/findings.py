@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.deps import CurrentUser, RowId, SessionDep, StaffUser, require_roles
-from api.models.notices import Finding, FindingPublic, FindingsIngested
+from api.models.notices import Finding, FindingClass, FindingPublic, FindingsIngested
 from api.models.sites import Site
 from api.models.users import Role, User
 from api.services import notices as service
@@ -73,7 +73,7 @@ def list_findings(
     user: CurrentUser,
     flight: int | None = None,
     site: str | None = None,
-    finding_class: str | None = None,
+    finding_class: FindingClass | None = None,
 ) -> list[FindingPublic]:
     query = service.visible_findings(user)
     if flight is not None:

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import BBox, CurrentUser, SessionDep
+from api.models.notices import FindingClass
 from api.services.mapdata import map_data
 
 router = APIRouter(tags=["map"])
@@ -39,10 +40,8 @@ def get_map_data(
     since: Annotated[date | None, Query(description="first day (UTC), default 30 days ago")] = None,
     until: Annotated[date | None, Query(description="last day (UTC), default today")] = None,
     bureau: Annotated[str | None, Query(description="only this bureau's sites")] = None,
-    finding_class: Annotated[str | None, Query(description="exposed_soil or road_dust")] = None,
-    bbox: Annotated[
-        str | None, Query(description="min_lon,min_lat,max_lon,max_lat: only sites in view")
-    ] = None,
+    finding_class: FindingClass | None = None,
+    bbox: BBox = None,
 ) -> dict[str, Any]:
     """Sites (coloured by their most pressing notice), findings with their photos, flight
     tracks and frame footprints, as GeoJSON FeatureCollections. At most 5,000 sites come at

@@ -9,12 +9,14 @@ from fastapi.responses import FileResponse
 
 from api.deps import CurrentUser, SessionDep
 from api.models.notices import (
+    FindingClass,
     NoticePhotoPublic,
     NoticePublic,
     NoticeState,
     NoticeSummary,
     TransitionBody,
 )
+from api.problems import described_pattern
 from api.services import notices as service
 from api.services.frames import MAX_FRAME_BYTES
 from api.services.notice_pdf import notice_pdf
@@ -45,9 +47,17 @@ def list_notices(
         bool, Query(description="only open notices (issued to escalated, not yet verified)")
     ] = False,
     site: str | None = None,
-    finding_class: str | None = None,
+    finding_class: FindingClass | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(description="from the previous page's next link")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=described_pattern(
+                r"^[A-Za-z0-9_-]{1,40}$", "the cursor of a previous page's next link"
+            ),
+            description="from the previous page's next link (opaque: one this server gave)",
+        ),
+    ] = None,
 ) -> list[NoticeSummary]:
     """The notices you may see (a bureau: its own), oldest first, a page at a time."""
     page, following = service.list_notices(

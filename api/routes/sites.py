@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from api.deps import CurrentUser, SessionDep, StaffUser
+from api.deps import BBox, CurrentUser, Offset, SessionDep, StaffUser
 from api.errors import InvalidInputError
 from api.models.sites import ImportReport, SitePublic
 from api.services import sites as service
@@ -49,9 +49,9 @@ def list_sites(
     user: CurrentUser,
     kind: str | None = None,
     bureau: str | None = None,
-    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
+    bbox: BBox = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[SitePublic]:
     sites = service.find_sites(
         session, user, kind=kind, bureau=bureau, bbox=bbox, limit=limit, offset=offset
@@ -70,9 +70,9 @@ def sites_geojson(
     user: CurrentUser,
     kind: str | None = None,
     bureau: str | None = None,
-    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
+    bbox: BBox = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> JSONResponse:
     """The sites as an RFC 7946 FeatureCollection."""
     sites = service.find_sites(

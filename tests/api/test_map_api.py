@@ -146,7 +146,7 @@ def test_map_data_filters_and_bureau_isolation(imported: World) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"finding_class": "smoke"}, "finding_class must be one of"),
+        ({"finding_class": "smoke"}, "finding_class: Input should be 'exposed_soil'"),
         ({"bureau": "no such bureau"}, "no bureau named"),
         ({"since": "2026-02-01", "until": "2026-01-01"}, "since must be on or before until"),
         ({"since": "yesterday"}, "since"),

@@ -123,7 +123,9 @@ def test_bad_bbox_is_a_problem_naming_the_format(imported: World) -> None:
         "/sites", params={"bbox": "1,2,3"}, headers=imported.login("analyst")
     )
     assert response.status_code == 422
-    assert "min_lon,min_lat,max_lon,max_lat" in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert "min_lon,min_lat,max_lon,max_lat" in detail and "'1,2,3'" in detail
+    assert "\\d" not in detail  # words, not the regular expression
 
 
 def test_geojson_is_rfc7946(imported: World) -> None:
