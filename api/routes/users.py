@@ -24,18 +24,19 @@ from api.models.users import (
 )
 from api.security import hash_password, new_api_key
 from api.services import accounts
-from api.services.audit import recent
+from api.services.audit import audit, recent
 
 router = APIRouter(prefix="/users", tags=["users"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_user(body: UserCreate, session: SessionDep, _: AdminUser) -> UserPublic:
-    return UserPublic.model_validate(add_user(session, body))
+def create_user(body: UserCreate, session: SessionDep, admin: AdminUser) -> UserPublic:
+    return UserPublic.model_validate(add_user(session, body, actor=admin))
 
 
-def add_user(session: SessionDep, body: UserCreate) -> User:
-    """Create a user; the username must be free and a bureau user's bureau must exist."""
+def add_user(session: SessionDep, body: UserCreate, actor: User | None = None) -> User:
+    """Create a user (audited: `actor` None is the server's command line); the username must
+    be free and a bureau user's bureau must exist."""
     if session.scalar(select(User).where(User.username == body.username)) is not None:
         raise ConflictError(f"user {body.username!r} exists already")
     if body.bureau_id is not None and session.get(Bureau, body.bureau_id) is None:
@@ -47,6 +48,7 @@ def add_user(session: SessionDep, body: UserCreate) -> User:
         bureau_id=body.bureau_id,
     )
     session.add(user)
+    audit(session, actor, "user.created", body.username, role=body.role.value)
     try:
         session.commit()
     except IntegrityError:  # the same name created by a request running at the same moment
@@ -64,13 +66,23 @@ def list_users(session: SessionDep, _: AdminUser) -> list[UserPublic]:
 
 @router.post("/{user_id}/api-keys", status_code=status.HTTP_201_CREATED)
 def create_api_key(
-    user_id: RowId, body: ApiKeyCreate, session: SessionDep, _: AdminUser
+    user_id: RowId, body: ApiKeyCreate, session: SessionDep, admin: AdminUser
 ) -> ApiKeyCreated:
-    if session.get(User, user_id) is None:
+    owner = session.get(User, user_id)
+    if owner is None:
         raise NotFoundError(f"no user with id {user_id}")
     key, prefix, digest = new_api_key()
     record = ApiKey(user_id=user_id, prefix=prefix, key_hash=digest, label=body.label)
     session.add(record)
+    session.flush()
+    audit(
+        session,
+        admin,
+        "api_key.created",
+        f"{owner.username}/{record.id}",
+        label=body.label,
+        prefix=prefix,
+    )
     session.commit()
     return ApiKeyCreated(id=record.id, label=record.label, key=key)
 

@@ -226,9 +226,11 @@ def test_a_disabled_user_and_a_revoked_key_are_refused_at_once_and_audited(
     assert world.client.get("/auth/me", headers=token).status_code == 401  # its live token too
     assert _login(world, "drone-team", PASSWORD).status_code == 401
     log = world.client.get("/audit", headers=admin).json()
-    assert [(e["action"], e["detail"].get("reason")) for e in log][:2] == [
-        ("user.disabled", "left the team"),
-        ("api_key.revoked", None),
+    assert [(e["action"], e["subject"], e["detail"].get("reason")) for e in log][:4] == [
+        ("user.disabled", "drone-team", "left the team"),
+        ("api_key.revoked", f"drone-team/{key['id']}", None),
+        ("api_key.created", f"drone-team/{key['id']}", None),
+        ("user.created", "drone-team", None),
     ]
     keys = world.client.get(f"/users/{inspector}/api-keys", headers=admin).json()
     assert [k["label"] for k in keys] == ["field laptop"] and "key" not in keys[0]

@@ -76,6 +76,14 @@ def test_duplicate_bureau_and_user_are_409(world: World) -> None:
     )
     body = {"username": "analyst", "password": PASSWORD, "role": "analyst"}
     assert world.client.post("/users", json=body, headers=admin).status_code == 409
+    created = world.client.post("/bureaus", json={"name": "县交通运输局"}, headers=admin)
+    assert created.status_code == 201
+    log = world.client.get("/audit", headers=admin).json()
+    me = world.client.get("/auth/me", headers=admin).json()["id"]
+    assert [(e["action"], e["subject"], e["actor_id"]) for e in log[:1]] == [
+        ("bureau.created", "县交通运输局", me)
+    ]
+    assert "县城市管理局" not in [e["subject"] for e in log]  # the refused one left no trace
 
 
 def test_health_and_openapi(world: World) -> None:
