@@ -268,10 +268,15 @@ def run_flight(
             port = vehicle.start()
             progress = _ProgressPrinter(sortie.name, uploader, say)
             try:
-                log = fly(sortie, f"tcp:127.0.0.1:{port}", FlightOptions(), on_progress=progress)
+                log = fly(
+                    sortie,
+                    f"tcp:127.0.0.1:{port}",
+                    FlightOptions(),
+                    on_progress=progress,
+                    log_folder=folder / "logs",
+                )
             finally:
                 vehicle.stop()
-            log.write(folder / "logs")
             say(f"  {sortie.name}: {log.outcome}, {len(log.triggers)} frames")
     finally:
         uploader.finish()

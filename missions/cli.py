@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from geo.sites import load_sites
+from missions.errors import MissionError
 from missions.files import write_plan_files
 from missions.model import (
     CAMERAS,
@@ -113,18 +114,36 @@ def fly_command(
     ] = False,
     connect_timeout: Annotated[float, typer.Option(help="Seconds to wait for the vehicle.")] = 30.0,
     reserve: Annotated[float, typer.Option(help="Battery reserve, percent: RTL below it.")] = 25.0,
+    ready_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for GNSS, pre-arm checks and home.")
+    ] = 60.0,
+    max_home_offset: Annotated[
+        float,
+        typer.Option(help="Metres the vehicle's home may be from the plan's launch point."),
+    ] = 50.0,
+    on_stop: Annotated[
+        str, typer.Option(help="On Ctrl-C, SIGTERM or SIGHUP: rtl (return) or hold (LOITER).")
+    ] = "rtl",
 ) -> None:
-    """Fly one sortie: checks, upload and read-back, take-off, AUTO, progress, logs."""
+    """Fly one sortie: checks, upload and read-back, take-off, AUTO, progress, logs.
+
+    Logs go to LOG/<sortie> as they happen (a new folder per flight, never overwritten).
+    The exit code is 0 only when the sortie completed with every planned frame confirmed."""
     from rich.progress import BarColumn, Progress, TextColumn
 
     from missions.files import sortie_from_plan_file
-    from missions.fly import FlightOptions, fly
+    from missions.fly import FlightOptions, FlightOutcome, StopAction, fly
 
+    if on_stop not in {a.value for a in StopAction}:
+        raise MissionError(f"--on-stop must be rtl or hold, not {on_stop!r}")
     sortie = sortie_from_plan_file(plan_file)
     options = FlightOptions(
         connect_timeout_s=connect_timeout,
         require_rtk_fixed=not allow_no_rtk,
         battery_reserve_pct=reserve,
+        ready_timeout_s=ready_timeout,
+        max_home_offset_m=max_home_offset,
+        on_stop=StopAction(on_stop),
     )
     console = Console(soft_wrap=True)
     with Progress(
@@ -144,13 +163,18 @@ def fly_command(
             status = f"{p.mode}, {p.distance_m / 1000:.2f} km, battery {battery}, {p.frames} frames"
             bar.update(task, completed=p.item, status=status)
 
-        flight = fly(sortie, connect, options, show)
-    written = flight.write(log / sortie.name)
+        flight = fly(sortie, connect, options, show, log_folder=log)
     outcome = flight.outcome.value if flight.outcome else "unknown"
     console.print(
-        f"{sortie.name}: {outcome}; {len(flight.triggers)} frames, "
-        f"{flight.distance_m / 1000:.2f} km"
+        f"{sortie.name}: {outcome}; {flight.survey_frames} of {flight.expected_frames} planned "
+        f"frames, {flight.distance_m / 1000:.2f} km"
     )
     if flight.lower_quality_frames:
         console.print(f"[yellow]{flight.lower_quality_frames} frames taken without RTK fixed[/]")
-    console.print(f"logs: {written[0].parent}")
+    if off := len(flight.triggers) - flight.survey_frames:
+        console.print(f"[yellow]{off} frames shot off the survey (marked in triggers.csv)[/]")
+    console.print(f"logs: {flight.folder}")
+    if flight.outcome is not FlightOutcome.COMPLETED:
+        raise MissionError(f"{sortie.name} was not completed: {outcome}")
+    if flight.shortfall:
+        raise MissionError(f"{sortie.name}: {flight.shortfall}")

@@ -1,13 +1,17 @@
 """The only module that imports DroneKit (dronekit2, same ``dronekit`` import name).
 
 It hides DroneKit's traps behind a small `DroneLink`: a watchdog around ``connect`` (which
-can hang forever without PARAM_VALUE), uploads with ``CommandInt`` (MISSION_ITEM_INT, which
-ArduPilot 4.8+ requires) and a timeout, a mission read-back over MISSION_REQUEST_INT, home
-asked for with MAV_CMD_REQUEST_MESSAGE, and take-off in GUIDED before AUTO.
+can hang forever without PARAM_VALUE), its own mission upload (DroneKit answers only
+MISSION_REQUEST; PX4 and the mission protocol ask with MISSION_REQUEST_INT: both are served,
+always with MISSION_ITEM_INT, which ArduPilot 4.8+ requires), a mission read-back over
+MISSION_REQUEST_INT, home asked for with MAV_CMD_REQUEST_MESSAGE, and take-off in GUIDED
+before AUTO.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +26,43 @@ from missions.model import MavCmd, MavFrame, MissionItem
 
 mavlink = mavutil.mavlink
 MSG_ID_HOME_POSITION = 242
+LINK_NOISE_EVERY_S = 30.0  # repeated link complaints pass at most this often
+RECONNECT_PAUSE_S = 0.5  # between pymavlink's attempts to reopen a dropped TCP link
+
+_log = logging.getLogger("missions.link")
+
+
+class _Sparse(logging.Filter):
+    """Passes a repeated message once per LINK_NOISE_EVERY_S, saying how many it held back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = f"{record.name}:{record.msg}"
+        now = time.monotonic()
+        last, held = self._last.get(key, (-LINK_NOISE_EVERY_S, 0))
+        if now - last < LINK_NOISE_EVERY_S:
+            self._last[key] = (last, held + 1)
+            return False
+        self._last[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like it held back)"
+        record.exc_info = None  # one line, not a traceback per dropped packet
+        return True
+
+
+def _pymavlink_print(*args: object, **_kwargs: object) -> None:
+    """pymavlink prints each EOF and reconnect attempt on a dropped TCP link (millions of lines
+    over a minute's outage): they go to our logger, thinned out, instead of stdout."""
+    _log.warning("pymavlink: %s", " ".join(str(a) for a in args))
+
+
+mavutil.print = _pymavlink_print
+for _name in ("missions.link", "dronekit"):
+    logging.getLogger(_name).addFilter(_Sparse())
+RESEND_AFTER_S = 1.5  # the mission protocol's retry pause when an answer is lost
 
 
 class LinkError(MissionError):
@@ -62,9 +103,13 @@ class DroneLink:
         self._mission_count: int | None = None
         self._mission_event = threading.Event()
         self._count_event = threading.Event()
+        self._upload_inbox: queue.Queue[tuple[str, int]] = queue.Queue()
         vehicle.add_message_listener("CAMERA_FEEDBACK", self._on_camera)
         vehicle.add_message_listener("MISSION_ITEM_INT", self._on_mission_item)
         vehicle.add_message_listener("MISSION_COUNT", self._on_mission_count)
+        vehicle.add_message_listener("MISSION_REQUEST", self._on_mission_request)
+        vehicle.add_message_listener("MISSION_REQUEST_INT", self._on_mission_request)
+        vehicle.add_message_listener("MISSION_ACK", self._on_mission_ack)
 
     @classmethod
     def connect(cls, address: str, timeout_s: float = 30.0) -> DroneLink:
@@ -89,6 +134,7 @@ class DroneLink:
             )
         if "error" in result:
             raise LinkError(f"cannot connect to {address}: {result['error']}")
+        _pace_reconnects(result["vehicle"]._master)
         return cls(result["vehicle"], address)
 
     def close(self) -> None:
@@ -126,25 +172,84 @@ class DroneLink:
                 return float(home.lat), float(home.lon), float(home.alt or 0.0)
         raise LinkError(f"the vehicle did not report its home position within {timeout_s:.0f} s")
 
+    def home_now(self) -> tuple[float, float, float] | None:
+        """Home (lat, lon, amsl m) if the vehicle has reported it; asks for it again."""
+        home = self._vehicle.home_location
+        if home is not None and home.lat is not None:
+            return float(home.lat), float(home.lon), float(home.alt or 0.0)
+        self._command_long(mavlink.MAV_CMD_REQUEST_MESSAGE, MSG_ID_HOME_POSITION)
+        return None
+
+    def stop_camera(self) -> None:
+        """Stop distance triggering (MAV_CMD_DO_SET_CAM_TRIGG_DIST 0), e.g. before RTL."""
+        self._command_long(mavlink.MAV_CMD_DO_SET_CAM_TRIGG_DIST, 0.0, 0.0, 0.0)
+
     # --- mission ----------------------------------------------------------------------------
 
     def upload(
         self, home: tuple[float, float], items: Sequence[MissionItem], timeout_s: float
     ) -> None:
-        """Replace the vehicle's mission (item 0 is home, as ArduPilot keeps it)."""
-        commands = self._vehicle.commands
-        commands.clear()
-        commands.add(
-            _command_int(
-                MissionItem(MavCmd.NAV_WAYPOINT, MavFrame.GLOBAL, lat_deg=home[0], lon_deg=home[1])
-            )
+        """Replace the vehicle's mission (item 0 is home, as ArduPilot keeps it).
+
+        The MAVLink mission protocol run here rather than by DroneKit: MISSION_COUNT, then the
+        vehicle asks for each item (MISSION_REQUEST_INT, or the deprecated MISSION_REQUEST)
+        and gets a MISSION_ITEM_INT, until its MISSION_ACK. A lost message is sent again after
+        a pause; a refusal is an error naming the vehicle's reason."""
+        home_item = MissionItem(
+            MavCmd.NAV_WAYPOINT, MavFrame.GLOBAL, lat_deg=home[0], lon_deg=home[1]
         )
-        for item in items:
-            commands.add(_command_int(item))
-        try:
-            commands.upload(timeout=timeout_s)
-        except dronekit.TimeoutError:
-            raise LinkError(f"mission upload did not finish within {timeout_s:.0f} s") from None
+        mission = [home_item, *items]
+        master = self._vehicle._master
+        while not self._upload_inbox.empty():  # acks left over from earlier exchanges
+            self._upload_inbox.get_nowait()
+        deadline = time.monotonic() + timeout_s
+
+        def send_count() -> None:
+            master.mav.mission_count_send(
+                master.target_system, master.target_component, len(mission), 0
+            )
+
+        resend: Callable[[], None] = send_count
+        resend()
+        asked: set[int] = set()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LinkError(
+                    f"mission upload did not finish within {timeout_s:.0f} s "
+                    f"({len(asked)} of {len(mission)} items asked for by the vehicle)"
+                )
+            try:
+                kind, value = self._upload_inbox.get(timeout=min(RESEND_AFTER_S, left))
+            except queue.Empty:
+                resend()
+                continue
+            if kind == "ack":
+                if value == mavlink.MAV_MISSION_ACCEPTED and len(asked) == len(mission):
+                    return
+                if value == mavlink.MAV_MISSION_ACCEPTED:
+                    continue  # an ack that belongs to an earlier exchange
+                raise LinkError(
+                    f"the vehicle refused the mission: {_mission_result(value)} "
+                    f"(after {len(asked)} of {len(mission)} items)"
+                )
+            if not 0 <= value < len(mission):
+                raise LinkError(f"the vehicle asked for mission item {value} of {len(mission)}")
+            asked.add(value)
+            seq = value
+
+            def send_item(seq: int = seq) -> None:
+                _send_item_int(master, seq, mission[seq])
+
+            resend = send_item
+            resend()
+
+    def _on_mission_request(self, _vehicle: Any, _name: str, message: Any) -> None:
+        self._upload_inbox.put(("request", int(message.seq)))
+
+    def _on_mission_ack(self, _vehicle: Any, _name: str, message: Any) -> None:
+        if int(getattr(message, "mission_type", 0) or 0) == 0:
+            self._upload_inbox.put(("ack", int(message.type)))
 
     def read_back(self, timeout_s: float) -> list[tuple[int, float, float, float]]:
         """The vehicle's mission as (command, lat, lon, alt), read with MISSION_REQUEST_INT."""
@@ -234,13 +339,28 @@ class DroneLink:
             time.sleep(0.05)
 
 
-def _command_int(item: MissionItem) -> Any:
+def _pace_reconnects(master: Any) -> None:
+    """pymavlink reopens a TCP link that hit EOF at once, in a tight loop while the vehicle is
+    gone: pause between attempts."""
+    for name in ("handle_eof", "handle_disconnect"):
+        original = getattr(master, name, None)
+        if original is None:
+            continue
+
+        def paced(original: Callable[[], None] = original) -> None:
+            time.sleep(RECONNECT_PAUSE_S)
+            original()
+
+        setattr(master, name, paced)
+
+
+def _send_item_int(master: Any, seq: int, item: MissionItem) -> None:
     """A MISSION_ITEM_INT: x/y are degrees * 1e7 in global frames, plain integers otherwise."""
     scale = 1e7 if item.frame is not MavFrame.MISSION else 1.0
-    return dronekit.CommandInt(
-        0,
-        0,
-        0,
+    master.mav.mission_item_int_send(
+        master.target_system,
+        master.target_component,
+        seq,
         int(item.frame),
         int(item.command),
         0,
@@ -252,4 +372,10 @@ def _command_int(item: MissionItem) -> Any:
         round(item.lat_deg * scale),
         round(item.lon_deg * scale),
         item.altitude_m,
+        0,
     )
+
+
+def _mission_result(value: int) -> str:
+    entry = mavlink.enums["MAV_MISSION_RESULT"].get(value)
+    return f"{entry.name} ({entry.description.rstrip('.')})" if entry else f"result {value}"

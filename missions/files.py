@@ -25,6 +25,7 @@ from shapely import affinity
 from shapely.geometry import LineString, box
 
 from geo.crs import WGS84, transformer, utm_crs_for
+from missions.errors import MissionError
 from missions.model import (
     LaunchPoint,
     MavCmd,
@@ -34,6 +35,7 @@ from missions.model import (
     PlanningError,
     Sortie,
     SurveySettings,
+    check_positions,
 )
 
 MAV_AUTOPILOT_ARDUPILOTMEGA = 3
@@ -121,6 +123,7 @@ def qgc_plan(sortie: Sortie, plan: PatrolPlan) -> dict[str, Any]:
         "dustpatrol": {
             "sortie": sortie.name,
             "drone": sortie.drone,
+            "number": sortie.number,
             "altitude_m": sortie.altitude_m,
             "distance_m": round(sortie.distance_m, 1),
             "duration_s": round(sortie.duration_s, 1),
@@ -130,50 +133,101 @@ def qgc_plan(sortie: Sortie, plan: PatrolPlan) -> dict[str, Any]:
     }
 
 
+QGC_PLAN_VERSION = 1  # the .plan file format QGroundControl writes and reads
+QGC_MISSION_VERSION = 2  # its "mission" section
+MAX_MISSION_RADIUS_M = 15_000.0  # no patrol position lies farther from its home
+
+
 def read_qgc_plan(path: Path) -> tuple[tuple[float, float, float], list[MissionItem]]:
-    """(planned home (lat, lon, alt), mission items) of a QGroundControl ``.plan`` file."""
+    """(planned home (lat, lon, alt), mission items) of a QGroundControl ``.plan`` file.
+
+    Items in the current form (position in ``params`` 5-7) and in the older form QGC still
+    reads (position in ``coordinate``) are both understood; file or mission versions this
+    reader does not know are refused rather than guessed at."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        if document.get("fileType") != "Plan":
-            raise MissionFileError(f"{path}: fileType is {document.get('fileType')!r}, not 'Plan'")
-        mission = document["mission"]
-        home = tuple(float(v) for v in mission["plannedHomePosition"])
-        items = []
-        for entry in mission["items"]:
-            if entry.get("type") != "SimpleItem":
-                raise MissionFileError(
-                    f"{path}: item type {entry.get('type')!r} is not supported; "
-                    "convert complex items to simple waypoints in QGroundControl first"
-                )
-            params = [0.0 if p is None else float(p) for p in entry["params"]]
-            items.append(
-                _item(
-                    int(entry["command"]), int(entry["frame"]), params, bool(entry["autoContinue"])
-                )
-            )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MissionFileError(f"{path}: not a valid QGroundControl plan ({exc})") from None
-    if len(home) != 3:
-        raise MissionFileError(f"{path}: plannedHomePosition must be [lat, lon, alt]")
+    if not isinstance(document, dict) or document.get("fileType") != "Plan":
+        kind = document.get("fileType") if isinstance(document, dict) else None
+        raise MissionFileError(f"{path}: fileType is {kind!r}, not 'Plan'")
+    if document.get("version", QGC_PLAN_VERSION) != QGC_PLAN_VERSION:
+        raise MissionFileError(
+            f"{path}: plan file version {document.get('version')!r} is not supported "
+            f"(version {QGC_PLAN_VERSION} is); save it again with QGroundControl"
+        )
+    mission = document.get("mission")
+    if not isinstance(mission, dict):
+        raise MissionFileError(f"{path}: not a valid QGroundControl plan (no mission section)")
+    if mission.get("version", QGC_MISSION_VERSION) != QGC_MISSION_VERSION:
+        raise MissionFileError(
+            f"{path}: mission version {mission.get('version')!r} is not supported "
+            f"(version {QGC_MISSION_VERSION} is); save it again with QGroundControl"
+        )
+    home = _numbers(mission.get("plannedHomePosition"), 3, f"{path}: plannedHomePosition")
+    entries = mission.get("items")
+    if not isinstance(entries, list):
+        raise MissionFileError(f"{path}: not a valid QGroundControl plan (no mission items)")
+    items = []
+    for number, entry in enumerate(entries, start=1):
+        where = f"{path}: mission item {number}"
+        if not isinstance(entry, dict) or entry.get("type") != "SimpleItem":
+            kind = entry.get("type") if isinstance(entry, dict) else type(entry).__name__
+            raise MissionFileError(
+                f"{where}: item type {kind!r} is not supported; "
+                "convert complex items to simple waypoints in QGroundControl first"
+            )
+        raw = entry.get("params")
+        if not isinstance(raw, list) or len(raw) not in (4, 7):
+            raise MissionFileError(f"{where}: params must be a list of 4 or 7 numbers")
+        params = [0.0 if v is None else v for v in raw] + [0.0] * (7 - len(raw))
+        params = _numbers(params, 7, f"{where}: params")
+        if "coordinate" in entry:  # the older form: the position is not in the params
+            params[4:7] = _numbers(entry["coordinate"], 3, f"{where}: coordinate")
+        elif len(raw) == 4:
+            raise MissionFileError(f"{where}: 4 params and no coordinate: the position is missing")
+        try:
+            command, frame = int(entry["command"]), int(entry["frame"])
+        except (KeyError, TypeError, ValueError):
+            raise MissionFileError(f"{where}: command and frame must be integers") from None
+        items.append(_item(command, frame, params, bool(entry.get("autoContinue", True)), where))
     return (home[0], home[1], home[2]), items
+
+
+def _numbers(value: object, count: int, what: str) -> list[float]:
+    if (
+        not isinstance(value, list)
+        or len(value) != count
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise MissionFileError(f"{what} must be a list of {count} numbers, not {value!r}")
+    return [float(v) for v in value]
 
 
 def sortie_from_plan_file(path: Path) -> Sortie:
     """A flyable `Sortie` from a ``.plan`` file (its dustpatrol block, when present, gives the
-    battery need; a plan from elsewhere is flown with the reserve check only)."""
+    drone, the sortie number and the battery need; a plan from elsewhere is named after its
+    file and flown with the reserve check only)."""
     (lat, lon, _), items = read_qgc_plan(path)
-    try:
-        extra = json.loads(path.read_text(encoding="utf-8")).get("dustpatrol", {})
-    except json.JSONDecodeError:
+    extra = json.loads(path.read_text(encoding="utf-8")).get("dustpatrol", {})
+    if not isinstance(extra, dict):
         extra = {}
+    if lat == 0.0 and lon == 0.0:
+        raise MissionFileError(
+            f"{path}: plannedHomePosition is latitude 0, longitude 0: set the launch point"
+        )
     takeoff = next((i for i in items if i.command is MavCmd.NAV_TAKEOFF), None)
     if takeoff is None:
         raise MissionFileError(f"{path}: the mission has no NAV_TAKEOFF item")
     if items[-1].command is not MavCmd.NAV_RETURN_TO_LAUNCH:
         raise MissionFileError(f"{path}: the mission must end with NAV_RETURN_TO_LAUNCH")
+    try:
+        check_positions(items, (lat, lon), MAX_MISSION_RADIUS_M, "the plan's home")
+    except MissionError as exc:
+        raise MissionFileError(f"{path}: {exc}") from None
     return Sortie(
-        drone=str(extra.get("drone", "drone")),
-        number=1,
+        drone=str(extra.get("drone", path.stem)),
+        number=int(extra.get("number", 1)),
         launch=LaunchPoint(lat, lon),
         altitude_m=takeoff.altitude_m,
         items=tuple(items),
@@ -185,14 +239,23 @@ def sortie_from_plan_file(path: Path) -> Sortie:
     )
 
 
-def _item(command: int, frame: int, params: Sequence[float], autocontinue: bool) -> MissionItem:
+def _item(
+    command: int, frame: int, params: Sequence[float], autocontinue: bool, where: str
+) -> MissionItem:
     try:
         cmd = MavCmd(command)
     except ValueError:
         raise MissionFileError(
-            f"MAVLink command {command} is not used by dustpatrol missions"
+            f"{where}: MAVLink command {command} is not used by dustpatrol missions "
+            f"(it flies {', '.join(f'{c.name} ({c.value})' for c in MavCmd)})"
         ) from None
-    mav_frame = MavFrame(frame)
+    try:
+        mav_frame = MavFrame(frame)
+    except ValueError:
+        raise MissionFileError(
+            f"{where}: MAVLink frame {frame} is not supported "
+            f"({', '.join(f'{f.name} ({f.value})' for f in MavFrame)} are)"
+        ) from None
     if mav_frame is MavFrame.GLOBAL_RELATIVE_ALT:
         mav_frame = MavFrame.GLOBAL_RELATIVE_ALT_INT
     p = list(params) + [0.0] * (7 - len(params))
@@ -237,22 +300,29 @@ def _wpl_line(head: Sequence[float], x: float, y: float, z: float, autocontinue:
 
 def read_waypoints(path: Path) -> tuple[tuple[float, float, float], list[MissionItem]]:
     """(home (lat, lon, alt), mission items) of a Mission Planner ``.waypoints`` file."""
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines or not lines[0].startswith("QGC WPL 110"):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise MissionFileError(f"{path}: not a text file (UTF-8)") from None
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not numbered or not numbered[0][1].startswith("QGC WPL 110"):
         raise MissionFileError(f"{path}: first line must be 'QGC WPL 110'")
-    rows = []
-    for number, line in enumerate(lines[1:], start=2):
+    rows: list[tuple[int, list[float]]] = []
+    for number, line in numbered[1:]:
         cells = line.split("\t") if "\t" in line else line.split()
         if len(cells) != 12:
             raise MissionFileError(f"{path}: line {number} has {len(cells)} fields, expected 12")
         try:
-            rows.append([float(c) for c in cells])
+            rows.append((number, [float(c) for c in cells]))
         except ValueError:
             raise MissionFileError(f"{path}: line {number} holds a non-number") from None
     if not rows:
         raise MissionFileError(f"{path}: no home line")
-    home = (rows[0][8], rows[0][9], rows[0][10])
-    items = [_item(int(r[3]), int(r[2]), r[4:11], bool(r[11])) for r in rows[1:]]
+    home = (rows[0][1][8], rows[0][1][9], rows[0][1][10])
+    items = [
+        _item(int(r[3]), int(r[2]), r[4:11], bool(r[11]), f"{path}: line {number}")
+        for number, r in rows[1:]
+    ]
     return home, items
 
 

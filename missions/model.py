@@ -7,6 +7,7 @@ Positions in mission items are WGS84 degrees; altitudes are metres above the lau
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
@@ -222,3 +223,34 @@ class PatrolPlan:
 def heading_deg(from_xy: tuple[float, float], to_xy: tuple[float, float]) -> float:
     """Compass heading (clockwise from north) from one projected point to another."""
     return math.degrees(math.atan2(to_xy[0] - from_xy[0], to_xy[1] - from_xy[1])) % 360.0
+
+
+def distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Metres between two (lat, lon) points up to tens of km apart (equirectangular: within
+    0.1 % at that range, plenty for sanity limits)."""
+    north = (b[0] - a[0]) * 111_320.0
+    east = (b[1] - a[1]) * 111_320.0 * math.cos(math.radians(a[0]))
+    return math.hypot(east, north)
+
+
+def check_positions(
+    items: Sequence[MissionItem], home: tuple[float, float], max_distance_m: float, what: str
+) -> None:
+    """Refuse a mission with a position at (0, 0) (an unread or unset coordinate) or farther
+    than ``max_distance_m`` from ``home`` (lat, lon)."""
+    for number, item in enumerate(items, start=1):
+        if not item.is_position:
+            continue
+        if item.lat_deg == 0.0 and item.lon_deg == 0.0:
+            if item.command is MavCmd.NAV_TAKEOFF:
+                continue  # a take-off at (0, 0) means "where the vehicle stands"
+            raise MissionError(
+                f"mission item {number} ({item.command.name}) is at latitude 0, longitude 0: "
+                "its position was not read or never set; check the plan file"
+            )
+        away = distance_m(home, (item.lat_deg, item.lon_deg))
+        if away > max_distance_m:
+            raise MissionError(
+                f"mission item {number} ({item.command.name}) is {away / 1000:,.1f} km from "
+                f"{what}, more than {max_distance_m / 1000:.1f} km: not this site's plan?"
+            )

@@ -6,7 +6,9 @@ home, arming, takeoff, the mission protocol (upload/download, current item, item
 AUTO/GUIDED/RTL/LAND, battery drain, wind, and camera triggering by distance that renders a
 frame of the simulated district into a flight folder (true and reported pose beside it).
 Time runs ``speedup`` times faster than the wall clock. Failures can be injected: link drop,
-battery sag, RTK loss, and refusing the float ``MISSION_ITEM`` messages as newer ArduPilot.
+battery sag, RTK loss, refusing the float ``MISSION_ITEM`` messages as newer ArduPilot, lost
+camera feedback, slow readiness (no fix, EKF or home for a while), a mission too big for its
+storage; it asks for mission items with MISSION_REQUEST_INT (or the legacy MISSION_REQUEST).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Failures:
     battery_sag_to_pct: float = 18.0
     rtk_loss_at_s: float | None = None
     no_float_mission_items: bool = False  # reject MISSION_ITEM, as ArduPilot 4.8+ may
+    no_camera_feedback: bool = False  # the camera shoots, CAMERA_FEEDBACK never comes
 
 
 @dataclass(slots=True)
@@ -87,6 +90,11 @@ class VehicleConfig:
     gcs_timeout_s: float = 3.0  # wall seconds without a ground-station heartbeat -> RTL
     flight_folder: Path | None = None  # where rendered frames go (needs a district)
     camera: CameraModel | None = None
+    # Ask for mission items with MISSION_REQUEST_INT, as the protocol prescribes and PX4 does;
+    # False: the deprecated MISSION_REQUEST of older ArduPilot.
+    mission_request_int: bool = True
+    max_mission_items: int = 724  # ArduCopter's storage on a 16 kB FRAM board
+    ready_after_s: float = 0.0  # wall seconds after start without GNSS fix, EKF or home
 
 
 @dataclass(slots=True)
@@ -127,6 +135,7 @@ class SimVehicle:
         self.triggers: list[Trigger] = []
         self.events: list[tuple[float, str]] = []
         self._upload_expected = 0
+        self._started_at = time.monotonic()
         self._last_gcs_heartbeat = time.monotonic()
         self._link_down_until = 0.0
         self._rtl_target_alt = 0.0
@@ -162,6 +171,7 @@ class SimVehicle:
             source_component=1,
             dialect="ardupilotmega",
         )
+        self._started_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="sim-vehicle", daemon=True)
         self._thread.start()
         return self.port
@@ -228,6 +238,10 @@ class SimVehicle:
                 return
             self._handle(message)
 
+    def _send_if(self, condition: bool, method: str, *args: Any) -> None:
+        if condition:
+            self._send(method, *args)
+
     def _send(self, method: str, *args: Any) -> None:
         if time.monotonic() < self._link_down_until:
             return
@@ -273,9 +287,12 @@ class SimVehicle:
             self.mission = []
             self._send("mission_ack_send", 255, 0, mavlink.MAV_MISSION_ACCEPTED)
         elif kind == "MISSION_COUNT":
+            if message.count > self.config.max_mission_items:
+                self._send("mission_ack_send", 255, 0, mavlink.MAV_MISSION_NO_SPACE)
+                return
             self._upload_expected = message.count
             self.mission = []
-            self._send("mission_request_send", 255, 0, 0)
+            self._request_item(0)
         elif kind in ("MISSION_ITEM", "MISSION_ITEM_INT"):
             self._mission_item(message, kind)
         elif kind == "MISSION_REQUEST_LIST":
@@ -291,7 +308,7 @@ class SimVehicle:
             self._event("refused a float MISSION_ITEM")
             return
         if message.seq != len(self.mission):
-            self._send("mission_request_send", 255, 0, len(self.mission))
+            self._request_item(len(self.mission))
             return
         # MISSION_ITEM_INT: degrees * 1e7 in global frames, plain numbers in MAV_FRAME_MISSION.
         global_int = kind == "MISSION_ITEM_INT" and message.frame != mavlink.MAV_FRAME_MISSION
@@ -308,7 +325,7 @@ class SimVehicle:
             }
         )
         if len(self.mission) < self._upload_expected:
-            self._send("mission_request_send", 255, 0, len(self.mission))
+            self._request_item(len(self.mission))
         else:
             # Item 0 is home, as ArduPilot keeps it.
             self.mission[0].update(
@@ -317,6 +334,12 @@ class SimVehicle:
             self.current_seq = 1 if len(self.mission) > 1 else 0
             self._send("mission_ack_send", 255, 0, mavlink.MAV_MISSION_ACCEPTED)
             self._event(f"mission of {len(self.mission) - 1} items accepted")
+
+    def _request_item(self, seq: int) -> None:
+        if self.config.mission_request_int:
+            self._send("mission_request_int_send", 255, 0, seq)
+        else:
+            self._send("mission_request_send", 255, 0, seq)
 
     def _send_mission_item(self, seq: int, as_int: bool) -> None:
         if not 0 <= seq < len(self.mission):
@@ -376,6 +399,11 @@ class SimVehicle:
                 command,
                 accepted if self._set_mode(MODE_NAMES.get(int(message.param2), "")) else denied,
             )
+        elif command == mavlink.MAV_CMD_DO_SET_CAM_TRIGG_DIST:
+            self.trigger_distance = max(0.0, float(message.param1))
+            self.distance_since_trigger = 0.0
+            self._event(f"camera trigger distance {self.trigger_distance:.1f} m")
+            self._ack(command, accepted)
         elif command == mavlink.MAV_CMD_NAV_RETURN_TO_LAUNCH:
             self._ack(command, accepted if self._set_mode("RTL") else denied)
         elif command == mavlink.MAV_CMD_REQUEST_MESSAGE:
@@ -420,7 +448,12 @@ class SimVehicle:
 
     # --- physics -----------------------------------------------------------------------------
 
+    def _ready(self) -> bool:
+        return time.monotonic() >= self._started_at + self.config.ready_after_s
+
     def _fix_type(self) -> int:
+        if not self._ready():
+            return 0
         return 3 if self.rtk_lost else FIX_TYPES[self.config.gnss]
 
     def _step(self, dt: float, link_up: bool) -> None:
@@ -565,7 +598,7 @@ class SimVehicle:
         self._send("mission_current_send", min(self.current_seq, max(len(self.mission) - 1, 0)))
 
     def _rtl(self, dt: float) -> None:
-        self.trigger_distance = 0.0
+        # Like ArduPilot, RTL does not stop distance triggering: the ground station must.
         if math.hypot(self.east, self.north) > 0.5:
             if self._climb_to(self._rtl_target_alt, dt):
                 self._move_to(0.0, 0.0, dt, self.config.default_speed_m_s)
@@ -594,7 +627,8 @@ class SimVehicle:
         )
         self.triggers.append(trigger)
         time_usec = int(self.sim_time_s * 1e6)
-        self._send(
+        self._send_if(
+            not self.config.failures.no_camera_feedback,
             "camera_feedback_send",
             time_usec,
             1,
@@ -640,6 +674,8 @@ class SimVehicle:
     # --- telemetry -----------------------------------------------------------------------------
 
     def _send_home(self) -> None:
+        if not self._ready():
+            return
         lat = round(self.config.home_lat_deg * 1e7)
         lon = round(self.config.home_lon_deg * 1e7)
         alt = round(self.config.home_amsl_m * 1000)
@@ -702,7 +738,8 @@ class SimVehicle:
         self._send(
             "sys_status_send", 0, 0, 0, 500, voltage, 1500, int(self.battery_pct), 0, 0, 0, 0, 0, 0
         )
-        self._send("ekf_status_report_send", EKF_OK, 0.1, 0.1, 0.1, 0.1, 0.1)
+        ekf = EKF_OK if self._ready() else 0
+        self._send("ekf_status_report_send", ekf, 0.1, 0.1, 0.1, 0.1, 0.1)
         self._send("mission_current_send", min(self.current_seq, max(len(self.mission) - 1, 0)))
 
     # --- results ------------------------------------------------------------------------------

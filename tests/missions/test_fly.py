@@ -87,7 +87,7 @@ def test_flies_a_three_site_patrol_and_frames_land_on_the_survey_lines(
     assert len(plan.sorties) == 1 and len(sortie.visits) == 3
     # Newer ArduPilot refuses float MISSION_ITEMs: the executor uploads MISSION_ITEM_INT.
     vehicle = vehicle_factory(launch, district, failures=Failures(no_float_mission_items=True))  # type: ignore[operator]
-    log = fly(sortie, address(vehicle))
+    log = fly(sortie, address(vehicle), log_folder=tmp_path / "log")
     assert log.outcome is FlightOutcome.COMPLETED
     assert len(log.triggers) == sortie.expected_frames
     assert log.lower_quality_frames == 0
@@ -118,11 +118,12 @@ def test_flies_a_three_site_patrol_and_frames_land_on_the_survey_lines(
     assert GEOD.inv(meta.lon_deg, meta.lat_deg, first.lon_deg, first.lat_deg)[2] < 0.15
     assert meta.rtk_flag == 50
 
-    written = log.write(tmp_path / "log")
-    with written[2].open(encoding="utf-8") as handle:
+    assert log.folder == tmp_path / "log" / sortie.name
+    with (log.folder / "triggers.csv").open(encoding="utf-8") as handle:
         assert len(list(csv.reader(handle))) == len(log.triggers) + 1
-    summary = json.loads(written[-1].read_text(encoding="utf-8"))
-    assert summary["outcome"] == "completed"
+    summary = json.loads((log.folder / "summary.json").read_text(encoding="utf-8"))
+    assert summary["outcome"] == "completed" and summary["shortfall"] is None
+    assert summary["survey_frames"] == summary["expected_frames"] == sortie.expected_frames
     first_point, last_point = log.track[0], log.track[-1]
     assert GEOD.inv(first_point[2], first_point[1], launch.lon_deg, launch.lat_deg)[2] < 1.0
     assert GEOD.inv(last_point[2], last_point[1], launch.lon_deg, launch.lat_deg)[2] < 1.0
