@@ -326,6 +326,26 @@ def _route(
     return routes
 
 
+OVERRUN_FRACTION = 0.5  # of the trigger distance, flown past a survey line's last frame
+
+
+def _overrun(leg: Leg, nofly: NoFlyMap) -> Point2:
+    """Where a survey line's waypoint goes: half a trigger distance past its last frame, so a
+    vehicle that triggers a little late on every frame (distance checked at its loop rate,
+    measured from where it last fired) still reaches the last one before the turn. Shorter,
+    or none, where that would enter a no-fly zone."""
+    length = leg.length_m
+    if length < 1e-6:
+        return leg.end
+    ux, uy = (leg.end[0] - leg.start[0]) / length, (leg.end[1] - leg.start[1]) / length
+    for fraction in (OVERRUN_FRACTION, OVERRUN_FRACTION / 2):
+        reach = leg.trigger_m * fraction
+        point = (leg.end[0] + ux * reach, leg.end[1] + uy * reach)
+        if nofly.clear(leg.end, point):
+            return point
+    return leg.end
+
+
 def _sortie(
     number: int,
     drone: DroneProfile,
@@ -375,10 +395,14 @@ def _sortie(
                         MavCmd.DO_SET_CAM_TRIGG_DIST, MavFrame.MISSION, leg.trigger_m, 0.0, 1.0
                     )
                 )
-                items.append(waypoint(leg.end))
+                end = _overrun(leg, nofly)
+                items.append(waypoint(end))
                 items.append(
                     MissionItem(MavCmd.DO_SET_CAM_TRIGG_DIST, MavFrame.MISSION, 0.0, 0.0, 0.0)
                 )
+                extra = math.dist(leg.end, end)
+                distance += extra
+                seconds += extra / drone.survey_speed_m_s
                 items.append(
                     MissionItem(
                         MavCmd.DO_CHANGE_SPEED, MavFrame.MISSION, 1.0, drone.cruise_speed_m_s, -1.0
@@ -408,7 +432,7 @@ def _sortie(
                 # DO_DIGICAM_CONTROL param5 (the x field) = 1: take one picture.
                 items.append(MissionItem(MavCmd.DO_DIGICAM_CONTROL, MavFrame.MISSION, lat_deg=1.0))
             seconds += _leg_time_s(leg, drone)
-            position = leg.end
+            position = _overrun(leg, nofly) if leg.trigger_m > 0 else leg.end
         visits.append(
             SiteVisit(
                 task.site_id,

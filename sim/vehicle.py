@@ -95,6 +95,10 @@ class VehicleConfig:
     mission_request_int: bool = True
     max_mission_items: int = 724  # ArduCopter's storage on a 16 kB FRAM board
     ready_after_s: float = 0.0  # wall seconds after start without GNSS fix, EKF or home
+    # Distance triggering as ArduPilot does it: checked this often (simulated Hz), measured
+    # from where the camera last fired, so every frame comes a little late. 0: exactly at
+    # multiples of the trigger distance along the path (an ideal camera).
+    trigger_check_hz: float = 50.0
 
 
 @dataclass(slots=True)
@@ -132,6 +136,7 @@ class SimVehicle:
         self.takeoff_alt: float | None = None
         self.trigger_distance = 0.0
         self.distance_since_trigger = 0.0
+        self._last_fired: tuple[float, float] | None = None
         self.triggers: list[Trigger] = []
         self.events: list[tuple[float, str]] = []
         self._upload_expected = 0
@@ -402,6 +407,7 @@ class SimVehicle:
         elif command == mavlink.MAV_CMD_DO_SET_CAM_TRIGG_DIST:
             self.trigger_distance = max(0.0, float(message.param1))
             self.distance_since_trigger = 0.0
+            self._last_fired = None
             self._event(f"camera trigger distance {self.trigger_distance:.1f} m")
             self._ack(command, accepted)
         elif command == mavlink.MAV_CMD_NAV_RETURN_TO_LAUNCH:
@@ -537,6 +543,9 @@ class SimVehicle:
         step = min(remaining, speed * dt)
         ux, uy = dx / remaining, dy / remaining
         self.heading_deg = math.degrees(math.atan2(ux, uy)) % 360.0
+        if self.config.trigger_check_hz > 0:
+            self._move_sampled(ux, uy, step, speed / self.config.trigger_check_hz)
+            return step >= remaining - 1e-9
         travelled = 0.0
         while (
             self.trigger_distance > 0
@@ -554,6 +563,23 @@ class SimVehicle:
         if self.trigger_distance > 0:
             self.distance_since_trigger += rest
         return step >= remaining - 1e-9
+
+    def _move_sampled(self, ux: float, uy: float, step: float, per_check: float) -> None:
+        """Move ``step`` metres, checking the distance from the last trigger every
+        ``per_check`` metres (AP_Camera's loop), and fire once it is reached."""
+        moved = 0.0
+        while moved < step - 1e-9:
+            piece = min(per_check, step - moved)
+            self.east += ux * piece
+            self.north += uy * piece
+            moved += piece
+            if self.trigger_distance <= 0:
+                continue
+            if self._last_fired is None:
+                self._last_fired = (self.east, self.north)
+            gone = math.dist(self._last_fired, (self.east, self.north))
+            if gone >= self.trigger_distance:
+                self._trigger()
 
     def _auto(self, dt: float) -> None:
         budget = 50  # items without motion processed in one step
@@ -579,6 +605,7 @@ class SimVehicle:
             elif command == mavlink.MAV_CMD_DO_SET_CAM_TRIGG_DIST:
                 self.trigger_distance = max(0.0, item["params"][0])
                 self.distance_since_trigger = 0.0
+                self._last_fired = None
                 if self.trigger_distance > 0 and item["params"][2] >= 1:
                     self._trigger()
             elif command == mavlink.MAV_CMD_CONDITION_YAW:
@@ -614,6 +641,7 @@ class SimVehicle:
             self.mode = "LAND" if self.mode == "LAND" else self.mode
 
     def _trigger(self) -> None:
+        self._last_fired = (self.east, self.north)
         lon, lat = self._to_global(self.east, self.north)
         trigger = Trigger(
             len(self.triggers),

@@ -100,9 +100,11 @@ def test_flies_a_three_site_patrol_and_frames_land_on_the_survey_lines(
         GEOD.inv(a.lon_deg, a.lat_deg, b.lon_deg, b.lat_deg)[2]
         for a, b in zip(vehicle.triggers, vehicle.triggers[1:], strict=False)
     ]
-    on_line = [d for d in spacing if any(abs(d - t) < 0.05 for t in trigger_distances)]
+    # The simulated camera checks the distance 50 times a (simulated) second, as ArduPilot
+    # does: each frame comes at most one check late (0.16 m at the survey speed of 8 m/s).
+    late = 8.0 / 50.0 + 0.01
+    on_line = [d for d in spacing if any(0 <= d - t < late for t in trigger_distances)]
     assert len(on_line) >= len(spacing) - 2 * len(trigger_distances)
-    assert all(abs(d - min(trigger_distances, key=lambda t: abs(t - d))) < 0.01 for d in on_line)
 
     # Every trigger lies on a planned survey line.
     lines = _survey_lines(sortie, district)
