@@ -27,7 +27,13 @@ def plan_command(
     sites_file: Annotated[
         Path, typer.Argument(help="Site registry (any format `sites check` reads).")
     ],
-    launch: Annotated[list[str], typer.Option(help="Launch point LAT,LON; repeat for several.")],
+    launch: Annotated[
+        list[str],
+        typer.Option(
+            help="Launch point LAT,LON[,ALT] (ALT: ground height AMSL, m, written as the "
+            "plan's home altitude); repeat for several."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Folder for the mission files.")],
     drones: Annotated[int, typer.Option(min=1, max=50, help="Drones in the fleet.")] = 1,
     altitude: Annotated[
@@ -63,9 +69,10 @@ def plan_command(
     settings = SurveySettings(CAMERAS[camera], altitude, front_overlap, side_overlap)
     fleet = [DroneProfile(flight_time_s=flight_minutes * 60.0)] * drones
     modes = dict.fromkeys(check or [], SiteMode.CHECK)
+    launch_points = [LaunchPoint.parse(text) for text in launch]
     plan = plan_patrol(
         registry.sites,
-        [LaunchPoint.parse(text) for text in launch],
+        launch_points,
         fleet,
         settings,
         no_fly=zones,
@@ -98,6 +105,11 @@ def plan_command(
     )
     for dropped in plan.dropped:
         console.print(f"[yellow]dropped[/] {dropped.site_id}: {dropped.reason}")
+    if any(point.amsl_m is None for point in launch_points):
+        console.print(
+            "[yellow]launch altitude not given[/]: the files carry a home altitude of 0 m AMSL; "
+            "give --launch LAT,LON,ALT so ground stations show the home at its real height"
+        )
     console.print(f"{len(written)} files written to {out}")
 
 

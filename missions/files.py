@@ -51,8 +51,10 @@ class MissionFileError(PlanningError):
     """A mission file cannot be read."""
 
 
-def _params(item: MissionItem) -> list[float]:
-    return [
+def _params(item: MissionItem) -> list[float | None]:
+    """The seven params of a .plan item; NaN ("unset", e.g. a waypoint's yaw) is JSON null,
+    as QGroundControl writes and reads it."""
+    values = [
         item.param1,
         item.param2,
         item.param3,
@@ -61,6 +63,7 @@ def _params(item: MissionItem) -> list[float]:
         item.lon_deg,
         item.altitude_m,
     ]
+    return [None if math.isnan(v) else v for v in values]
 
 
 # --- QGroundControl .plan ------------------------------------------------------------------
@@ -100,7 +103,11 @@ def qgc_plan(sortie: Sortie, plan: PatrolPlan) -> dict[str, Any]:
             "cruiseSpeed": cruise,
             "hoverSpeed": cruise,
             "globalPlanAltitudeMode": 1,
-            "plannedHomePosition": [sortie.launch.lat_deg, sortie.launch.lon_deg, 0.0],
+            "plannedHomePosition": [
+                sortie.launch.lat_deg,
+                sortie.launch.lon_deg,
+                sortie.launch.amsl_m or 0.0,
+            ],
             "items": items,
         },
         "geoFence": {
@@ -180,7 +187,8 @@ def read_qgc_plan(path: Path) -> tuple[tuple[float, float, float], list[MissionI
         raw = entry.get("params")
         if not isinstance(raw, list) or len(raw) not in (4, 7):
             raise MissionFileError(f"{where}: params must be a list of 4 or 7 numbers")
-        params = [0.0 if v is None else v for v in raw] + [0.0] * (7 - len(raw))
+        # null is NaN to QGroundControl: "unset", e.g. a waypoint's yaw left to the vehicle.
+        params = [math.nan if v is None else v for v in raw] + [0.0] * (7 - len(raw))
         params = _numbers(params, 7, f"{where}: params")
         if "coordinate" in entry:  # the older form: the position is not in the params
             params[4:7] = _numbers(entry["coordinate"], 3, f"{where}: coordinate")
@@ -208,7 +216,7 @@ def sortie_from_plan_file(path: Path) -> Sortie:
     """A flyable `Sortie` from a ``.plan`` file (its dustpatrol block, when present, gives the
     drone, the sortie number and the battery need; a plan from elsewhere is named after its
     file and flown with the reserve check only)."""
-    (lat, lon, _), items = read_qgc_plan(path)
+    (lat, lon, amsl), items = read_qgc_plan(path)
     extra = json.loads(path.read_text(encoding="utf-8")).get("dustpatrol", {})
     if not isinstance(extra, dict):
         extra = {}
@@ -228,7 +236,7 @@ def sortie_from_plan_file(path: Path) -> Sortie:
     return Sortie(
         drone=str(extra.get("drone", path.stem)),
         number=int(extra.get("number", 1)),
-        launch=LaunchPoint(lat, lon),
+        launch=LaunchPoint(lat, lon, amsl or None),
         altitude_m=takeoff.altitude_m,
         items=tuple(items),
         visits=(),
@@ -269,7 +277,11 @@ def waypoints_text(sortie: Sortie) -> str:
     """The ``QGC WPL 110`` text of one sortie (line 0: home at the launch point)."""
     lines = ["QGC WPL 110"]
     home = [0, 1, int(MavFrame.GLOBAL), int(MavCmd.NAV_WAYPOINT), 0, 0, 0, 0]
-    lines.append(_wpl_line(home, sortie.launch.lat_deg, sortie.launch.lon_deg, 0.0, True))
+    lines.append(
+        _wpl_line(
+            home, sortie.launch.lat_deg, sortie.launch.lon_deg, sortie.launch.amsl_m or 0.0, True
+        )
+    )
     for index, item in enumerate(sortie.items, start=1):
         frame = (
             MavFrame.GLOBAL_RELATIVE_ALT
@@ -293,6 +305,9 @@ def waypoints_text(sortie: Sortie) -> str:
 
 
 def _wpl_line(head: Sequence[float], x: float, y: float, z: float, autocontinue: bool) -> str:
+    """One .waypoints line. Mission Planner refuses a line holding NaN, so an unset param
+    (a waypoint's yaw) is written as 0, which is how its own files leave it."""
+    head = [0.0 if math.isnan(v) else v for v in head]
     cells = [str(int(v)) for v in head[:4]] + [f"{v:.8f}" for v in head[4:]]
     cells += [f"{x:.8f}", f"{y:.8f}", f"{z:.6f}", "1" if autocontinue else "0"]
     return "\t".join(cells)

@@ -150,19 +150,27 @@ class MissionItem:
 class LaunchPoint:
     lat_deg: float
     lon_deg: float
+    amsl_m: float | None = None  # ground height above mean sea level, when known
 
     def __post_init__(self) -> None:
         if not (-90 <= self.lat_deg <= 90 and -180 <= self.lon_deg <= 180):
             raise PlanningError(f"launch point ({self.lat_deg}, {self.lon_deg}) is not a lat/lon")
+        if self.amsl_m is not None and not -500.0 <= self.amsl_m <= 9000.0:
+            raise PlanningError(f"launch altitude {self.amsl_m} m is not a ground height AMSL")
 
     @classmethod
     def parse(cls, text: str) -> LaunchPoint:
-        """``"36.48,115.45"`` (latitude first, as people write it)."""
+        """``"36.48,115.45"`` (latitude first, as people write it), optionally with the ground
+        height above mean sea level: ``"36.48,115.45,42.5"``."""
         try:
-            lat, lon = (float(part) for part in text.split(","))
+            values = [float(part) for part in text.split(",")]
         except ValueError:
-            raise PlanningError(f"launch point {text!r} must be LAT,LON in degrees") from None
-        return cls(lat, lon)
+            values = []
+        if len(values) not in (2, 3):
+            raise PlanningError(
+                f"launch point {text!r} must be LAT,LON or LAT,LON,ALT (degrees, metres AMSL)"
+            )
+        return cls(values[0], values[1], values[2] if len(values) == 3 else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +249,11 @@ def check_positions(
     for number, item in enumerate(items, start=1):
         if not item.is_position:
             continue
+        if not all(math.isfinite(v) for v in (item.lat_deg, item.lon_deg, item.altitude_m)):
+            raise MissionError(
+                f"mission item {number} ({item.command.name}) has no position "
+                f"({item.lat_deg}, {item.lon_deg}, {item.altitude_m} m); check the plan file"
+            )
         if item.lat_deg == 0.0 and item.lon_deg == 0.0:
             if item.command is MavCmd.NAV_TAKEOFF:
                 continue  # a take-off at (0, 0) means "where the vehicle stands"

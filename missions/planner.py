@@ -369,7 +369,11 @@ def _sortie(
     def waypoint(xy: Point2) -> MissionItem:
         lon, lat = to_wgs84.transform(xy[0], xy[1])
         return MissionItem(
-            MavCmd.NAV_WAYPOINT, lat_deg=float(lat), lon_deg=float(lon), altitude_m=altitude
+            MavCmd.NAV_WAYPOINT,
+            param4=math.nan,  # yaw: NaN is "as the flight stack does by default", not north
+            lat_deg=float(lat),
+            lon_deg=float(lon),
+            altitude_m=altitude,
         )
 
     position = launch_xy

@@ -23,6 +23,7 @@ from missions.files import (
     qgc_plan,
     read_waypoints,
     sortie_from_plan_file,
+    waypoints_text,
     write_plan_files,
 )
 from missions.fly import (
@@ -33,7 +34,7 @@ from missions.fly import (
     StopAction,
     fly,
 )
-from missions.model import LaunchPoint, MavCmd
+from missions.model import LaunchPoint, MavCmd, PlanningError
 from sim.vehicle import Failures, SimVehicle
 from sim.world import District
 from tests.missions.test_fly import address, patrol
@@ -388,3 +389,29 @@ def test_waypoints_with_unknown_frames_or_commands_name_the_line(
     )
     with pytest.raises(MissionFileError, match=message):
         read_waypoints(path)
+
+
+# --- Item 13: the home's real altitude, and a waypoint yaw left unset rather than north
+
+
+def test_plan_files_carry_the_home_altitude_and_leave_waypoint_yaw_unset(
+    district: District, tmp_path: Path
+) -> None:
+    plan, launch = patrol(district, 1)
+    high = LaunchPoint(launch.lat_deg, launch.lon_deg, 47.5)
+    sortie = replace(plan.sorties[0], launch=high)
+    document = qgc_plan(sortie, plan)
+    assert document["mission"]["plannedHomePosition"][2] == 47.5
+    waypoints = [i for i in document["mission"]["items"] if i["command"] == MavCmd.NAV_WAYPOINT]
+    assert waypoints and all(w["params"][3] is None for w in waypoints)  # QGC's NaN: unset
+    text = json.dumps(document, allow_nan=False)  # strict JSON: no NaN literal anywhere
+    path = tmp_path / "high.plan"
+    path.write_text(text, encoding="utf-8")
+    read = sortie_from_plan_file(path)
+    assert read.launch.amsl_m == 47.5
+    assert all(math.isnan(i.param4) for i in read.items if i.command is MavCmd.NAV_WAYPOINT)
+    home_line = waypoints_text(sortie).splitlines()[1].split("\t")
+    assert float(home_line[10]) == 47.5
+    assert LaunchPoint.parse("36.48,115.45,47.5").amsl_m == 47.5
+    with pytest.raises(PlanningError, match="LAT,LON or LAT,LON,ALT"):
+        LaunchPoint.parse("36.48,115.45,47.5,3")
