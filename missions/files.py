@@ -16,6 +16,7 @@ import json
 import math
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -40,7 +41,7 @@ from missions.model import (
 
 MAV_AUTOPILOT_ARDUPILOTMEGA = 3
 MAV_TYPE_QUADROTOR = 2
-WPML_NAMESPACE = "http://www.dji.com/wpmz/1.0.2"
+WPML_NAMESPACE = "http://www.dji.com/wpmz/1.0.6"  # as DJI Pilot 2 writes routes
 KML_NAMESPACE = "http://www.opengis.net/kml/2.2"
 DJI_M3E = (77, 0)  # droneEnumValue, droneSubEnumValue
 DJI_M3E_CAMERA = 66  # payloadEnumValue
@@ -447,6 +448,7 @@ def _mission_config(sortie: Sortie, cruise: float) -> str:
         f"<wpml:droneInfo><wpml:droneEnumValue>{DJI_M3E[0]}</wpml:droneEnumValue>"
         f"<wpml:droneSubEnumValue>{DJI_M3E[1]}</wpml:droneSubEnumValue></wpml:droneInfo>"
         f"<wpml:payloadInfo><wpml:payloadEnumValue>{DJI_M3E_CAMERA}</wpml:payloadEnumValue>"
+        "<wpml:payloadSubEnumValue>0</wpml:payloadSubEnumValue>"
         "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex></wpml:payloadInfo>"
         "</wpml:missionConfig>"
     )
@@ -460,51 +462,95 @@ def _action(action_id: int, function: str, params: str) -> str:
     )
 
 
-def _wpml_waypoints(sortie: Sortie) -> tuple[str, float]:
-    """Placemarks of the sortie's positions with their action groups, and the cruise speed."""
+def _gimbal(action_id: int, pitch: float) -> str:
+    return _action(
+        action_id,
+        "gimbalRotate",
+        "<wpml:gimbalRotateMode>absoluteAngle</wpml:gimbalRotateMode>"
+        "<wpml:gimbalPitchRotateEnable>1</wpml:gimbalPitchRotateEnable>"
+        f"<wpml:gimbalPitchRotateAngle>{pitch:g}</wpml:gimbalPitchRotateAngle>"
+        "<wpml:gimbalRollRotateEnable>0</wpml:gimbalRollRotateEnable>"
+        "<wpml:gimbalRollRotateAngle>0</wpml:gimbalRollRotateAngle>"
+        "<wpml:gimbalYawRotateEnable>0</wpml:gimbalYawRotateEnable>"
+        "<wpml:gimbalYawRotateAngle>0</wpml:gimbalYawRotateAngle>"
+        "<wpml:gimbalRotateTimeEnable>0</wpml:gimbalRotateTimeEnable>"
+        "<wpml:gimbalRotateTime>0</wpml:gimbalRotateTime>"
+        "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex>",
+    )
+
+
+def _group(group_id: int, start: int, end: int, trigger: str, actions: Sequence[str]) -> str:
+    return (
+        f"<wpml:actionGroup><wpml:actionGroupId>{group_id}</wpml:actionGroupId>"
+        f"<wpml:actionGroupStartIndex>{start}</wpml:actionGroupStartIndex>"
+        f"<wpml:actionGroupEndIndex>{end}</wpml:actionGroupEndIndex>"
+        "<wpml:actionGroupMode>sequence</wpml:actionGroupMode>"
+        f"<wpml:actionTrigger>{trigger}</wpml:actionTrigger>{''.join(actions)}</wpml:actionGroup>"
+    )
+
+
+NADIR_DEG = -90.0
+PHOTO = "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex>"
+
+
+@dataclass(slots=True)
+class _WpmlPoint:
+    """One waypoint of a DJI route: where, how high and fast, the gimbal, its actions."""
+
+    lon_deg: float
+    lat_deg: float
+    height_m: float
+    speed_m_s: float
+    pitch_deg: float
+    groups: list[str] = field(default_factory=list)
+
+
+def _wpml_points(sortie: Sortie) -> tuple[list[_WpmlPoint], float]:
+    """The sortie's positions as DJI waypoints with their action groups, and the cruise speed.
+
+    A survey line starts with the gimbal turned to nadir at its first waypoint, then photos
+    every trigger distance until its last (multipleDistance); a check shot turns the
+    aircraft and the gimbal, then takes one photo (reachPoint)."""
     cruise = next((i.param2 for i in sortie.items if i.command is MavCmd.DO_CHANGE_SPEED), 10.0)
-    placemarks: list[str] = []
-    groups: dict[int, list[str]] = {}
-    speed = cruise
-    index = -1
+    points: list[_WpmlPoint] = []
+    speed, pitch = cruise, NADIR_DEG
     trigger_from: tuple[int, float] | None = None
     group_id = 0
     pending_yaw: float | None = None
     pending_pitch: float | None = None
     for item in sortie.items:
+        index = len(points) - 1
         if item.command is MavCmd.DO_CHANGE_SPEED:
             speed = item.param2
         elif item.command is MavCmd.NAV_WAYPOINT:
-            index += 1
-            placemarks.append(
-                f"<Placemark><Point><coordinates>{item.lon_deg:.8f},{item.lat_deg:.8f}</coordinates></Point>"
-                f"<wpml:index>{index}</wpml:index>"
-                f"<wpml:executeHeight>{item.altitude_m:g}</wpml:executeHeight>"
-                f"<wpml:waypointSpeed>{speed:g}</wpml:waypointSpeed>"
-                "<wpml:waypointHeadingParam><wpml:waypointHeadingMode>followWayline</wpml:waypointHeadingMode>"
-                "</wpml:waypointHeadingParam>"
-                "<wpml:waypointTurnParam><wpml:waypointTurnMode>toPointAndStopWithDiscontinuityCurvature"
-                "</wpml:waypointTurnMode><wpml:waypointTurnDampingDist>0</wpml:waypointTurnDampingDist>"
-                "</wpml:waypointTurnParam><wpml:useStraightLine>1</wpml:useStraightLine>"
-                "{actions}</Placemark>"
-            )
+            points.append(_WpmlPoint(item.lon_deg, item.lat_deg, item.altitude_m, speed, pitch))
         elif item.command is MavCmd.DO_SET_CAM_TRIGG_DIST:
             if item.param1 > 0:
                 trigger_from = (index, item.param1)
+                pitch = NADIR_DEG
+                group_id += 1
+                points[index].pitch_deg = NADIR_DEG
+                points[index].groups.append(
+                    _group(
+                        group_id,
+                        index,
+                        index,
+                        "<wpml:actionTriggerType>reachPoint</wpml:actionTriggerType>",
+                        [_gimbal(1, NADIR_DEG)],
+                    )
+                )
             elif trigger_from is not None:
                 start, distance = trigger_from
                 group_id += 1
-                photo = _action(
-                    1, "takePhoto", "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex>"
-                )
-                groups.setdefault(start, []).append(
-                    f"<wpml:actionGroup><wpml:actionGroupId>{group_id}</wpml:actionGroupId>"
-                    f"<wpml:actionGroupStartIndex>{start}</wpml:actionGroupStartIndex>"
-                    f"<wpml:actionGroupEndIndex>{index}</wpml:actionGroupEndIndex>"
-                    "<wpml:actionGroupMode>sequence</wpml:actionGroupMode>"
-                    "<wpml:actionTrigger><wpml:actionTriggerType>multipleDistance</wpml:actionTriggerType>"
-                    f"<wpml:actionTriggerParam>{distance:.2f}</wpml:actionTriggerParam></wpml:actionTrigger>"
-                    f"{photo}</wpml:actionGroup>"
+                points[start].groups.append(
+                    _group(
+                        group_id,
+                        start,
+                        index,
+                        "<wpml:actionTriggerType>multipleDistance</wpml:actionTriggerType>"
+                        f"<wpml:actionTriggerParam>{distance:.2f}</wpml:actionTriggerParam>",
+                        [_action(1, "takePhoto", PHOTO)],
+                    )
                 )
                 trigger_from = None
         elif item.command is MavCmd.CONDITION_YAW:
@@ -514,42 +560,73 @@ def _wpml_waypoints(sortie: Sortie) -> tuple[str, float]:
         elif item.command is MavCmd.DO_DIGICAM_CONTROL:
             group_id += 1
             yaw = ((pending_yaw or 0.0) + 180.0) % 360.0 - 180.0
-            pitch = -90.0 if pending_pitch is None else pending_pitch
-            actions = [
-                _action(
-                    1,
-                    "rotateYaw",
-                    f"<wpml:aircraftHeading>{yaw:.1f}</wpml:aircraftHeading>"
-                    "<wpml:aircraftPathMode>counterClockwise</wpml:aircraftPathMode>",
-                ),
-                _action(
-                    2,
-                    "gimbalRotate",
-                    "<wpml:gimbalRotateMode>absoluteAngle</wpml:gimbalRotateMode>"
-                    "<wpml:gimbalPitchRotateEnable>1</wpml:gimbalPitchRotateEnable>"
-                    f"<wpml:gimbalPitchRotateAngle>{pitch:g}</wpml:gimbalPitchRotateAngle>"
-                    "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex>",
-                ),
-                _action(3, "takePhoto", "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex>"),
-            ]
-            groups.setdefault(index, []).append(
-                f"<wpml:actionGroup><wpml:actionGroupId>{group_id}</wpml:actionGroupId>"
-                f"<wpml:actionGroupStartIndex>{index}</wpml:actionGroupStartIndex>"
-                f"<wpml:actionGroupEndIndex>{index}</wpml:actionGroupEndIndex>"
-                "<wpml:actionGroupMode>sequence</wpml:actionGroupMode>"
-                "<wpml:actionTrigger><wpml:actionTriggerType>reachPoint</wpml:actionTriggerType>"
-                f"</wpml:actionTrigger>{''.join(actions)}</wpml:actionGroup>"
+            pitch = NADIR_DEG if pending_pitch is None else pending_pitch
+            points[index].pitch_deg = pitch
+            points[index].groups.append(
+                _group(
+                    group_id,
+                    index,
+                    index,
+                    "<wpml:actionTriggerType>reachPoint</wpml:actionTriggerType>",
+                    [
+                        _action(
+                            1,
+                            "rotateYaw",
+                            f"<wpml:aircraftHeading>{yaw:.1f}</wpml:aircraftHeading>"
+                            "<wpml:aircraftPathMode>counterClockwise</wpml:aircraftPathMode>",
+                        ),
+                        _gimbal(2, pitch),
+                        _action(3, "takePhoto", PHOTO),
+                    ],
+                )
             )
             pending_yaw = pending_pitch = None
-    body = "".join(
-        p.replace("{actions}", "".join(groups.get(i, []))) for i, p in enumerate(placemarks)
+    return points, cruise
+
+
+_HEADING = "<wpml:waypointHeadingMode>followWayline</wpml:waypointHeadingMode>"
+_TURN_MODE = "toPointAndStopWithDiscontinuityCurvature"
+
+
+def _waylines_placemark(index: int, point: _WpmlPoint) -> str:
+    """A waypoint of waylines.wpml, the file the aircraft executes: everything explicit."""
+    return (
+        f"<Placemark><Point><coordinates>{point.lon_deg:.8f},{point.lat_deg:.8f}"
+        f"</coordinates></Point><wpml:index>{index}</wpml:index>"
+        f"<wpml:executeHeight>{point.height_m:g}</wpml:executeHeight>"
+        f"<wpml:waypointSpeed>{point.speed_m_s:g}</wpml:waypointSpeed>"
+        f"<wpml:waypointHeadingParam>{_HEADING}</wpml:waypointHeadingParam>"
+        f"<wpml:waypointTurnParam><wpml:waypointTurnMode>{_TURN_MODE}</wpml:waypointTurnMode>"
+        "<wpml:waypointTurnDampingDist>0</wpml:waypointTurnDampingDist></wpml:waypointTurnParam>"
+        f"<wpml:useStraightLine>1</wpml:useStraightLine>{''.join(point.groups)}</Placemark>"
     )
-    return body, cruise
+
+
+def _template_placemark(index: int, point: _WpmlPoint, sortie: Sortie, cruise: float) -> str:
+    """A waypoint of template.kml, the file DJI Pilot 2 edits: globals where they hold."""
+    same_height = abs(point.height_m - sortie.altitude_m) < 1e-6
+    same_speed = abs(point.speed_m_s - cruise) < 1e-6
+    speed = "" if same_speed else f"<wpml:waypointSpeed>{point.speed_m_s:g}</wpml:waypointSpeed>"
+    return (
+        f"<Placemark><Point><coordinates>{point.lon_deg:.8f},{point.lat_deg:.8f}"
+        f"</coordinates></Point><wpml:index>{index}</wpml:index>"
+        # Heights relative to the take-off point: DJI's own relative routes repeat the height
+        # as the ellipsoid height (the aircraft does not use it in this mode).
+        f"<wpml:ellipsoidHeight>{point.height_m:g}</wpml:ellipsoidHeight>"
+        f"<wpml:height>{point.height_m:g}</wpml:height>"
+        f"<wpml:useGlobalHeight>{int(same_height)}</wpml:useGlobalHeight>"
+        f"<wpml:useGlobalSpeed>{int(same_speed)}</wpml:useGlobalSpeed>{speed}"
+        "<wpml:useGlobalHeadingParam>1</wpml:useGlobalHeadingParam>"
+        "<wpml:useGlobalTurnParam>1</wpml:useGlobalTurnParam>"
+        f"<wpml:gimbalPitchAngle>{point.pitch_deg:g}</wpml:gimbalPitchAngle>"
+        f"<wpml:useStraightLine>1</wpml:useStraightLine>{''.join(point.groups)}</Placemark>"
+    )
 
 
 def wpml_kmz(sortie: Sortie) -> bytes:
-    """A DJI Pilot 2 route file: a zip with ``wpmz/template.kml`` and ``wpmz/waylines.wpml``."""
-    placemarks, cruise = _wpml_waypoints(sortie)
+    """A DJI Pilot 2 route file: a zip with ``wpmz/template.kml`` and ``wpmz/waylines.wpml``,
+    laid out as DJI's published WPML samples (namespace 1.0.6, as Pilot 2 writes it)."""
+    points, cruise = _wpml_points(sortie)
     header = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f'<kml xmlns="{KML_NAMESPACE}" xmlns:wpml="{WPML_NAMESPACE}">'
@@ -564,16 +641,40 @@ def wpml_kmz(sortie: Sortie) -> bytes:
         f"<wpml:autoFlightSpeed>{cruise:g}</wpml:autoFlightSpeed>"
     )
     waylines = (
-        f"{header}<Document>{config}<Folder>{folder_head}{placemarks}</Folder></Document></kml>\n"
+        f"{header}<Document>{config}<Folder>{folder_head}"
+        + "".join(_waylines_placemark(i, p) for i, p in enumerate(points))
+        + "</Folder></Document></kml>\n"
+    )
+    template_globals = (
+        "<wpml:templateType>waypoint</wpml:templateType>"
+        "<wpml:templateId>0</wpml:templateId>"
+        "<wpml:waylineCoordinateSysParam><wpml:coordinateMode>WGS84</wpml:coordinateMode>"
+        "<wpml:heightMode>relativeToStartPoint</wpml:heightMode>"
+        "<wpml:positioningType>GPS</wpml:positioningType></wpml:waylineCoordinateSysParam>"
+        f"<wpml:autoFlightSpeed>{cruise:g}</wpml:autoFlightSpeed>"
+        f"<wpml:globalHeight>{sortie.altitude_m:g}</wpml:globalHeight>"
+        "<wpml:caliFlightEnable>0</wpml:caliFlightEnable>"
+        "<wpml:gimbalPitchMode>usePointSetting</wpml:gimbalPitchMode>"
+        f"<wpml:globalWaypointHeadingParam>{_HEADING}"
+        "<wpml:waypointHeadingAngle>0</wpml:waypointHeadingAngle>"
+        "<wpml:waypointPoiPoint>0.000000,0.000000,0.000000</wpml:waypointPoiPoint>"
+        "<wpml:waypointHeadingPathMode>followBadArc</wpml:waypointHeadingPathMode>"
+        "</wpml:globalWaypointHeadingParam>"
+        f"<wpml:globalWaypointTurnMode>{_TURN_MODE}</wpml:globalWaypointTurnMode>"
+        "<wpml:globalUseStraightLine>1</wpml:globalUseStraightLine>"
+    )
+    payload = (
+        "<wpml:payloadParam><wpml:payloadPositionIndex>0</wpml:payloadPositionIndex>"
+        "<wpml:meteringMode>average</wpml:meteringMode>"
+        "<wpml:dewarpingEnable>0</wpml:dewarpingEnable>"
+        "<wpml:imageFormat>wide</wpml:imageFormat></wpml:payloadParam>"
     )
     template = (
         f"{header}<Document><wpml:author>dustpatrol</wpml:author>"
         "<wpml:createTime>0</wpml:createTime><wpml:updateTime>0</wpml:updateTime>"
-        f"{config}<Folder><wpml:templateType>waypoint</wpml:templateType>"
-        "<wpml:templateId>0</wpml:templateId>"
-        "<wpml:waylineCoordinateSysParam><wpml:coordinateMode>WGS84</wpml:coordinateMode>"
-        "<wpml:heightMode>relativeToStartPoint</wpml:heightMode></wpml:waylineCoordinateSysParam>"
-        f"<wpml:autoFlightSpeed>{cruise:g}</wpml:autoFlightSpeed>{placemarks}</Folder></Document></kml>\n"
+        f"{config}<Folder>{template_globals}"
+        + "".join(_template_placemark(i, p, sortie, cruise) for i, p in enumerate(points))
+        + f"{payload}</Folder></Document></kml>\n"
     )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -34,7 +34,7 @@ from sim.world import District
 from tests.missions.test_planning import E0, N0, launch_at, registry, to_lonlat
 
 KML = "{http://www.opengis.net/kml/2.2}"
-WPML = "{http://www.dji.com/wpmz/1.0.2}"
+WPML = "{http://www.dji.com/wpmz/1.0.6}"
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_wpml_kmz_holds_template_and_waylines(plan: PatrolPlan) -> None:
         1 for i in sortie.items if i.command is MavCmd.DO_SET_CAM_TRIGG_DIST and i.param1 > 0
     )
     assert triggers.count("multipleDistance") == lines
-    assert triggers.count("reachPoint") == 4  # the check shots of S002
+    assert triggers.count("reachPoint") == 4 + lines  # S002's check shots, nadir per line
     assert waylines.findtext(f".//{WPML}executeHeightMode") == "relativeToStartPoint"
     assert wpml_kmz(sortie) == data  # a pure function: byte-identical
 

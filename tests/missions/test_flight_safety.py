@@ -3,14 +3,17 @@ vehicle behave like a case that once went wrong, over a real MAVLink link on loo
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import signal
 import threading
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from typer.testing import CliRunner
@@ -24,6 +27,7 @@ from missions.files import (
     read_waypoints,
     sortie_from_plan_file,
     waypoints_text,
+    wpml_kmz,
     write_plan_files,
 )
 from missions.fly import (
@@ -34,9 +38,10 @@ from missions.fly import (
     StopAction,
     fly,
 )
-from missions.model import LaunchPoint, MavCmd, PlanningError
+from missions.model import LaunchPoint, MavCmd, PatrolPlan, PlanningError
 from sim.vehicle import Failures, SimVehicle
 from sim.world import District
+from tests.missions.test_files import plan as plan
 from tests.missions.test_fly import address, patrol
 from tests.missions.test_fly import vehicle_factory as vehicle_factory
 
@@ -415,3 +420,42 @@ def test_plan_files_carry_the_home_altitude_and_leave_waypoint_yaw_unset(
     assert LaunchPoint.parse("36.48,115.45,47.5").amsl_m == 47.5
     with pytest.raises(PlanningError, match="LAT,LON or LAT,LON,ALT"):
         LaunchPoint.parse("36.48,115.45,47.5,3")
+
+
+# --- Item 12: DJI WPML laid out as DJI's published samples
+
+DATA = Path(__file__).parent / "data"
+
+
+def _element_paths(xml: bytes) -> set[str]:
+    def walk(element: ElementTree.Element, prefix: str) -> set[str]:
+        name = element.tag.split("}")[-1]
+        here = f"{prefix}/{'wpml:' if 'wpmz' in element.tag else ''}{name}"
+        return {here}.union(*(walk(child, here) for child in element))
+
+    return walk(ElementTree.fromstring(xml), "")
+
+
+@pytest.mark.parametrize(
+    ("member", "sample"),
+    [("wpmz/template.kml", "wpml_template.kml"), ("wpmz/waylines.wpml", "wpml_waylines.wpml")],
+)
+def test_dji_route_files_have_the_structure_of_the_wpml_samples(
+    plan: PatrolPlan, member: str, sample: str
+) -> None:
+    sortie = plan.sorties[0]  # a survey and a site checked with oblique shots
+    with zipfile.ZipFile(io.BytesIO(wpml_kmz(sortie))) as archive:
+        ours = archive.read(member)
+    reference = (DATA / sample).read_bytes()
+    assert _element_paths(reference) - _element_paths(ours) == set()  # nothing missing
+    assert _element_paths(ours) - _element_paths(reference) == set()  # nothing invented
+    namespace = "{http://www.dji.com/wpmz/1.0.6}"
+    root = ElementTree.fromstring(ours)
+    assert root.find(f".//{namespace}missionConfig") is not None  # Pilot 2's namespace
+    if member.endswith(".kml"):
+        placemarks = list(root.iter("{http://www.opengis.net/kml/2.2}Placemark"))
+        heights = {p.findtext(f"{namespace}height") for p in placemarks}
+        assert heights == {f"{sortie.altitude_m:g}"}
+        pitches = {p.findtext(f"{namespace}gimbalPitchAngle") for p in placemarks}
+        check = f"{plan.settings.check_pitch_deg:g}"
+        assert pitches == {"-90", check}  # surveys look straight down, checks obliquely
