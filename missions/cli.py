@@ -136,6 +136,13 @@ def fly_command(
     on_stop: Annotated[
         str, typer.Option(help="On Ctrl-C, SIGTERM or SIGHUP: rtl (return) or hold (LOITER).")
     ] = "rtl",
+    frames: Annotated[
+        Path | None,
+        typer.Option(
+            help="The camera's frames (card or download folder): after landing, frames the "
+            "link did not report are recovered from them."
+        ),
+    ] = None,
 ) -> None:
     """Fly one sortie: checks, upload and read-back, take-off, AUTO, progress, logs.
 
@@ -149,6 +156,10 @@ def fly_command(
     if on_stop not in {a.value for a in StopAction}:
         raise MissionError(f"--on-stop must be rtl or hold, not {on_stop!r}")
     sortie = sortie_from_plan_file(plan_file)
+    if frames is not None and not frames.is_dir():
+        raise MissionError(
+            f"--frames {frames}: no such folder (the camera's frames of this flight)"
+        )
     options = FlightOptions(
         connect_timeout_s=connect_timeout,
         require_rtk_fixed=not allow_no_rtk,
@@ -176,6 +187,9 @@ def fly_command(
             bar.update(task, completed=p.item, status=status)
 
         flight = fly(sortie, connect, options, show, log_folder=log)
+    if frames is not None:
+        back = flight.recover(frames)
+        console.print(f"{len(back)} frames the link missed recovered from {frames}")
     outcome = flight.outcome.value if flight.outcome else "unknown"
     console.print(
         f"{sortie.name}: {outcome}; {flight.survey_frames} of {flight.expected_frames} planned "

@@ -20,6 +20,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
+from geo.errors import GeoError
+from geo.frames import PositionQuality, read_frame_meta
+from geo.mrk import frame_sequence
 from missions.dronekit_adapter import CameraEvent, DroneLink, LinkError, VehicleState
 from missions.errors import MissionError
 from missions.model import MavCmd, Sortie, check_positions, distance_m
@@ -85,17 +88,20 @@ TRIGGER_COLUMNS = [
     "time_usec",
     "rtk_fixed",
     "survey",
+    "source",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """A camera trigger the vehicle confirmed: RTK fixed at the time, and whether it was shot
-    on the survey (AUTO) rather than on the way home or while holding."""
+    """A camera trigger: RTK fixed at the time, and whether it was shot on the survey (AUTO)
+    rather than on the way home or while holding; ``source`` "link" when the vehicle reported
+    it, "card" when recovered afterwards from the frame the camera wrote."""
 
     event: CameraEvent
     rtk_fixed: bool
     survey: bool
+    source: str = "link"
 
 
 @dataclass(slots=True)
@@ -166,6 +172,7 @@ class FlightLog:
                 e.time_usec,
                 trigger.rtk_fixed,
                 trigger.survey,
+                trigger.source,
             ],
         )
 
@@ -197,9 +204,62 @@ class FlightLog:
         if self.missing_indices:
             problems.append(
                 f"{len(self.missing_indices)} frames taken without feedback over the link "
-                f"(indices {_ranges(self.missing_indices)}): copy them from the camera's card"
+                f"(indices {_ranges(self.missing_indices)}): recover them from the camera's "
+                "card with --frames"
             )
         return "; ".join(problems) or None
+
+    def recover(self, frames: Path) -> list[int]:
+        """Fill the gaps in the camera's sequence, and the frames after the last one the link
+        reported, from the frames the camera wrote on this flight (a DJI card's flight folder
+        or the simulated camera's folder: the shot number is in the file name, 1-based),
+        reading the position from each frame's EXIF/XMP. Returns the indices recovered; what stays
+        missing remains in `missing_indices`. After `close` (the usual case: the card is read
+        once the vehicle has landed), the files are reopened and finished again."""
+        last = max((t.event.index for t in self.triggers), default=-1)
+        gaps = set(self.missing_indices)
+        reopened = self.folder is not None and not self._files
+        if reopened:
+            assert self.folder is not None
+            for name in ("triggers.csv", "events.jsonl"):
+                self._files[name] = (self.folder / name).open("a", newline="", encoding="utf-8")
+        confirmed = sorted(self.triggers, key=lambda t: t.event.index)
+        recovered = []
+        for path in sorted(frames.iterdir()):
+            number = frame_sequence(path.name)
+            if path.suffix.lower() not in (".jpg", ".jpeg") or number is None:
+                continue
+            index = number - 1
+            if index not in gaps and index <= last:
+                continue  # confirmed over the link already
+            try:
+                meta = read_frame_meta(path)
+            except GeoError as exc:
+                self.event(f"frame {path.name} could not be read to recover shot {index}: {exc}")
+                continue
+            # A frame between two survey frames was shot on the survey too.
+            before = [t for t in confirmed if t.event.index < index][-1:]
+            after = [t for t in confirmed if t.event.index > index][:1]
+            survey = bool(before and after and before[0].survey and after[0].survey)
+            event = CameraEvent(
+                index,
+                meta.lat_deg,
+                meta.lon_deg,
+                meta.relative_altitude_m or 0.0,
+                meta.gimbal_yaw_deg or 0.0,
+                int(meta.captured_at.timestamp() * 1e6) if meta.captured_at else 0,
+            )
+            fixed = meta.position_quality is PositionQuality.RTK_FIXED
+            self.add_trigger(Trigger(event, fixed, survey, source="card"))
+            gaps.discard(index)
+            recovered.append(index)
+        self.event(
+            f"recovered {len(recovered)} frames the link missed from {frames}"
+            + (f"; still missing {_ranges(sorted(gaps))}" if gaps else "")
+        )
+        if reopened:
+            self.close()
+        return recovered
 
     def close(self) -> list[Path]:
         """Finish the files: summary.json and track.geojson beside the appended ones."""
@@ -224,6 +284,7 @@ class FlightLog:
                     "frame": t.event.index,
                     "rtk_fixed": t.rtk_fixed,
                     "survey": t.survey,
+                    "source": t.source,
                 },
                 "geometry": {
                     "type": "Point",
@@ -246,6 +307,7 @@ class FlightLog:
                     "survey_frames": self.survey_frames,
                     "off_survey_frames": len(self.triggers) - self.survey_frames,
                     "missing_indices": self.missing_indices,
+                    "recovered_from_card": sum(1 for t in self.triggers if t.source == "card"),
                     "shortfall": self.shortfall,
                     "lower_quality_frames": self.lower_quality_frames,
                     "distance_m": round(self.distance_m, 1),

@@ -459,3 +459,49 @@ def test_dji_route_files_have_the_structure_of_the_wpml_samples(
         pitches = {p.findtext(f"{namespace}gimbalPitchAngle") for p in placemarks}
         check = f"{plan.settings.check_pitch_deg:g}"
         assert pitches == {"-90", check}  # surveys look straight down, checks obliquely
+
+
+# --- Item 7: frames the link missed are found again on the camera's card
+
+
+def test_frames_the_link_missed_are_reported_and_recovered_from_the_card(
+    district: District, vehicle_factory: object, tmp_path: Path
+) -> None:
+    plan, launch = patrol(district, 1)
+    vehicle: SimVehicle = vehicle_factory(  # type: ignore[operator]
+        launch,
+        district,
+        speedup=20.0,
+        failures=Failures(link_drop_at_s=35.0, link_drop_for_s=5.0),
+    )
+    log = fly(
+        plan.sorties[0],
+        address(vehicle),
+        FlightOptions(reconnect_after_s=600.0),  # the same link comes back
+        log_folder=tmp_path / "logs",
+    )
+    vehicle.wait_rendered()
+    # The link came back with the vehicle in RTL and its camera stopped at once: every frame
+    # after the first went unreported, so only the plan's count shows the shortfall.
+    assert len(log.triggers) < len(vehicle.triggers)
+    assert "survey frames confirmed" in (log.shortfall or "")
+    recovered = log.recover(tmp_path / "frames")
+    assert recovered == [t.index for t in vehicle.triggers if t.index not in {0}]
+    assert log.missing_indices == []
+    assert sorted(t.event.index for t in log.triggers) == [t.index for t in vehicle.triggers]
+    by_index = {t.event.index: t for t in log.triggers}
+    for index in recovered:
+        truth = vehicle.triggers[index]
+        assert by_index[index].source == "card"
+        assert (
+            math.dist(
+                (by_index[index].event.lat_deg, by_index[index].event.lon_deg),
+                (truth.lat_deg, truth.lon_deg),
+            )
+            < 1e-5
+        )  # the frame's RTK position, within a metre
+    folder = tmp_path / "logs" / plan.sorties[0].name
+    rows = (folder / "triggers.csv").read_text().splitlines()
+    assert len(rows) - 1 == len(vehicle.triggers) and rows[-1].endswith(",card")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["recovered_from_card"] == len(recovered) and summary["missing_indices"] == []
