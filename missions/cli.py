@@ -51,7 +51,10 @@ def plan_command(
     crs: Annotated[
         str | None, typer.Option(help="CRS of the sites file if it has none (EPSG:xxxx or gcj02).")
     ] = None,
-    solver_seconds: Annotated[float, typer.Option(help="Time the route solver may search.")] = 5.0,
+    solver_seconds: Annotated[
+        float,
+        typer.Option(help="Seconds the planning may take (the route search gets what is left)."),
+    ] = 5.0,
     flight_minutes: Annotated[
         float, typer.Option(help="Battery flight time per drone, minutes.")
     ] = 40.0,
