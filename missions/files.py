@@ -491,6 +491,7 @@ def _group(group_id: int, start: int, end: int, trigger: str, actions: Sequence[
 
 NADIR_DEG = -90.0
 PHOTO = "<wpml:payloadPositionIndex>0</wpml:payloadPositionIndex>"
+REACH_POINT = "<wpml:actionTriggerType>reachPoint</wpml:actionTriggerType>"
 
 
 @dataclass(slots=True)
@@ -531,13 +532,7 @@ def _wpml_points(sortie: Sortie) -> tuple[list[_WpmlPoint], float]:
                 group_id += 1
                 points[index].pitch_deg = NADIR_DEG
                 points[index].groups.append(
-                    _group(
-                        group_id,
-                        index,
-                        index,
-                        "<wpml:actionTriggerType>reachPoint</wpml:actionTriggerType>",
-                        [_gimbal(1, NADIR_DEG)],
-                    )
+                    _group(group_id, index, index, REACH_POINT, [_gimbal(1, NADIR_DEG)])
                 )
             elif trigger_from is not None:
                 start, distance = trigger_from
@@ -567,7 +562,7 @@ def _wpml_points(sortie: Sortie) -> tuple[list[_WpmlPoint], float]:
                     group_id,
                     index,
                     index,
-                    "<wpml:actionTriggerType>reachPoint</wpml:actionTriggerType>",
+                    REACH_POINT,
                     [
                         _action(
                             1,
