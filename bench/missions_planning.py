@@ -87,7 +87,7 @@ def run(quick: bool = False) -> list[BenchResult]:
                 ratio,
                 1,
                 target="<= 1.05 in <= 5 s" if count == 500 else "",
-                meets_target=(ratio <= 1.05 and short_s <= 5.5) if count == 500 else None,
+                meets_target=(ratio <= 1.05 and short_s <= 5.0) if count == 500 else None,
             )
         )
         results.append(

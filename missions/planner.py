@@ -152,7 +152,7 @@ def plan_patrol(
             continue
         tasks.extend(pieces)
 
-    search_s = max(0.5, solver_time_s - (time.perf_counter() - started))
+    search_s = max(0.5, solver_time_s - (time.perf_counter() - started) - FINISH_RESERVE_S)
     routes = _route(tasks, launch_xy, fleet, nofly, climb_s, search_s) if tasks else []  # type: ignore[arg-type]
     flown = {id(task) for _, _, route in routes for task in route}
     for task in tasks:
@@ -364,6 +364,7 @@ def _route_one(
     return routes
 
 
+FINISH_RESERVE_S = 0.5  # of the planning budget, kept for writing the sorties after the search
 OVERRUN_FRACTION = 0.5  # of the trigger distance, flown past a survey line's last frame
 
 
