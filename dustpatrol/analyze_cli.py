@@ -10,11 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dustpatrol.client import FlightUpload, ServiceClient
-from dustpatrol.errors import DustpatrolError
+from dustpatrol.client import open_flight
 from dustpatrol.pipeline import analyze_frames, frame_files, site_status
 from dustpatrol.progress import progress_bar
-from dustpatrol.settings import Settings
 from geo.matching import findings_geojson
 from geo.mrk import MrkPositions
 from geo.sites import load_sites
@@ -49,7 +47,7 @@ def analyze_command(
     settings = cli_state(ctx).settings
     paths = frame_files(frames)
     registry = load_sites(sites)
-    upload = _flight_upload(api, settings, flight_name or frames.resolve().name)
+    upload = open_flight(api, settings, flight_name or frames.resolve().name) if api else None
     detector = Detector(
         model or settings.detection.model_path,
         threads=settings.detection.threads,
@@ -147,18 +145,3 @@ def analyze_command(
             f"{ingested['created']} new findings, notices issued: "
             f"{', '.join(ingested['notices_issued']) or 'none (analyst confirmation pending)'}"
         )
-
-
-def _flight_upload(api: str | None, settings: Settings, name: str) -> FlightUpload | None:
-    """The flight to upload to, created on the service; None without --api."""
-    if api is None:
-        return None
-    key = settings.client.api_key
-    if key is None:
-        raise DustpatrolError(
-            "--api needs an API key: set client.api_key in the settings file or "
-            "DUSTPATROL_CLIENT__API_KEY (an admin creates one with POST /users/{id}/api-keys)"
-        )
-    client = ServiceClient(api, api_key=key.get_secret_value())
-    client.get("/auth/me")  # fail now, before any work, if the key or URL is wrong
-    return FlightUpload(client, name)

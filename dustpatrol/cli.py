@@ -27,11 +27,12 @@ from dustpatrol.demo_cli import demo_command
 from dustpatrol.doctor import CheckStatus, run_checks
 from dustpatrol.errors import ConfigError, DustpatrolError
 from dustpatrol.evaluate_cli import evaluate_command
+from dustpatrol.fly_cli import fly_command
 from dustpatrol.settings import Settings, load_settings, masked_settings
 from dustpatrol.train_cli import train_app
 from geo.cli import sites_app
 from geo.errors import GeoError
-from missions.cli import fly_command, plan_command
+from missions.cli import plan_command
 from missions.errors import MissionError
 from sim.cli import sim_app
 from sim.errors import SimError

@@ -11,10 +11,15 @@ from typing import Any
 import httpx
 
 from dustpatrol.errors import DustpatrolError
+from dustpatrol.settings import Settings
 
 
 class ApiError(DustpatrolError):
     """The service refused a request or could not be reached."""
+
+
+class ServiceUnreachableError(ApiError):
+    """The service did not answer (down, restarting, or the field link dropped)."""
 
 
 class ServiceClient:
@@ -62,7 +67,7 @@ class ServiceClient:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 if attempt == self.retries:
-                    raise ApiError(
+                    raise ServiceUnreachableError(
                         f"cannot reach the service at {self.base_url} ({exc}); is it running?"
                     ) from None
                 time.sleep(delay)
@@ -122,9 +127,13 @@ class FlightUpload:
         self.failed: list[str] = []
 
     def frame(self, path: Path) -> bool:
-        """Upload one frame; a refused frame is remembered (and reported), not fatal."""
+        """Upload one frame; a refused frame is remembered (and reported), not fatal. An
+        unreachable service raises `ServiceUnreachableError`: the frame was not refused, try again
+        later."""
         try:
             self.client.upload(f"/flights/{self.flight_id}/frames", path, "image/jpeg")
+        except ServiceUnreachableError:
+            raise
         except ApiError as exc:
             self.failed.append(f"{path.name}: {exc}")
             return False
@@ -157,6 +166,9 @@ class FlightUpload:
         return result
 
 
+RETRY_UNREACHABLE_S = 2.0  # pause before trying an unreachable service again
+
+
 class FolderUploader:
     """Watches a folder while the drone flies and uploads each new frame as it appears (the
     simulated camera, or a card reader synced during the flight, writes them). Files are taken
@@ -167,6 +179,7 @@ class FolderUploader:
         self.upload = upload
         self.poll_s = poll_s
         self.seen: set[str] = set()
+        self.unreachable = 0  # sweeps cut short because the service did not answer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="frame-uploader", daemon=True)
 
@@ -174,25 +187,54 @@ class FolderUploader:
         self._thread.start()
 
     def finish(self) -> None:
-        """Upload the frames still waiting, then stop."""
+        """Upload the frames still waiting, then stop; frames the service could not take
+        because it was unreachable are listed in ``upload.failed``."""
         self._stop.set()
         self._thread.join()
-        self._sweep()
+        if self._sweep():
+            return
+        for name in sorted(self.waiting):
+            self.upload.failed.append(f"{name}: the service stayed unreachable")
+
+    @property
+    def waiting(self) -> set[str]:
+        """Frames in the folder not uploaded yet."""
+        if not self.folder.is_dir():
+            return set()
+        return {p.name for p in self._frames()} - self.seen
+
+    def _frames(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if not self._sweep():
-                self._stop.wait(self.poll_s)
+            self._stop.wait(self.poll_s if self._sweep() else RETRY_UNREACHABLE_S)
 
     def _sweep(self) -> bool:
+        """Upload the new frames; False when the service was unreachable (they wait)."""
         if not self.folder.is_dir():
-            return False
-        fresh = sorted(
-            p
-            for p in self.folder.iterdir()
-            if p.suffix.lower() in (".jpg", ".jpeg") and p.name not in self.seen
-        )
-        for path in fresh:
+            return True
+        for path in self._frames():
+            if path.name in self.seen:
+                continue
+            try:
+                self.upload.frame(path)
+            except ServiceUnreachableError:
+                self.unreachable += 1
+                return False  # this frame and the rest go up at the next sweep
             self.seen.add(path.name)
-            self.upload.frame(path)
-        return bool(fresh)
+        return True
+
+
+def open_flight(url: str, settings: Settings, name: str, drone: str = "") -> FlightUpload:
+    """A new flight on the service at ``url``, with the API key of the settings (checked
+    before any work is done)."""
+    key = settings.client.api_key
+    if key is None:
+        raise DustpatrolError(
+            "uploading needs an API key: set client.api_key in the settings file or "
+            "DUSTPATROL_CLIENT__API_KEY (an admin creates one with POST /users/{id}/api-keys)"
+        )
+    client = ServiceClient(url, api_key=key.get_secret_value())
+    client.get("/auth/me")  # fail now, before any work, if the key or URL is wrong
+    return FlightUpload(client, name, drone=drone)

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from geo.sites import load_sites
-from missions.errors import MissionError
 from missions.files import write_plan_files
 from missions.model import (
     CAMERAS,
@@ -114,96 +113,3 @@ def plan_command(
             "give --launch LAT,LON,ALT so ground stations show the home at its real height"
         )
     console.print(f"{len(written)} files written to {out}")
-
-
-def fly_command(
-    plan_file: Annotated[
-        Path, typer.Argument(help="A sortie's .plan file (from `dustpatrol plan`).")
-    ],
-    connect: Annotated[str, typer.Option(help="Vehicle address, e.g. tcp:127.0.0.1:5760.")],
-    log: Annotated[Path, typer.Option(help="Folder for track, triggers and events.")] = Path(
-        "var/flights"
-    ),
-    allow_no_rtk: Annotated[
-        bool, typer.Option(help="Fly without RTK fixed (frames marked lower quality).")
-    ] = False,
-    connect_timeout: Annotated[float, typer.Option(help="Seconds to wait for the vehicle.")] = 30.0,
-    reserve: Annotated[float, typer.Option(help="Battery reserve, percent: RTL below it.")] = 25.0,
-    ready_timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for GNSS, pre-arm checks and home.")
-    ] = 60.0,
-    max_home_offset: Annotated[
-        float,
-        typer.Option(help="Metres the vehicle's home may be from the plan's launch point."),
-    ] = 50.0,
-    on_stop: Annotated[
-        str, typer.Option(help="On Ctrl-C, SIGTERM or SIGHUP: rtl (return) or hold (LOITER).")
-    ] = "rtl",
-    frames: Annotated[
-        Path | None,
-        typer.Option(
-            help="The camera's frames (card or download folder): after landing, frames the "
-            "link did not report are recovered from them."
-        ),
-    ] = None,
-) -> None:
-    """Fly one sortie: checks, upload and read-back, take-off, AUTO, progress, logs.
-
-    Logs go to LOG/<sortie> as they happen (a new folder per flight, never overwritten).
-    The exit code is 0 only when the sortie completed with every planned frame confirmed."""
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    from missions.files import sortie_from_plan_file
-    from missions.fly import FlightOptions, FlightOutcome, StopAction, fly
-
-    if on_stop not in {a.value for a in StopAction}:
-        raise MissionError(f"--on-stop must be rtl or hold, not {on_stop!r}")
-    sortie = sortie_from_plan_file(plan_file)
-    if frames is not None and not frames.is_dir():
-        raise MissionError(
-            f"--frames {frames}: no such folder (the camera's frames of this flight)"
-        )
-    options = FlightOptions(
-        connect_timeout_s=connect_timeout,
-        require_rtk_fixed=not allow_no_rtk,
-        battery_reserve_pct=reserve,
-        ready_timeout_s=ready_timeout,
-        max_home_offset_m=max_home_offset,
-        on_stop=StopAction(on_stop),
-    )
-    console = Console(soft_wrap=True)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("item {task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-    ) as bar:
-        task = bar.add_task(sortie.name, total=len(sortie.items), status="connecting")
-
-        def show(p: object) -> None:
-            from missions.fly import Progress as FlightProgress
-
-            assert isinstance(p, FlightProgress)
-            battery = "?" if p.battery_pct is None else f"{p.battery_pct:.0f} %"
-            status = f"{p.mode}, {p.distance_m / 1000:.2f} km, battery {battery}, {p.frames} frames"
-            bar.update(task, completed=p.item, status=status)
-
-        flight = fly(sortie, connect, options, show, log_folder=log)
-    if frames is not None:
-        back = flight.recover(frames)
-        console.print(f"{len(back)} frames the link missed recovered from {frames}")
-    outcome = flight.outcome.value if flight.outcome else "unknown"
-    console.print(
-        f"{sortie.name}: {outcome}; {flight.survey_frames} of {flight.expected_frames} planned "
-        f"frames, {flight.distance_m / 1000:.2f} km"
-    )
-    if flight.lower_quality_frames:
-        console.print(f"[yellow]{flight.lower_quality_frames} frames taken without RTK fixed[/]")
-    if off := len(flight.triggers) - flight.survey_frames:
-        console.print(f"[yellow]{off} frames shot off the survey (marked in triggers.csv)[/]")
-    console.print(f"logs: {flight.folder}")
-    if flight.outcome is not FlightOutcome.COMPLETED:
-        raise MissionError(f"{sortie.name} was not completed: {outcome}")
-    if flight.shortfall:
-        raise MissionError(f"{sortie.name}: {flight.shortfall}")
