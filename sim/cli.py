@@ -170,6 +170,20 @@ def vehicle_command(
     no_float_missions: Annotated[
         bool, typer.Option(help="Refuse MISSION_ITEM as ArduPilot 4.8+ may.")
     ] = False,
+    legacy_requests: Annotated[
+        bool,
+        typer.Option(help="Ask for mission items with MISSION_REQUEST (older ArduPilot)."),
+    ] = False,
+    ready_after: Annotated[
+        float, typer.Option(help="Wall seconds without GNSS fix, EKF and home after start.")
+    ] = 0.0,
+    no_camera_feedback: Annotated[
+        bool, typer.Option(help="Shoot frames but never send CAMERA_FEEDBACK.")
+    ] = False,
+    link_drop_at: Annotated[
+        float | None, typer.Option(help="Drop the link this many simulated s after arming.")
+    ] = None,
+    link_drop_for: Annotated[float, typer.Option(help="Wall seconds the link stays down.")] = 10.0,
 ) -> None:
     """A simulated ArduCopter on 127.0.0.1 for DroneKit and `dustpatrol fly`; Ctrl-C stops it."""
     import signal
@@ -183,7 +197,14 @@ def vehicle_command(
         home_lon_deg=lon,
         speedup=speedup,
         gnss=gnss,
-        failures=Failures(no_float_mission_items=no_float_missions),
+        failures=Failures(
+            no_float_mission_items=no_float_missions,
+            no_camera_feedback=no_camera_feedback,
+            link_drop_at_s=link_drop_at,
+            link_drop_for_s=link_drop_for,
+        ),
+        mission_request_int=not legacy_requests,
+        ready_after_s=ready_after,
         flight_folder=out / "frames" if district is not None else None,
         camera=camera_preset("m3e", scale),
     )
