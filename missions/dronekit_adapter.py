@@ -104,6 +104,10 @@ class DroneLink:
         self._mission_event = threading.Event()
         self._count_event = threading.Event()
         self._upload_inbox: queue.Queue[tuple[str, int]] = queue.Queue()
+        # Our own clock of the vehicle's heartbeats: DroneKit's `last_heartbeat` is refreshed
+        # by its message loop, so it freezes (looking fresh) once that loop dies with the link.
+        self._heartbeat_at = time.monotonic()
+        vehicle.add_message_listener("HEARTBEAT", self._on_heartbeat)
         vehicle.add_message_listener("CAMERA_FEEDBACK", self._on_camera)
         vehicle.add_message_listener("MISSION_ITEM_INT", self._on_mission_item)
         vehicle.add_message_listener("MISSION_COUNT", self._on_mission_count)
@@ -155,7 +159,7 @@ class DroneLink:
             battery_pct=None if battery is None else float(battery),
             gps_fix_type=int(v.gps_0.fix_type or 0),
             next_item=max(int(v.commands.next or 0) - 1, 0),
-            heartbeat_age_s=float(v.last_heartbeat or 0.0),
+            heartbeat_age_s=time.monotonic() - self._heartbeat_at,
         )
 
     def is_armable(self) -> bool:
@@ -243,6 +247,10 @@ class DroneLink:
 
             resend = send_item
             resend()
+
+    def _on_heartbeat(self, _vehicle: Any, _name: str, message: Any) -> None:
+        if int(message.type) != mavlink.MAV_TYPE_GCS:
+            self._heartbeat_at = time.monotonic()
 
     def _on_mission_request(self, _vehicle: Any, _name: str, message: Any) -> None:
         self._upload_inbox.put(("request", int(message.seq)))
