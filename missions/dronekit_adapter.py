@@ -60,7 +60,15 @@ def _pymavlink_print(*args: object, **_kwargs: object) -> None:
 
 
 mavutil.print = _pymavlink_print
-for _name in ("missions.link", "dronekit"):
+# A logger's filters see only the records logged on it, not its children's: name each one.
+for _name in (
+    "missions.link",
+    "dronekit",
+    "dronekit.mavlink",
+    "dronekit.vehicle",
+    "dronekit.observers",
+    "dronekit.parameters",
+):
     logging.getLogger(_name).addFilter(_Sparse())
 RESEND_AFTER_S = 1.5  # the mission protocol's retry pause when an answer is lost
 
