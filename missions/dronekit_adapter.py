@@ -177,11 +177,10 @@ class DroneLink:
         """Home (lat, lon, amsl m), asked for with MAV_CMD_REQUEST_MESSAGE(HOME_POSITION)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self._command_long(mavlink.MAV_CMD_REQUEST_MESSAGE, MSG_ID_HOME_POSITION)
+            home = self.home_now()
+            if home is not None:
+                return home
             time.sleep(0.3)
-            home = self._vehicle.home_location
-            if home is not None and home.lat is not None:
-                return float(home.lat), float(home.lon), float(home.alt or 0.0)
         raise LinkError(f"the vehicle did not report its home position within {timeout_s:.0f} s")
 
     def home_now(self) -> tuple[float, float, float] | None:

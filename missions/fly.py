@@ -370,8 +370,10 @@ def preflight(
         time.sleep(0.25)
     assert home is not None
     if state.gps_fix_type < RTK_FIXED:
-        kind = "RTK float" if state.gps_fix_type == RTK_FLOAT else "a plain 3D fix"
-        log.event(f"flying without RTK fixed ({kind}): frames marked lower quality")
+        log.event(
+            f"flying without RTK fixed ({_fix_kind(state.gps_fix_type)}): "
+            "frames marked lower quality"
+        )
     needed = sortie.battery_fraction * 100.0 + options.battery_reserve_pct
     if state.battery_pct is not None and state.battery_pct < needed:
         raise PreflightError(
@@ -394,6 +396,10 @@ def preflight(
     return home
 
 
+def _fix_kind(fix_type: int) -> str:
+    return "RTK float" if fix_type == RTK_FLOAT else "a plain 3D fix"
+
+
 def _not_ready(
     state: VehicleState,
     armable: bool,
@@ -405,10 +411,10 @@ def _not_ready(
     if state.gps_fix_type < FIX_3D:
         missing.append(f"no GNSS fix (fix type {state.gps_fix_type}): wait for satellites")
     elif state.gps_fix_type < RTK_FIXED and options.require_rtk_fixed:
-        kind = "RTK float" if state.gps_fix_type == RTK_FLOAT else "a plain 3D fix"
         missing.append(
-            f"GNSS has {kind} (fix type {state.gps_fix_type}), not RTK fixed: wait for RTK "
-            "fixed or fly anyway with --allow-no-rtk (frames are then marked lower quality)"
+            f"GNSS has {_fix_kind(state.gps_fix_type)} (fix type {state.gps_fix_type}), "
+            "not RTK fixed: wait for RTK fixed or fly anyway with --allow-no-rtk "
+            "(frames are then marked lower quality)"
         )
     if not armable:
         missing.append("not armable (pre-arm checks or EKF not ready)")
