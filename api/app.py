@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -15,6 +21,7 @@ from api.db import make_engine, session_factory
 from api.jobs import JobWorker
 from api.limits import BodyLimit
 from api.migrate import upgrade
+from api.principals import Principals
 from api.problems import document_problems, install_problem_handlers
 from api.routes import (
     auth,
@@ -44,21 +51,18 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        jobs = (
-            JobWorker(sessions, settings, housekeeping_s=5.0, housekeeping=housekeeping)
+        background = (
+            BackgroundLease(settings.paths.data_dir / "background.lock", sessions, settings)
             if worker
             else None
         )
-        webhooks = WebhookDispatcher(sessions, settings) if worker else None
-        if jobs is not None and webhooks is not None:
-            jobs.start()
-            webhooks.start()
+        if background is not None:
+            background.start()
         try:
             yield
         finally:
-            if jobs is not None and webhooks is not None:
-                webhooks.stop()
-                jobs.stop()
+            if background is not None:
+                background.stop()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -69,6 +73,7 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.settings = settings
+    app.state.principals = Principals(settings.paths.data_dir)
     app.state.secret = load_or_create_secret(
         settings.server.secret_key.get_secret_value() if settings.server.secret_key else None,
         settings.paths.data_dir,
@@ -92,3 +97,70 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
     app.include_router(users.audit_router)
     app.mount("/static", StaticFiles(directory=map_page.STATIC_DIR), name="static")
     return app
+
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundLease:
+    """The job worker and the webhook dispatcher run in one server process of a data folder:
+    the one holding an exclusive lock on ``path``. With ``serve --workers N`` the others try
+    again every few seconds, so the work moves on when its holder stops or dies (the kernel
+    releases a dead process's lock)."""
+
+    def __init__(self, path: Path, sessions: Any, settings: Settings, retry_s: float = 5.0) -> None:
+        self.path = path
+        self.retry_s = retry_s
+        self.sessions = sessions
+        self.settings = settings
+        self._fd: int | None = None
+        self._jobs: JobWorker | None = None
+        self._webhooks: WebhookDispatcher | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def start(self) -> None:
+        if not self._try():
+            self._thread = threading.Thread(target=self._wait, name="dustpatrol-lease", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._webhooks is not None:
+            self._webhooks.stop()
+        if self._jobs is not None:
+            self._jobs.stop()
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+    def _wait(self) -> None:
+        while not self._stop.wait(self.retry_s):
+            if self._try():
+                return
+
+    def _try(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._jobs = JobWorker(
+            self.sessions, self.settings, housekeeping_s=5.0, housekeeping=housekeeping
+        )
+        self._webhooks = WebhookDispatcher(self.sessions, self.settings)
+        self._jobs.start()
+        self._webhooks.start()
+        log.info("process %d runs the job worker and the webhook dispatcher", os.getpid())
+        return True

@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from api import principals
 from api.db import make_engine, session_factory
 from api.errors import ApiError
 from api.migrate import upgrade
@@ -58,19 +59,39 @@ def serve_command(
         str | None, typer.Option(help="Address to listen on (default from settings).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Server processes (default server.workers; one per core)."
+        ),
+    ] = None,
 ) -> None:
     """Run the notice service: migrations first, then HTTP (OpenAPI docs at /docs)."""
+    import os
+
     import uvicorn
 
     from api.app import create_app
+    from dustpatrol.settings import CONFIG_FILE_ENV
 
     settings = _settings(ctx)
     upgrade(settings.database.url)
     typer.echo(ensure_admin(settings))
-    app = create_app(settings, migrate=False)
-    uvicorn.run(
-        app, host=host or settings.server.host, port=port or settings.server.port, log_level="info"
-    )
+    processes = workers or settings.server.workers
+    options = {
+        "host": host or settings.server.host,
+        "port": port or settings.server.port,
+        "log_level": "info",
+        "access_log": settings.server.access_log,
+    }
+    if processes == 1:
+        uvicorn.run(create_app(settings, migrate=False), **options)  # type: ignore[arg-type]
+        return
+    # Each process builds the app itself from the same config file and environment.
+    config_file = getattr(ctx.find_root().obj, "config_file", None)
+    if config_file is not None:
+        os.environ[CONFIG_FILE_ENV] = str(Path(config_file).resolve())
+    uvicorn.run("api.asgi:create", factory=True, workers=processes, **options)  # type: ignore[arg-type]
 
 
 @users_app.command("create")
@@ -110,6 +131,7 @@ def _set_active(ctx: typer.Context, username: str, active: bool, reason: str | N
     upgrade(settings.database.url)
     with session_factory(make_engine(settings.database.url))() as session:
         user = set_active(session, None, find_user(session, username=username).id, active, reason)
+    principals.changed(settings.paths.data_dir)  # servers on this machine forget at once
     typer.echo(f"user {user.username!r} is {'enabled' if user.active else 'disabled'}")
 
 
@@ -170,6 +192,7 @@ def revoke_key_command(
     upgrade(settings.database.url)
     with session_factory(make_engine(settings.database.url))() as session:
         key = revoke_key(session, None, find_user(session, username=username).id, key_id)
+    principals.changed(settings.paths.data_dir)
     typer.echo(f"API key {key.id} ({key.label}) of {username!r} is revoked")
 
 

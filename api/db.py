@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event
+from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
 class Base(DeclarativeBase):
@@ -33,6 +33,15 @@ def make_engine(url: str, echo: bool = False) -> Engine:
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def optimize(session: Session) -> None:
+    """Keep the query planner's statistics fresh. SQLite gathers none by itself, and without
+    them it may pass over a partial index (a bureau's open notices) for a worse one;
+    ``PRAGMA optimize`` analyses the tables that need it. PostgreSQL's autovacuum does this."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("PRAGMA optimize"))
+        session.commit()
 
 
 def as_utc(moment: datetime) -> datetime:

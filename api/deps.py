@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import AuthenticationError, ForbiddenError
 from api.models.users import ApiKey, Role, User
+from api.principals import KeyRecord, Principals
 from api.problems import described_pattern
 from api.security import hash_api_key, read_token
 
@@ -19,35 +21,61 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session for the request, made and closed on the event loop (no thread hop): making
+    one does no I/O (a connection is taken on first use, in the endpoint's thread); closing
+    rolls back whatever is left and returns the connection to the pool."""
     with request.app.state.sessions() as session:
-        yield session
+        yield session  # closing ends the transaction and returns the connection: brief
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_current_user(
+async def get_current_user(
     request: Request,
     session: SessionDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> User:
+    """The caller, from a bearer token or an API key. Users and keys are held by the process
+    for a few seconds (`api.principals`), so most requests reach the database only for
+    their own work."""
+    principals: Principals = request.app.state.principals
     user: User | None = None
     if token:
-        user = session.get(User, read_token(token, request.app.state.secret))
+        user_id = read_token(token, request.app.state.secret)
+        held, user = principals.held_user(user_id)
+        if not held:
+            user = await run_in_threadpool(
+                principals.load_user, user_id, lambda: session.get(User, user_id)
+            )
     elif api_key:
-        record = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(api_key)))
-        user = session.get(User, record.user_id) if record else None
-        if user is None:
+        key_hash = hash_api_key(api_key)
+        held, record = principals.held_key(key_hash)
+        if not held:
+            record = await run_in_threadpool(
+                principals.load_key, key_hash, lambda: _key_record(session, key_hash)
+            )
+        if record is None:
             raise AuthenticationError("unknown API key")
-        if record is not None and record.revoked_at is not None:
+        if record.revoked:
             raise AuthenticationError("this API key was revoked: ask an admin for a new one")
+        held, user = principals.held_user(record.user_id)
+        if not held:
+            user = await run_in_threadpool(
+                principals.load_user, record.user_id, lambda: session.get(User, record.user_id)
+            )
     else:
         raise AuthenticationError("log in at /auth/token or send an X-API-Key header")
     if user is None or not user.active:
         raise AuthenticationError("the user does not exist or is disabled")
     return user
+
+
+def _key_record(session: Session, key_hash: str) -> KeyRecord | None:
+    record = session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+    return None if record is None else KeyRecord(record.user_id, record.revoked_at is not None)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

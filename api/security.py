@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -51,7 +53,22 @@ def issue_token(
 
 
 def read_token(token: str, secret: str) -> int:
-    """The user id a valid token was issued to; `AuthenticationError` otherwise."""
+    """The user id a valid token was issued to; `AuthenticationError` otherwise. A token's
+    signature is checked once per process (then remembered); its expiry on every call."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise AuthenticationError("the access token is not valid")
+    user_id, expires = _verified(token, secret)
+    if expires <= time.time():
+        raise AuthenticationError("the access token has expired; log in again")
+    return user_id
+
+
+MAX_TOKEN_CHARS = 2000
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified(token: str, secret: str) -> tuple[int, float]:
+    """(user id, expiry as a Unix time) of a token whose signature and claims are valid."""
     try:
         claims = jwt.decode(
             token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]}
@@ -63,7 +80,7 @@ def read_token(token: str, secret: str) -> int:
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject.isdecimal() or len(subject) > 18:
         raise AuthenticationError("the access token is not valid (its subject is not a user id)")
-    return int(subject)
+    return int(subject), float(claims["exp"])
 
 
 def new_api_key() -> tuple[str, str, str]:

@@ -1,10 +1,14 @@
-"""The notice service under a bounded local load, with 200,000 notices in SQLite and in
-PostgreSQL: latency (p50/p99) and requests per second of a bureau listing its open notices a
-page at a time, and of issuing a notice (findings posted, rules applied, notice numbered).
+"""The notice service under a bounded local load, with 200,000 notices and a registry of
+100,000 sites, in SQLite and in PostgreSQL: latency (p50/p99/max) and requests per second
+of a bureau listing its open notices a page at a time, the ledger, the map's data for a
+1 km x 1 km view, and issuing notices; each set beside the ceiling of the same server (its
+cheapest authenticated endpoint, and a bare ASGI app).
 
-The service runs as `dustpatrol serve` in its own process on 127.0.0.1; the load comes from
-this process with a fixed number of requests over a few threads, so it stops by itself. Both
-share this machine's two cores: the figures are for the whole box, not the server alone.
+The load comes from `wrk` (compiled, one thread, a fixed number of connections, a fixed
+duration: it stops by itself), only to 127.0.0.1, in two placements: "2 cores" (the
+service with two worker processes, wrk beside them, nothing pinned) and "split" (wrk pinned
+to core 0, the service with one worker process pinned to core 1), so the generator's share
+of the machine is visible. The server's CPU use (all its processes) is measured from /proc.
 """
 
 from __future__ import annotations
@@ -12,23 +16,22 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from api.db import make_engine, session_factory
@@ -38,28 +41,63 @@ from api.models.notices import Notice, NoticeEvent
 from api.models.sites import Site
 from api.models.users import Role, UserCreate
 from api.routes.users import add_user
+from api.services.ledger import rebuild_totals
 from bench.results import BenchResult
 
 PASSWORD = "bench-password-123"
 LON0, LAT0, STEP = 115.40, 36.40, 0.002
+COLUMNS = 200  # sites per row of the registry's grid
 BUREAUS = 10
 OPEN_SHARE = 0.10
-CONCURRENCY = 8
+CONNECTIONS = 16
 PAGE = 50
-TIME_CAP_S = 120.0
 ROOT = Path(__file__).resolve().parents[1]
+LUA = Path(__file__).with_name("wrk_report.lua")
+KM_LON, KM_LAT = 1 / 89.6, 1 / 111.0  # degrees per km at 36.4 N
+
+# Figures before this work (issue 15: one server process, 8 client threads in the bench
+# process, one run), kept beside the new ones.
+EARLIER = {
+    ("sqlite", "list"): "p50 55 / p99 158 ms at 132 req/s",
+    ("postgresql", "list"): "p50 92 / p99 290 ms at 81 req/s",
+    ("sqlite", "issue"): "p99 1,200 ms",
+    ("postgresql", "issue"): "p99 329 ms",
+    ("sqlite", "ledger"): "2,800 ms a request",
+    ("postgresql", "ledger"): "1,900 ms a request",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    title: str
+    user: str
+    p99_target_ms: float | None = None
+    rps_target: float | None = None
+
+
+CASES = [
+    Case("hello", "bare ASGI hello (floor)", ""),
+    Case("ceiling", "GET /auth/me (cheapest authenticated)", "bureau"),
+    Case("list", "a bureau's open notices, a page of 50", "bureau", 30.0, 1000.0),
+    Case("ledger", "ledger per bureau over all notices", "analyst", 50.0),
+    Case("map", "/map/data, a 1 km x 1 km view", "analyst", 200.0),
+    Case("issue", "issue a notice (findings in, rules, numbering)", "analyst", 100.0),
+]
 
 
 def run(quick: bool = False) -> list[BenchResult]:
     notices = 20_000 if quick else 200_000
-    requests = {
-        "list": 300 if quick else 2000,
-        "issue": 100 if quick else 400,
-        "ledger": 10 if quick else 40,
-    }
+    sites = 10_000 if quick else 100_000
+    seconds = 4 if quick else 10
+    wrk, reason = _wrk()
+    if wrk is None:
+        return [BenchResult("api", "load", "ms", 0, 0, 0, 0, note=f"skipped: {reason}")]
     results: list[BenchResult] = []
     with tempfile.TemporaryDirectory(prefix="dp-bench-") as tmp:
-        results += _backend("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), notices, requests)
+        results += _backend(
+            "sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), notices, sites, seconds, wrk
+        )
     with _postgres_database() as (url, reason):
         if url is None:
             results.append(
@@ -67,8 +105,25 @@ def run(quick: bool = False) -> list[BenchResult]:
             )
         else:
             with tempfile.TemporaryDirectory(prefix="dp-bench-") as tmp:
-                results += _backend("postgresql", url, Path(tmp), notices, requests)
+                results += _backend("postgresql", url, Path(tmp), notices, sites, seconds, wrk)
     return results
+
+
+def _wrk() -> tuple[str | None, str]:
+    """The wrk load generator, installed from Debian when missing (as root)."""
+    found = shutil.which("wrk")
+    if found:
+        return found, ""
+    for command in (
+        ["apt-get", "install", "-y", "-q", "wrk"],
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "wrk"],
+    ):
+        subprocess.run(command, capture_output=True, check=False, timeout=600)
+        found = shutil.which("wrk")
+        if found:
+            return found, ""
+    return None, "wrk is not installed and apt-get could not install it (apt-get install wrk)"
 
 
 @contextmanager
@@ -107,20 +162,23 @@ def _postgres_database() -> Iterator[tuple[str | None, str]]:
 
 
 def _square(i: int) -> tuple[dict[str, Any], tuple[float, float, float, float]]:
-    row, column = divmod(i, 200)
+    row, column = divmod(i, COLUMNS)
     lon, lat = LON0 + column * STEP, LAT0 + row * STEP
     bbox = (lon, lat, lon + STEP / 2, lat + STEP / 2)
     ring = [[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]], [bbox[0], bbox[3]]]
     return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}, bbox
 
 
-def seed(url: str, notices: int) -> dict[str, Any]:
-    """Bureaus, users, notices/10 sites and ``notices`` notices (10 % open, spread over the
-    bureaus; closed ones from last year), each with its issuing event."""
+def seed(url: str, notices: int, sites: int) -> dict[str, Any]:
+    """Bureaus, users, ``sites`` sites and ``notices`` notices on the first notices/10 of
+    them, with the histories real ones have: the oldest 90 % closed (issued, rectified - a
+    fifth of them late -, verified, closed, last year), the newest 10 % open (issued,
+    acknowledged, rectified, overdue or escalated, with their events). Bulk inserted, then
+    the ledger's kept totals rebuilt as after any bulk import."""
     upgrade(url)
     engine = make_engine(url)
     sessions = session_factory(engine)
-    sites = notices // 10
+    with_notices = max(1, notices // 10)
     now = datetime.now(UTC)
     with sessions() as session:
         bureaus = [Bureau(name=f"第{i + 1}住建局") for i in range(BUREAUS)]
@@ -134,43 +192,64 @@ def seed(url: str, notices: int) -> dict[str, Any]:
                 username="bureau", password=PASSWORD, role=Role.BUREAU, bureau_id=bureau_ids[0]
             ),
         )
-        site_rows = []
-        for i in range(sites):
-            geometry, (x0, y0, x1, y1) = _square(i)
-            site_rows.append(
-                {
-                    "id": i + 1,
-                    "site_id": f"B{i:06d}",
-                    "name": f"测试工地{i}",
-                    "kind": "construction",
-                    "bureau_id": bureau_ids[i % BUREAUS],
-                    "geometry_geojson": json.dumps(geometry),
-                    "min_lon": x0,
-                    "min_lat": y0,
-                    "max_lon": x1,
-                    "max_lat": y1,
-                    "area_m2": 10_000.0,
-                    "attributes": {},
-                    "updated_at": now,
-                }
-            )
-        for start in range(0, sites, 5000):
-            session.execute(insert(Site), site_rows[start : start + 5000])
-        session.commit()
-        open_count = int(notices * OPEN_SHARE)
-        open_states = ["issued", "acknowledged", "rectified", "overdue", "escalated"]
-        for start in range(0, notices, 10_000):
-            rows, events = [], []
-            for i in range(start, min(notices, start + 10_000)):
-                site = i % sites
-                is_open = i < open_count
-                state = open_states[i % len(open_states)] if is_open else "closed"
-                issued = now - timedelta(days=1) if is_open else now - timedelta(days=400 - i % 300)
-                deadline = (
-                    issued - timedelta(hours=30)
-                    if state in ("overdue", "escalated")
-                    else issued + timedelta(hours=48)
+        for start in range(0, sites, 10_000):
+            site_rows = []
+            for i in range(start, min(sites, start + 10_000)):
+                geometry, (x0, y0, x1, y1) = _square(i)
+                site_rows.append(
+                    {
+                        "id": i + 1,
+                        "site_id": f"B{i:06d}",
+                        "name": f"测试工地{i}",
+                        "kind": "construction",
+                        "bureau_id": bureau_ids[i % BUREAUS],
+                        "geometry_geojson": json.dumps(geometry),
+                        "min_lon": x0,
+                        "min_lat": y0,
+                        "max_lon": x1,
+                        "max_lat": y1,
+                        "area_m2": 10_000.0,
+                        "attributes": {},
+                        "updated_at": now,
+                    }
                 )
+            session.execute(insert(Site), site_rows)
+        session.commit()
+        closed_count = notices - int(notices * OPEN_SHARE)
+        open_states = ["issued", "acknowledged", "rectified", "overdue", "escalated"]
+        event_id = 0
+        for start in range(0, notices, 10_000):
+            rows: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
+            for i in range(start, min(notices, start + 10_000)):
+                site = i % with_notices
+                if i < closed_count:
+                    state = "closed"
+                    issued = now - timedelta(days=400 - (i * 300) // closed_count, hours=i % 7)
+                    deadline = issued + timedelta(hours=48)
+                    late = i % 5 == 0
+                    done = deadline + timedelta(hours=20) if late else issued + timedelta(hours=30)
+                    history = [
+                        ("issued", issued),
+                        *([("overdue", deadline + timedelta(minutes=1))] if late else []),
+                        ("rectified", done),
+                        ("verified", done + timedelta(days=3)),
+                        ("closed", done + timedelta(days=3, minutes=5)),
+                    ]
+                else:
+                    state = open_states[i % len(open_states)]
+                    issued = now - timedelta(days=1 if state != "escalated" else 4)
+                    overdue = state in ("overdue", "escalated")
+                    deadline = issued - timedelta(hours=30) if overdue else issued + timedelta(48)
+                    history = [("issued", issued)]
+                    if state == "acknowledged":
+                        history.append(("acknowledged", issued + timedelta(hours=2)))
+                    if state == "rectified":
+                        history.append(("rectified", issued + timedelta(hours=20)))
+                    if overdue:
+                        history.append(("overdue", issued + timedelta(hours=1)))
+                    if state == "escalated":
+                        history.append(("escalated", issued + timedelta(hours=2)))
                 rows.append(
                     {
                         "id": i + 1,
@@ -185,28 +264,53 @@ def seed(url: str, notices: int) -> dict[str, Any]:
                         "deadline": deadline,
                     }
                 )
-                events.append(
-                    {"notice_id": i + 1, "to_state": "issued", "attachments": [], "at": issued}
-                )
+                previous = None
+                for to_state, at in history:
+                    event_id += 1
+                    events.append(
+                        {
+                            "id": event_id,
+                            "notice_id": i + 1,
+                            "from_state": previous,
+                            "to_state": to_state,
+                            "attachments": [],
+                            "at": at,
+                        }
+                    )
+                    previous = to_state
             session.execute(insert(Notice), rows)
             session.execute(insert(NoticeEvent), events)
             session.commit()
+        rebuild_totals(session)
+        session.commit()
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:  # explicit ids were inserted: move the sequences on
-            for table in ("sites", "notices", "notice_events"):
+            for table, last in (
+                ("sites", sites),
+                ("notices", notices),
+                ("notice_events", event_id),
+            ):
                 connection.execute(
-                    text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {notices + 1})")
+                    text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {last + 1})")
                 )
             connection.execute(text("ANALYZE"))
     engine.dispose()
-    return {"sites": sites, "bureau": bureau_ids[0]}
+    return {"sites": sites, "with_notices": with_notices, "bureau": bureau_ids[0]}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @contextmanager
-def serve(url: str, data_dir: Path) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def serve(
+    url: str, data_dir: Path, workers: int = 1, cpus: str | None = None, hello: bool = False
+) -> Iterator[tuple[str, int]]:
+    """The service (or the bare ASGI app) on 127.0.0.1 with ``workers`` processes, pinned to
+    ``cpus`` when given; yields its base URL and the supervisor's pid."""
+    port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("DUSTPATROL_")} | {
         "DUSTPATROL_DATABASE__URL": url,
         "DUSTPATROL_PATHS__DATA_DIR": str(data_dir / "var"),
@@ -214,187 +318,307 @@ def serve(url: str, data_dir: Path) -> Iterator[str]:
         "DUSTPATROL_NOTICES__REQUIRE_CONFIRMATION": "false",
         "DUSTPATROL_SERVER__ADMIN_PASSWORD": PASSWORD,
     }
-    process = subprocess.Popen(
-        [
+    if hello:
+        command = [
+            *(sys.executable, "-m", "uvicorn", "bench.hello_asgi:app"),
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+        ]
+    else:
+        command = [
             *(sys.executable, "-c", "from dustpatrol.cli import main; main()", "serve"),
-            *("--host", "127.0.0.1", "--port", str(port)),
-        ],
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+        ]
+    if cpus is not None:
+        command = ["taskset", "-c", cpus, *command]
+    process = subprocess.Popen(
+        command,
         env=env,
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"dustpatrol serve exited: {process.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+                raise RuntimeError(f"the server exited: {process.stderr.read()[-2000:]}")  # type: ignore[union-attr]
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("dustpatrol serve did not answer /health within 60 s")
+                raise RuntimeError("the server did not answer /health within 90 s")
             time.sleep(0.2)
-        yield base
+        time.sleep(1.0 if workers > 1 else 0.0)  # every worker up, not only the first
+        yield base, process.pid
     finally:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
 
 
-def _token(base: str, username: str) -> dict[str, str]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its children (the worker processes)."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(child) for child in children)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def _token(base: str, username: str, folder: Path) -> Path:
     response = httpx.post(
         f"{base}/auth/token", data={"username": username, "password": PASSWORD}, timeout=30
     )
     response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+    path = folder / f"token-{username}"
+    path.write_text(response.json()["access_token"] + "\n", encoding="utf-8")
+    return path
 
 
-def _load(
-    base: str, count: int, request: Callable[[httpx.Client, int], httpx.Response]
-) -> tuple[list[float], float, int]:
-    """``count`` requests over CONCURRENCY threads (stopping at TIME_CAP_S); latencies in ms,
-    wall time in s and the number of responses that were not 2xx."""
-    local = threading.local()
-    failures = 0
-    lock = threading.Lock()
-    stop_at = time.monotonic() + TIME_CAP_S
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    min_ms: float
+    errors: int
+    cpu_share: float  # of one core, summed over the server's processes
 
-    def one(i: int) -> float | None:
-        nonlocal failures
-        if time.monotonic() > stop_at:
-            return None
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = httpx.Client(base_url=base, timeout=60)
-        start = time.perf_counter()
-        response = request(client, i)
-        elapsed = (time.perf_counter() - start) * 1000
-        if not response.is_success:
-            with lock:
-                failures += 1
-        return elapsed
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        latencies = [ms for ms in pool.map(one, range(count)) if ms is not None]
-    return latencies, time.perf_counter() - started, failures
+
+def _wrk_run(
+    wrk: str,
+    url: str,
+    server_pid: int,
+    seconds: int,
+    cpus: str | None,
+    env: dict[str, str],
+    connections: int = CONNECTIONS,
+) -> Load:
+    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(LUA), url]
+    if cpus is not None:
+        command = ["taskset", "-c", cpus, *command]
+    cpu_before, started = _cpu_seconds(server_pid), time.monotonic()
+    finished = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 60,
+        env=os.environ | env,
+    )
+    wall = time.monotonic() - started
+    cpu = _cpu_seconds(server_pid) - cpu_before
+    line = next((x for x in finished.stdout.splitlines() if x.startswith("DPJSON ")), None)
+    if line is None:
+        raise RuntimeError(
+            f"wrk gave no summary: {finished.stdout[-500:]} {finished.stderr[-500:]}"
+        )
+    data = json.loads(line.removeprefix("DPJSON "))
+    errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return Load(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        min_ms=data.get("min_us", 0) / 1000,
+        errors=errors,
+        cpu_share=cpu / wall,
+    )
+
+
+def _list_paths(base: str, token: Path) -> list[str]:
+    """The URL of every page of the bureau's open notices, walked once untimed."""
+    headers = {"Authorization": f"Bearer {token.read_text().strip()}"}
+    paths = [f"/notices?open=true&limit={PAGE}"]
+    page_url: str | None = base + paths[0]
+    while page_url:
+        response = httpx.get(page_url, headers=headers, timeout=60)
+        response.raise_for_status()
+        link = response.headers.get("link")
+        page_url = link.split(">")[0].lstrip("<") if link else None
+        if page_url:
+            parsed = httpx.URL(page_url)
+            paths.append(f"{parsed.raw_path.decode()}")
+    return paths
+
+
+def _map_paths(sites: int, count: int = 500) -> list[str]:
+    """Random 1 km x 1 km views over the registry's grid."""
+    rng = random.Random(11)
+    rows = sites // COLUMNS
+    width, height = COLUMNS * STEP, rows * STEP
+    paths = []
+    for _ in range(count):
+        lon = LON0 + rng.uniform(0, max(0.0, width - KM_LON))
+        lat = LAT0 + rng.uniform(0, max(0.0, height - KM_LAT))
+        bbox = f"{lon:.6f},{lat:.6f},{lon + KM_LON:.6f},{lat + KM_LAT:.6f}"
+        paths.append(f"/map/data?bbox={bbox}")
+    return paths
+
+
+def _finding_bodies(first_site: int, count: int) -> list[str]:
+    """One findings upload per request, each a road-dust finding on its own site (so each
+    issues a notice: the seeded notices are all exposed soil)."""
+    bodies = []
+    for k in range(count):
+        i = first_site + k
+        _, (x0, y0, x1, y1) = _square(i)
+        dx, dy = (x1 - x0) / 4, (y1 - y0) / 4
+        ring = [[x0 + dx, y0 + dy], [x1 - dx, y0 + dy], [x1 - dx, y1 - dy], [x0 + dx, y1 - dy]]
+        feature = {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+            "properties": {
+                "site_id": f"B{i:06d}",
+                "class": "road_dust",
+                "area_m2": 60.0,
+                "confidence": 0.9,
+                "uncertainty_m": 1.0,
+                "evidence": [{"frame_id": f"DJI_{i:06d}", "pixel_box": [10, 10, 200, 200]}],
+            },
+        }
+        bodies.append(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    return bodies
 
 
 def _row(
-    backend: str, case: str, latencies: list[float], wall: float, failures: int
+    backend: str, placement: str, workers: int, case: Case, load: Load, ceiling: float | None
 ) -> BenchResult:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    met = None
+    targets = []
+    if case.p99_target_ms is not None:
+        targets.append(f"p99 < {case.p99_target_ms:g} ms")
+    if case.rps_target is not None:
+        targets.append(f">= {case.rps_target:g} req/s")
+    if targets:
+        met = (case.p99_target_ms is None or load.p99_ms < case.p99_target_ms) and (
+            case.rps_target is None or load.rps >= case.rps_target
+        )
+    notes = [f"p99 {load.p99_ms:.1f} ms", f"{load.rps:,.0f} req/s"]
+    if ceiling:
+        notes.append(f"{load.rps / ceiling:.0%} of the authenticated ceiling")
+    notes += [
+        f"{load.errors} errors",
+        f"{workers} worker(s), server CPU {load.cpu_share:.0%} of a core",
+        f"{CONNECTIONS if case.key != 'issue' else 8} connections",
+    ]
+    earlier = EARLIER.get((backend, case.key))
+    if earlier:
+        notes.append(f"before: {earlier}")
     return BenchResult(
         suite="api",
-        case=f"{backend}: {case}",
+        case=f"{backend}, {placement}: {case.title}",
         unit="ms",
-        median=statistics.median(ordered),
-        minimum=ordered[0],
-        maximum=ordered[-1],
-        runs=len(ordered),
-        note=(
-            f"p99 {p99:.1f} ms; {len(ordered) / wall:.1f} req/s; "
-            f"{CONCURRENCY} clients; {failures} failed"
-        ),
+        median=load.p50_ms,
+        minimum=load.min_ms,
+        maximum=load.max_ms,
+        runs=load.requests,
+        target="; ".join(targets),
+        meets_target=met,
+        note="; ".join(notes),
     )
 
 
 def _backend(
-    backend: str, url: str, tmp: Path, notices: int, requests: dict[str, int]
+    backend: str, url: str, tmp: Path, notices: int, sites: int, seconds: int, wrk: str
 ) -> list[BenchResult]:
     started = time.perf_counter()
-    seeded = seed(url, notices)
+    seeded = seed(url, notices, sites)
     seed_s = time.perf_counter() - started
-    print(f"  {backend}: {notices:,} notices seeded in {seed_s:.1f} s", flush=True)
-    results = []
-    with serve(url, tmp) as base:
-        bureau, analyst = _token(base, "bureau"), _token(base, "analyst")
-        # The cursors of every page of the bureau's open notices, walked once untimed.
-        cursors: list[str | None] = [None]
-        page_url: str | None = f"{base}/notices?open=true&limit={PAGE}"
-        while page_url:
-            response = httpx.get(page_url, headers=bureau, timeout=60)
-            response.raise_for_status()
-            link = response.headers.get("link")
-            page_url = link.split(">")[0].lstrip("<") if link else None
-            if page_url:
-                cursors.append(httpx.URL(page_url).params["cursor"])
-        rng = random.Random(7)
-
-        def list_page(client: httpx.Client, i: int) -> httpx.Response:
-            cursor = cursors[0] if i % 3 == 0 else rng.choice(cursors)
-            params: dict[str, str | int] = {"open": "true", "limit": PAGE}
-            if cursor:
-                params["cursor"] = cursor
-            return client.get("/notices", params=params, headers=bureau)
-
-        latencies, wall, failures = _load(base, requests["list"], list_page)
-        results.append(
-            _row(
-                backend,
-                f"list a bureau's open notices ({len(cursors)} pages of {PAGE})",
-                latencies,
-                wall,
-                failures,
-            )
-        )
-        latencies, wall, failures = _load(
-            base,
-            requests["ledger"],
-            lambda client, _: client.get("/ledger/bureau", headers=analyst),
-        )
-        results.append(
-            _row(
-                backend,
-                f"ledger per bureau over all {notices:,} notices",
-                latencies,
-                wall,
-                failures,
-            )
-        )
-        flight = httpx.post(
-            f"{base}/flights", json={"name": "bench"}, headers=analyst, timeout=30
-        ).json()["id"]
-
-        def issue(client: httpx.Client, i: int) -> httpx.Response:
-            _, (x0, y0, x1, y1) = _square(i % seeded["sites"])
-            dx, dy = (x1 - x0) / 4, (y1 - y0) / 4
-            ring = [[x0 + dx, y0 + dy], [x1 - dx, y0 + dy], [x1 - dx, y1 - dy], [x0 + dx, y1 - dy]]
-            feature = {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
-                "properties": {
-                    "site_id": f"B{i % seeded['sites']:06d}",
-                    "class": "road_dust",
-                    "area_m2": 60.0,
-                    "confidence": 0.9,
-                    "uncertainty_m": 1.0,
-                    "evidence": [{"frame_id": f"DJI_{i:04d}", "pixel_box": [10, 10, 200, 200]}],
-                },
-            }
-            response = client.post(
-                f"/flights/{flight}/findings",
-                json={"type": "FeatureCollection", "features": [feature]},
-                headers=analyst,
-            )
-            if response.is_success and len(response.json()["notices_issued"]) != 1:
-                raise RuntimeError(f"request {i} issued no notice: {response.text}")
-            return response
-
-        latencies, wall, failures = _load(base, requests["issue"], issue)
-        results.append(
-            _row(
-                backend, "issue a notice (findings in, rules, numbering)", latencies, wall, failures
-            )
-        )
-    results.append(
-        BenchResult("api", f"{backend}: seed {notices:,} notices", "s", seed_s, seed_s, seed_s, 1)
+    print(
+        f"  {backend}: {sites:,} sites and {notices:,} notices seeded in {seed_s:.1f} s", flush=True
     )
+    results = [
+        BenchResult("api", f"{backend}: seed {notices:,} notices", "s", seed_s, seed_s, seed_s, 1)
+    ]
+    files = tmp / "wrk"
+    files.mkdir()
+    (files / "map").write_text("\n".join(_map_paths(sites)) + "\n", encoding="utf-8")
+    (files / "ledger").write_text("/ledger/bureau\n", encoding="utf-8")
+    warm = max(1, seconds // 4)
+    for placement, workers, server_cpus, wrk_cpus in (
+        ("2 cores", 2, None, None),
+        ("split", 1, "1", "0"),
+    ):
+        with serve("", tmp, workers, server_cpus, hello=True) as (base, pid):
+            _wrk_run(wrk, base + "/", pid, warm, wrk_cpus, {})
+            floor = _wrk_run(wrk, base + "/", pid, seconds, wrk_cpus, {})
+        results.append(_row(backend, placement, workers, CASES[0], floor, None))
+        with serve(url, tmp, workers, server_cpus) as (base, pid):
+            tokens = {name: _token(base, name, files) for name in ("bureau", "analyst")}
+            (files / "list").write_text(
+                "\n".join(_list_paths(base, tokens["bureau"])) + "\n", encoding="utf-8"
+            )
+            ceiling = None
+            for case in CASES[1:]:
+                if case.key == "issue" and placement != "2 cores":
+                    continue  # writes change the data: measured once, in the main placement
+                target, env, connections = _prepare(case, base, tokens, files, seeded["sites"])
+                if case.key != "issue":
+                    _wrk_run(wrk, target, pid, warm, wrk_cpus, env, connections)
+                load = _wrk_run(wrk, target, pid, seconds, wrk_cpus, env, connections)
+                results.append(_row(backend, placement, workers, case, load, ceiling))
+                if case.key == "ceiling":
+                    ceiling = load.rps
+                if case.key == "issue":
+                    _check_issued(url, load)
     return results
+
+
+def _prepare(
+    case: Case, base: str, tokens: dict[str, Path], files: Path, sites: int
+) -> tuple[str, dict[str, str], int]:
+    """wrk's URL, environment (for wrk_report.lua) and connections for ``case``."""
+    env = {"DP_WRK_TOKEN": str(tokens[case.user])}
+    if case.key == "ceiling":
+        return base + "/auth/me", env, CONNECTIONS
+    if case.key != "issue":
+        return base, env | {"DP_WRK_PATHS": str(files / case.key)}, CONNECTIONS
+    headers = {"Authorization": f"Bearer {tokens['analyst'].read_text().strip()}"}
+    flight = httpx.post(
+        f"{base}/flights", json={"name": "bench"}, headers=headers, timeout=30
+    ).json()["id"]
+    (files / "issue").write_text(f"/flights/{flight}/findings\n", encoding="utf-8")
+    bodies = "\n".join(_finding_bodies(0, sites)) + "\n"
+    (files / "bodies").write_text(bodies, encoding="utf-8")
+    env |= {"DP_WRK_PATHS": str(files / "issue"), "DP_WRK_BODIES": str(files / "bodies")}
+    return base, env, 8
+
+
+def _check_issued(url: str, load: Load) -> None:
+    """Every successful findings upload issued one notice (the bench fails otherwise)."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        issued = connection.scalar(
+            select(func.count()).select_from(Notice).where(Notice.finding_class == "road_dust")
+        )
+    engine.dispose()
+    answered = load.requests - load.errors
+    if load.errors or issued != answered:
+        raise RuntimeError(
+            f"{answered} of {load.requests} uploads answered 2xx, and {issued} notices were "
+            "issued: each upload must issue one"
+        )

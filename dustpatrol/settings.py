@@ -197,6 +197,16 @@ class ServerSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="server processes (one per core is the usual choice); one of them also "
+        "runs the in-process job worker and webhook dispatcher",
+    )
+    access_log: bool = Field(
+        True, description="log every request (turn off when a reverse proxy logs them)"
+    )
     secret_key: SecretStr | None = None
     admin_username: str = "admin"
     admin_password: SecretStr | None = None

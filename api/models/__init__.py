@@ -3,7 +3,7 @@
 from api.models.audit import AuditEvent
 from api.models.bureaus import Bureau
 from api.models.flights import Flight, Frame, Job, Observation
-from api.models.notices import Finding, Notice, NoticeEvent
+from api.models.notices import Finding, LedgerTotal, Notice, NoticeEvent
 from api.models.outbox import DeliveryAttempt, OutboxMessage
 from api.models.sites import Site
 from api.models.users import ApiKey, LoginThrottle, Role, User
@@ -17,6 +17,7 @@ __all__ = [
     "Flight",
     "Frame",
     "Job",
+    "LedgerTotal",
     "LoginThrottle",
     "Notice",
     "NoticeEvent",

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import (
     JSON,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -65,6 +67,9 @@ OPEN_STATES = frozenset(
 OPEN_NOTICE_CONDITION = "state IN ({})".format(
     ", ".join(f"'{state.value}'" for state in NoticeState if state in OPEN_STATES)
 )
+# Notices neither rectified nor marked overdue (nor rejected): whether their deadline has
+# passed depends on the clock, so the ledger counts them at query time.
+UNSETTLED_CONDITION = "rectified_at IS NULL AND went_overdue = false AND state <> 'rejected'"
 
 
 class Finding(Base):
@@ -97,6 +102,29 @@ class Notice(Base):
     __table_args__ = (
         Index("ix_notices_bureau_state_id", "bureau_id", "state", "id"),
         Index("ix_notices_state_deadline", "state", "deadline"),
+        Index("ix_notices_issued_at", "issued_at"),
+        # The open notices in id order, per bureau and for staff: a page of an inbox reads
+        # only open rows, however many closed ones lie between them.
+        Index(
+            "ix_notices_open_bureau_id",
+            "bureau_id",
+            "id",
+            sqlite_where=text(OPEN_NOTICE_CONDITION),
+            postgresql_where=text(OPEN_NOTICE_CONDITION),
+        ),
+        Index(
+            "ix_notices_open_id",
+            "id",
+            sqlite_where=text(OPEN_NOTICE_CONDITION),
+            postgresql_where=text(OPEN_NOTICE_CONDITION),
+        ),
+        # Notices whose deadline may pass unrectified and unmarked: the ledger's live part.
+        Index(
+            "ix_notices_unsettled_deadline",
+            "deadline",
+            sqlite_where=text(UNSETTLED_CONDITION),
+            postgresql_where=text(UNSETTLED_CONDITION),
+        ),
         # One open notice per site and class, whatever races: the database refuses a second.
         Index(
             "uq_notices_one_open_per_site_class",
@@ -120,6 +148,30 @@ class Notice(Base):
     text_en: Mapped[str] = mapped_column(Text)
     issued_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
     deadline: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Kept from the notice's events as they are written (for the ledger): when it was first
+    # reported rectified, and whether it ever went overdue.
+    rectified_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    went_overdue: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class LedgerTotal(Base):
+    """The ledger's counts per (bureau, site), kept up to date by every notice change
+    (`api.services.ledger.account`), so a ledger reads one small row per site instead of
+    every notice and event. ``bureau_key`` is the notice's bureau id, 0 for none."""
+
+    __tablename__ = "ledger_totals"
+    __table_args__ = (UniqueConstraint("site_id", "bureau_key", name="uq_ledger_site_bureau"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    bureau_key: Mapped[int] = mapped_column(Integer, index=True)
+    issued: Mapped[int] = mapped_column(Integer, default=0)
+    open: Mapped[int] = mapped_column(Integer, default=0)
+    rectified: Mapped[int] = mapped_column(Integer, default=0)
+    on_time: Mapped[int] = mapped_column(Integer, default=0)
+    went_overdue: Mapped[int] = mapped_column(Integer, default=0)
+    settled: Mapped[int] = mapped_column(Integer, default=0)  # rectified or went overdue
+    hours_to_rectify: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class NoticeCounter(Base):

@@ -37,7 +37,7 @@ router = APIRouter(prefix="/notices", tags=["notices"])
         }
     },
 )
-def list_notices(
+async def list_notices(
     request: Request,
     response: Response,
     session: SessionDep,
@@ -60,6 +60,8 @@ def list_notices(
     ] = None,
 ) -> list[NoticeSummary]:
     """The notices you may see (a bureau: its own), oldest first, a page at a time."""
+    # Run on the event loop, not in a thread: a page is one bounded keyset query (at most
+    # 501 rows on an index), shorter than the hop to a worker thread and back.
     page, following = service.list_notices(
         session,
         user,

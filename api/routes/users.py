@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -89,13 +89,13 @@ def create_api_key(
 
 @router.patch("/{user_id}")
 def update_user(
-    user_id: RowId, body: UserUpdate, session: SessionDep, admin: AdminUser
+    user_id: RowId, body: UserUpdate, request: Request, session: SessionDep, admin: AdminUser
 ) -> UserPublic:
     """Disable a user (their tokens and API keys stop working at once) or enable them again;
     audited with the reason."""
-    return UserPublic.model_validate(
-        accounts.set_active(session, admin, user_id, body.active, body.reason)
-    )
+    user = accounts.set_active(session, admin, user_id, body.active, body.reason)
+    request.app.state.principals.changed()
+    return UserPublic.model_validate(user)
 
 
 @router.get("/{user_id}/api-keys")
@@ -108,10 +108,12 @@ def list_api_keys(user_id: RowId, session: SessionDep, _: AdminUser) -> list[Api
 
 @router.delete("/{user_id}/api-keys/{key_id}")
 def revoke_api_key(
-    user_id: RowId, key_id: RowId, session: SessionDep, admin: AdminUser
+    user_id: RowId, key_id: RowId, request: Request, session: SessionDep, admin: AdminUser
 ) -> ApiKeyPublic:
     """Revoke an API key: it is refused from now on (audited; revoking twice changes nothing)."""
-    return ApiKeyPublic.model_validate(accounts.revoke_key(session, admin, user_id, key_id))
+    key = accounts.revoke_key(session, admin, user_id, key_id)
+    request.app.state.principals.changed()
+    return ApiKeyPublic.model_validate(key)
 
 
 audit_router = APIRouter(prefix="/audit", tags=["users"])

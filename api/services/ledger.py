@@ -8,11 +8,31 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import (
+    ColumnElement,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from api.db import as_utc
 from api.models.bureaus import Bureau
-from api.models.notices import OPEN_STATES, Notice, NoticeEvent, NoticeState
+from api.models.notices import (
+    OPEN_STATES,
+    UNSETTLED_CONDITION,
+    LedgerTotal,
+    Notice,
+    NoticeEvent,
+    NoticeState,
+)
 from api.models.sites import Site
 from api.models.users import Role, User
 
@@ -46,6 +66,113 @@ class LedgerRow:
         return data
 
 
+WAITING = [s.value for s in OPEN_STATES if s is not NoticeState.RECTIFIED]
+TOTALS = ("issued", "open", "rectified", "on_time", "went_overdue", "settled", "hours_to_rectify")
+
+
+def contribution(
+    state: str,
+    issued_at: datetime,
+    deadline: datetime,
+    rectified_at: datetime | None,
+    went_overdue: bool,
+) -> dict[str, float]:
+    """What one notice adds to its (bureau, site) totals; a rejected notice adds nothing."""
+    if state == NoticeState.REJECTED.value:
+        return dict.fromkeys(TOTALS, 0)
+    rectified = rectified_at is not None
+    return {
+        "issued": 1,
+        "open": int(state in WAITING),
+        "rectified": int(rectified),
+        "on_time": int(rectified_at is not None and as_utc(rectified_at) <= as_utc(deadline)),
+        "went_overdue": int(went_overdue),
+        "settled": int(rectified or went_overdue),
+        "hours_to_rectify": (
+            (as_utc(rectified_at) - as_utc(issued_at)).total_seconds() / 3600.0
+            if rectified_at is not None
+            else 0.0
+        ),
+    }
+
+
+def account(
+    session: Session,
+    site_id: int,
+    bureau_id: int | None,
+    before: dict[str, float] | None,
+    after: dict[str, float],
+) -> None:
+    """Move a notice's contribution to the ledger totals from ``before`` (None: a new
+    notice) to ``after``, in the caller's transaction. The change is an atomic increment
+    (an upsert), so concurrent writers on the same site add up instead of overwriting."""
+    delta = {name: after[name] - (before[name] if before else 0) for name in TOTALS}
+    if not any(delta.values()):
+        return
+    values = {"site_id": site_id, "bureau_key": bureau_id or 0, **delta}
+    dialect = session.get_bind().dialect.name
+    upsert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(LedgerTotal)
+    statement = upsert.values(values).on_conflict_do_update(
+        index_elements=["site_id", "bureau_key"],
+        set_={name: getattr(LedgerTotal, name) + upsert.excluded[name] for name in TOTALS},
+    )
+    session.execute(statement)
+
+
+def rebuild_totals(session: Session) -> int:
+    """Recompute every notice's kept fields from its events and the totals from the notices
+    (after a bulk import, or to check them); returns the number of totals rows. The
+    caller commits."""
+    rectified = (
+        select(func.min(NoticeEvent.at))
+        .where(
+            NoticeEvent.notice_id == Notice.id,
+            NoticeEvent.to_state == NoticeState.RECTIFIED.value,
+        )
+        .scalar_subquery()
+    )
+    overdue = (
+        select(NoticeEvent.id)
+        .where(
+            NoticeEvent.notice_id == Notice.id,
+            NoticeEvent.to_state == NoticeState.OVERDUE.value,
+        )
+        .exists()
+    )
+    session.execute(
+        update(Notice)
+        .values(rectified_at=rectified, went_overdue=overdue)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(delete(LedgerTotal))
+    done = Notice.rectified_at.is_not(None)
+
+    def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    bureau_key = func.coalesce(Notice.bureau_id, literal_column("0"))
+    totals = (
+        select(
+            Notice.site_id,
+            bureau_key,
+            func.count(Notice.id),
+            count(Notice.state.in_(WAITING)),
+            count(done),
+            count(done & (Notice.rectified_at <= Notice.deadline)),
+            count(Notice.went_overdue.is_(True)),
+            count(done | Notice.went_overdue.is_(True)),
+            func.coalesce(
+                func.sum(case((done, _hours(session, Notice.rectified_at, Notice.issued_at)))),
+                0.0,
+            ),
+        )
+        .where(Notice.state != NoticeState.REJECTED.value)
+        .group_by(Notice.site_id, bureau_key)
+    )
+    session.execute(insert(LedgerTotal).from_select(["site_id", "bureau_key", *TOTALS], totals))
+    return session.scalar(select(func.count()).select_from(LedgerTotal)) or 0
+
+
 def ledger(
     session: Session,
     user: User,
@@ -55,25 +182,84 @@ def ledger(
     now: datetime | None = None,
 ) -> list[LedgerRow]:
     """Rows per ``by`` ("bureau" or "site"), ranked: best on-time rate first, then fastest.
-    One aggregate query: the database does the counting, however many notices there are."""
+
+    Without a period the kept totals are read (one row per site) and only the notices whose
+    deadline may have passed unrectified and unmarked are counted live; with ``since`` or
+    ``until`` the notices issued in the period are counted (an index on the issue time)."""
     now = now or datetime.now(UTC)
-    events = (
-        select(
-            NoticeEvent.notice_id.label("notice_id"),
-            func.min(
-                case((NoticeEvent.to_state == NoticeState.RECTIFIED.value, NoticeEvent.at))
-            ).label("rectified_at"),
-            func.max(case((NoticeEvent.to_state == NoticeState.OVERDUE.value, 1), else_=0)).label(
-                "went_overdue"
-            ),
-        )
-        .group_by(NoticeEvent.notice_id)
-        .subquery()
+    if since is None and until is None:
+        rows = _from_totals(session, user, by, now)
+    else:
+        rows = _from_notices(session, user, by, since, until, now)
+    return sorted(
+        rows,
+        key=lambda r: (
+            -(r.on_time_rate if r.on_time_rate is not None else -1.0),
+            r.average_hours_to_rectify or 1e9,
+            r.key,
+        ),
     )
-    rectified = events.c.rectified_at.is_not(None)
-    went_overdue = events.c.went_overdue == 1
+
+
+def _from_totals(session: Session, user: User, by: str, now: datetime) -> list[LedgerRow]:
+    key = Bureau.name if by == "bureau" else Site.site_id
+    totals = (
+        select(
+            key,
+            func.min(Bureau.name),
+            *(func.sum(getattr(LedgerTotal, name)) for name in TOTALS),
+        )
+        .select_from(LedgerTotal)
+        .join(Site, LedgerTotal.site_id == Site.id)
+        .outerjoin(Bureau, LedgerTotal.bureau_key == Bureau.id)
+        .group_by(key)
+        .having(func.sum(LedgerTotal.issued) > 0)
+    )
+    # Unsettled notices whose deadline has passed: overdue now, though no event says so yet.
+    late = (
+        select(key, func.count(Notice.id))
+        .select_from(Notice)
+        .join(Site, Notice.site_id == Site.id)
+        .outerjoin(Bureau, Notice.bureau_id == Bureau.id)
+        .where(text(UNSETTLED_CONDITION), Notice.deadline < now)
+        .group_by(key)
+    )
+    if user.role == Role.BUREAU:
+        totals = totals.where(LedgerTotal.bureau_key == user.bureau_id)
+        late = late.where(Notice.bureau_id == user.bureau_id)
+    passed = {group: int(count) for group, count in session.execute(late)}
+    rows = []
+    for group, bureau, issued, open_, done, on_time, overdue, settled, hours in session.execute(
+        totals
+    ):
+        missed = passed.get(group, 0)
+        rows.append(
+            LedgerRow(
+                key=group if group is not None else "(none)",
+                bureau=bureau,
+                issued=int(issued),
+                open=int(open_ or 0),
+                rectified=int(done or 0),
+                on_time=int(on_time or 0),
+                overdue=int(overdue or 0) + missed,
+                due=int(settled or 0) + missed,
+                hours_to_rectify_total=float(hours or 0.0),
+            )
+        )
+    return rows
+
+
+def _from_notices(
+    session: Session,
+    user: User,
+    by: str,
+    since: datetime | None,
+    until: datetime | None,
+    now: datetime,
+) -> list[LedgerRow]:
+    done = Notice.rectified_at.is_not(None)
+    went_overdue = Notice.went_overdue.is_(True)
     past_deadline = Notice.deadline < now
-    waiting = [s.value for s in OPEN_STATES if s is not NoticeState.RECTIFIED]
     key = Bureau.name if by == "bureau" else Site.site_id
 
     def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
@@ -84,17 +270,16 @@ def ledger(
             key,
             func.min(Bureau.name),
             func.count(Notice.id),
-            count(Notice.state.in_(waiting)),
-            count(rectified),
-            count(rectified & (events.c.rectified_at <= Notice.deadline)),
-            count(went_overdue | (~rectified & past_deadline)),
-            count(rectified | past_deadline | went_overdue),
-            func.sum(case((rectified, _hours(session, events.c.rectified_at, Notice.issued_at)))),
+            count(Notice.state.in_(WAITING)),
+            count(done),
+            count(done & (Notice.rectified_at <= Notice.deadline)),
+            count(went_overdue | (~done & past_deadline)),
+            count(done | past_deadline | went_overdue),
+            func.sum(case((done, _hours(session, Notice.rectified_at, Notice.issued_at)))),
         )
         .select_from(Notice)
         .join(Site, Notice.site_id == Site.id)
         .outerjoin(Bureau, Notice.bureau_id == Bureau.id)
-        .outerjoin(events, events.c.notice_id == Notice.id)
         .where(Notice.state != NoticeState.REJECTED.value)
         .group_by(key)
     )
@@ -104,30 +289,22 @@ def ledger(
         query = query.where(Notice.issued_at >= since)
     if until is not None:
         query = query.where(Notice.issued_at < until)
-    rows = [
+    return [
         LedgerRow(
             key=group if group is not None else "(none)",
             bureau=bureau,
             issued=int(issued),
             open=int(open_ or 0),
-            rectified=int(done or 0),
+            rectified=int(done_ or 0),
             on_time=int(on_time or 0),
             overdue=int(overdue or 0),
             due=int(due or 0),
             hours_to_rectify_total=float(hours or 0.0),
         )
-        for group, bureau, issued, open_, done, on_time, overdue, due, hours in session.execute(
+        for group, bureau, issued, open_, done_, on_time, overdue, due, hours in session.execute(
             query
         )
     ]
-    return sorted(
-        rows,
-        key=lambda r: (
-            -(r.on_time_rate if r.on_time_rate is not None else -1.0),
-            r.average_hours_to_rectify or 1e9,
-            r.key,
-        ),
-    )
 
 
 def _hours(session: Session, later: Any, earlier: Any) -> ColumnElement[Any]:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,19 @@ from zoneinfo import ZoneInfo
 
 import shapely
 from shapely.geometry import shape
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from api.db import as_utc
+from api.db import as_utc, optimize
 from api.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from api.models.bureaus import Bureau
 from api.models.flights import Flight
 from api.models.notices import (
+    OPEN_NOTICE_CONDITION,
     OPEN_STATES,
     Finding,
     FindingClass,
@@ -43,6 +45,7 @@ from api.models.notices import (
 )
 from api.models.sites import Site
 from api.models.users import Role, User
+from api.services import ledger
 from api.services.evidence import evidence_url, pixel_box
 from api.services.frames import frame_path, store_jpeg, validate_jpeg
 from api.services.webhooks import announce
@@ -265,9 +268,12 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
         ),
         issued_at=now,
         deadline=deadline,
+        rectified_at=None,
+        went_overdue=False,
     )
     session.add(notice)
     session.flush()
+    ledger.account(session, site.id, notice.bureau_id, None, _ledger_share(notice))
     announce(session, notice.bureau_id, "notice.issued", _webhook_payload(notice, site))
     session.add(
         NoticeEvent(
@@ -276,9 +282,16 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
             to_state=NoticeState.ISSUED.value,
             actor_id=actor.id if actor else None,
             note=f"issued from finding {finding.id}",
+            at=now,
         )
     )
     return notice
+
+
+def _ledger_share(notice: Notice) -> dict[str, float]:
+    return ledger.contribution(
+        notice.state, notice.issued_at, notice.deadline, notice.rectified_at, notice.went_overdue
+    )
 
 
 def get_finding(session: Session, user: User, finding_id: int) -> Finding:
@@ -408,8 +421,19 @@ def list_notices(
 ) -> tuple[list[NoticeSummary], str | None]:
     """One page of the notices ``user`` may see, oldest first, and the cursor of the next page
     (None on the last). Keyset paging: a page costs the same however deep it is."""
+    # Only the columns a list shows (never the notice texts), straight into the summaries.
     query = (
-        select(Notice, Site.site_id, Site.name, Bureau.name)
+        select(
+            Notice.id,
+            Notice.number,
+            Site.site_id.label("site"),
+            Site.name.label("site_name"),
+            Bureau.name.label("bureau"),
+            Notice.finding_class,
+            Notice.state,
+            Notice.issued_at,
+            Notice.deadline,
+        )
         .join(Site, Notice.site_id == Site.id)
         .outerjoin(Bureau, Notice.bureau_id == Bureau.id)
         .order_by(Notice.id)
@@ -419,7 +443,9 @@ def list_notices(
     if state is not None:
         query = query.where(Notice.state == state.value)
     if open_only:
-        query = query.where(Notice.state.in_(sorted(s.value for s in OPEN_STATES)))
+        # Spelled as the partial indexes' condition, literally: SQLite uses a partial index
+        # only for a query whose WHERE contains the index's own condition.
+        query = query.where(text(f"notices.{OPEN_NOTICE_CONDITION}"))
     if site:
         query = query.where(Site.site_id == site)
     if finding_class:
@@ -427,20 +453,8 @@ def list_notices(
     if cursor:
         query = query.where(Notice.id > _cursor_id(cursor))
     rows = session.execute(query.limit(limit + 1)).all()
-    page = [
-        NoticeSummary(
-            number=notice.number,
-            site=site_id,
-            site_name=site_name,
-            bureau=bureau_name,
-            finding_class=notice.finding_class,
-            state=notice.state,
-            issued_at=notice.issued_at,
-            deadline=notice.deadline,
-        )
-        for notice, site_id, site_name, bureau_name in rows[:limit]
-    ]
-    following = _cursor(rows[limit - 1][0].id) if len(rows) > limit else None
+    page = [NoticeSummary.model_validate(row, from_attributes=True) for row in rows[:limit]]
+    following = _cursor(rows[limit - 1][0]) if len(rows) > limit else None
     return page, following
 
 
@@ -562,16 +576,23 @@ def _record(
     the audit event (by ``actor``, or the system when None) and the bureau's webhook message
     are added in the caller's transaction; the row stays locked until it ends."""
     expected = notice.state
+    now = datetime.now(UTC)
+    before = _ledger_share(notice)
+    rectified_at = notice.rectified_at or (now if to is NoticeState.RECTIFIED else None)
+    went_overdue = notice.went_overdue or to is NoticeState.OVERDUE
     moved = session.execute(
         update(Notice)
         .where(Notice.id == notice.id, Notice.state == expected)
-        .values(state=to.value)
+        .values(state=to.value, rectified_at=rectified_at, went_overdue=went_overdue)
         .execution_options(synchronize_session=False)
     )
     if moved.rowcount != 1:  # type: ignore[attr-defined]
-        session.expire(notice, ["state"])
+        session.expire(notice, ["state", "rectified_at", "went_overdue"])
         return False
     set_committed_value(notice, "state", to.value)
+    set_committed_value(notice, "rectified_at", rectified_at)
+    set_committed_value(notice, "went_overdue", went_overdue)
+    ledger.account(session, notice.site_id, notice.bureau_id, before, _ledger_share(notice))
     session.add(
         NoticeEvent(
             notice_id=notice.id,
@@ -580,6 +601,7 @@ def _record(
             actor_id=actor.id if actor else None,
             note=note,
             attachments=attachments or [],
+            at=now,
         )
     )
     announce(
@@ -672,9 +694,17 @@ def mark_overdue(session: Session, settings: Settings, now: datetime | None = No
     return changed
 
 
+OPTIMIZE_EVERY_S = 3600.0
+_next_optimize = [0.0]
+
+
 def housekeeping(session: Session, settings: Settings) -> None:
-    """Periodic work of the job worker: deadlines (webhooks have their own dispatcher)."""
+    """Periodic work of the job worker: deadlines (webhooks have their own dispatcher), and
+    hourly the query planner's statistics."""
     mark_overdue(session, settings)
+    if time.monotonic() >= _next_optimize[0]:
+        _next_optimize[0] = time.monotonic() + OPTIMIZE_EVERY_S
+        optimize(session)
 
 
 def photo_path(settings: Settings, sha256: str) -> Path:
