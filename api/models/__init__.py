@@ -3,7 +3,7 @@
 from api.models.audit import AuditEvent
 from api.models.bureaus import Bureau
 from api.models.flights import Flight, Frame, Job, Observation
-from api.models.notices import Finding, LedgerTotal, Notice, NoticeEvent
+from api.models.notices import BureauLedgerTotal, Finding, LedgerTotal, Notice, NoticeEvent
 from api.models.outbox import DeliveryAttempt, OutboxMessage
 from api.models.sites import Site
 from api.models.users import ApiKey, LoginThrottle, Role, User
@@ -12,6 +12,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Bureau",
+    "BureauLedgerTotal",
     "DeliveryAttempt",
     "Finding",
     "Flight",

@@ -67,9 +67,13 @@ OPEN_STATES = frozenset(
 OPEN_NOTICE_CONDITION = "state IN ({})".format(
     ", ".join(f"'{state.value}'" for state in NoticeState if state in OPEN_STATES)
 )
-# Notices neither rectified nor marked overdue (nor rejected): whether their deadline has
-# passed depends on the clock, so the ledger counts them at query time.
-UNSETTLED_CONDITION = "rectified_at IS NULL AND went_overdue = false AND state <> 'rejected'"
+# Notices neither rectified, nor marked overdue, nor seen past their deadline by the
+# housekeeping (nor rejected): whether their deadline has passed depends on the clock, so the
+# ledger counts them at query time. Housekeeping keeps them few.
+UNSETTLED_CONDITION = (
+    "rectified_at IS NULL AND went_overdue = false AND deadline_missed = false "
+    "AND state <> 'rejected'"
+)
 
 
 class Finding(Base):
@@ -152,9 +156,23 @@ class Notice(Base):
     # reported rectified, and whether it ever went overdue.
     rectified_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     went_overdue: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The housekeeping saw the deadline pass (a notice in any state, e.g. closed unrectified).
+    deadline_missed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
-class LedgerTotal(Base):
+class _LedgerCounts:
+    """The ledger's counts of a group of notices (see `api.services.ledger.contribution`)."""
+
+    issued: Mapped[int] = mapped_column(Integer, default=0)
+    open: Mapped[int] = mapped_column(Integer, default=0)
+    rectified: Mapped[int] = mapped_column(Integer, default=0)
+    on_time: Mapped[int] = mapped_column(Integer, default=0)
+    overdue: Mapped[int] = mapped_column(Integer, default=0)
+    settled: Mapped[int] = mapped_column(Integer, default=0)  # rectified, overdue or missed
+    hours_to_rectify: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class LedgerTotal(_LedgerCounts, Base):
     """The ledger's counts per (bureau, site), kept up to date by every notice change
     (`api.services.ledger.account`), so a ledger reads one small row per site instead of
     every notice and event. ``bureau_key`` is the notice's bureau id, 0 for none."""
@@ -165,13 +183,14 @@ class LedgerTotal(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     bureau_key: Mapped[int] = mapped_column(Integer, index=True)
-    issued: Mapped[int] = mapped_column(Integer, default=0)
-    open: Mapped[int] = mapped_column(Integer, default=0)
-    rectified: Mapped[int] = mapped_column(Integer, default=0)
-    on_time: Mapped[int] = mapped_column(Integer, default=0)
-    went_overdue: Mapped[int] = mapped_column(Integer, default=0)
-    settled: Mapped[int] = mapped_column(Integer, default=0)  # rectified or went overdue
-    hours_to_rectify: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class BureauLedgerTotal(_LedgerCounts, Base):
+    """The same counts per bureau (the ledger per bureau reads a row per bureau)."""
+
+    __tablename__ = "ledger_bureau_totals"
+
+    bureau_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
 class NoticeCounter(Base):

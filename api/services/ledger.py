@@ -28,6 +28,7 @@ from api.models.bureaus import Bureau
 from api.models.notices import (
     OPEN_STATES,
     UNSETTLED_CONDITION,
+    BureauLedgerTotal,
     LedgerTotal,
     Notice,
     NoticeEvent,
@@ -67,7 +68,7 @@ class LedgerRow:
 
 
 WAITING = [s.value for s in OPEN_STATES if s is not NoticeState.RECTIFIED]
-TOTALS = ("issued", "open", "rectified", "on_time", "went_overdue", "settled", "hours_to_rectify")
+TOTALS = ("issued", "open", "rectified", "on_time", "overdue", "settled", "hours_to_rectify")
 
 
 def contribution(
@@ -76,8 +77,11 @@ def contribution(
     deadline: datetime,
     rectified_at: datetime | None,
     went_overdue: bool,
+    deadline_missed: bool,
 ) -> dict[str, float]:
-    """What one notice adds to its (bureau, site) totals; a rejected notice adds nothing."""
+    """What one notice adds to its (bureau, site) totals; a rejected notice adds nothing.
+    Overdue: went overdue, or missed its deadline unrectified; settled (the on-time rate's
+    denominator): rectified, went overdue or missed its deadline."""
     if state == NoticeState.REJECTED.value:
         return dict.fromkeys(TOTALS, 0)
     rectified = rectified_at is not None
@@ -86,8 +90,8 @@ def contribution(
         "open": int(state in WAITING),
         "rectified": int(rectified),
         "on_time": int(rectified_at is not None and as_utc(rectified_at) <= as_utc(deadline)),
-        "went_overdue": int(went_overdue),
-        "settled": int(rectified or went_overdue),
+        "overdue": int(went_overdue or (not rectified and deadline_missed)),
+        "settled": int(rectified or went_overdue or deadline_missed),
         "hours_to_rectify": (
             (as_utc(rectified_at) - as_utc(issued_at)).total_seconds() / 3600.0
             if rectified_at is not None
@@ -109,14 +113,20 @@ def account(
     delta = {name: after[name] - (before[name] if before else 0) for name in TOTALS}
     if not any(delta.values()):
         return
-    values = {"site_id": site_id, "bureau_key": bureau_id or 0, **delta}
     dialect = session.get_bind().dialect.name
-    upsert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(LedgerTotal)
-    statement = upsert.values(values).on_conflict_do_update(
-        index_elements=["site_id", "bureau_key"],
-        set_={name: getattr(LedgerTotal, name) + upsert.excluded[name] for name in TOTALS},
-    )
-    session.execute(statement)
+    insert_for = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    keys: dict[type[LedgerTotal] | type[BureauLedgerTotal], dict[str, int]] = {
+        LedgerTotal: {"site_id": site_id, "bureau_key": bureau_id or 0},
+        BureauLedgerTotal: {"bureau_key": bureau_id or 0},
+    }
+    for table, key in keys.items():
+        upsert = insert_for(table)
+        session.execute(
+            upsert.values({**key, **delta}).on_conflict_do_update(
+                index_elements=list(key),
+                set_={name: getattr(table, name) + upsert.excluded[name] for name in TOTALS},
+            )
+        )
 
 
 def rebuild_totals(session: Session) -> int:
@@ -141,35 +151,43 @@ def rebuild_totals(session: Session) -> int:
     )
     session.execute(
         update(Notice)
-        .values(rectified_at=rectified, went_overdue=overdue)
+        .values(
+            rectified_at=rectified,
+            went_overdue=overdue,
+            deadline_missed=Notice.deadline < datetime.now(UTC),
+        )
         .execution_options(synchronize_session=False)
     )
     session.execute(delete(LedgerTotal))
+    session.execute(delete(BureauLedgerTotal))
     done = Notice.rectified_at.is_not(None)
+    went_overdue = Notice.went_overdue.is_(True)
+    missed = Notice.deadline_missed.is_(True)
 
     def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
     bureau_key = func.coalesce(Notice.bureau_id, literal_column("0"))
-    totals = (
-        select(
-            Notice.site_id,
-            bureau_key,
-            func.count(Notice.id),
-            count(Notice.state.in_(WAITING)),
-            count(done),
-            count(done & (Notice.rectified_at <= Notice.deadline)),
-            count(Notice.went_overdue.is_(True)),
-            count(done | Notice.went_overdue.is_(True)),
-            func.coalesce(
-                func.sum(case((done, _hours(session, Notice.rectified_at, Notice.issued_at)))),
-                0.0,
-            ),
-        )
-        .where(Notice.state != NoticeState.REJECTED.value)
+    counts = [
+        func.count(Notice.id),
+        count(Notice.state.in_(WAITING)),
+        count(done),
+        count(done & (Notice.rectified_at <= Notice.deadline)),
+        count(went_overdue | (~done & missed)),
+        count(done | went_overdue | missed),
+        func.coalesce(
+            func.sum(case((done, _hours(session, Notice.rectified_at, Notice.issued_at)))), 0.0
+        ),
+    ]
+    counted = Notice.state != NoticeState.REJECTED.value
+    per_site = (
+        select(Notice.site_id, bureau_key, *counts)
+        .where(counted)
         .group_by(Notice.site_id, bureau_key)
     )
-    session.execute(insert(LedgerTotal).from_select(["site_id", "bureau_key", *TOTALS], totals))
+    per_bureau = select(bureau_key, *counts).where(counted).group_by(bureau_key)
+    session.execute(insert(LedgerTotal).from_select(["site_id", "bureau_key", *TOTALS], per_site))
+    session.execute(insert(BureauLedgerTotal).from_select(["bureau_key", *TOTALS], per_bureau))
     return session.scalar(select(func.count()).select_from(LedgerTotal)) or 0
 
 
@@ -203,17 +221,19 @@ def ledger(
 
 def _from_totals(session: Session, user: User, by: str, now: datetime) -> list[LedgerRow]:
     key = Bureau.name if by == "bureau" else Site.site_id
+    # Per bureau, a row per bureau; per site, a row per (site, bureau).
+    table: type[LedgerTotal] | type[BureauLedgerTotal] = (
+        BureauLedgerTotal if by == "bureau" else LedgerTotal
+    )
+    totals = select(
+        key, func.min(Bureau.name), *(func.sum(getattr(table, name)) for name in TOTALS)
+    ).select_from(table)
+    if table is LedgerTotal:
+        totals = totals.join(Site, LedgerTotal.site_id == Site.id)
     totals = (
-        select(
-            key,
-            func.min(Bureau.name),
-            *(func.sum(getattr(LedgerTotal, name)) for name in TOTALS),
-        )
-        .select_from(LedgerTotal)
-        .join(Site, LedgerTotal.site_id == Site.id)
-        .outerjoin(Bureau, LedgerTotal.bureau_key == Bureau.id)
+        totals.outerjoin(Bureau, table.bureau_key == Bureau.id)
         .group_by(key)
-        .having(func.sum(LedgerTotal.issued) > 0)
+        .having(func.sum(table.issued) > 0)
     )
     # Unsettled notices whose deadline has passed: overdue now, though no event says so yet.
     late = (
@@ -225,7 +245,7 @@ def _from_totals(session: Session, user: User, by: str, now: datetime) -> list[L
         .group_by(key)
     )
     if user.role == Role.BUREAU:
-        totals = totals.where(LedgerTotal.bureau_key == user.bureau_id)
+        totals = totals.where(table.bureau_key == user.bureau_id)
         late = late.where(Notice.bureau_id == user.bureau_id)
     passed = {group: int(count) for group, count in session.execute(late)}
     rows = []

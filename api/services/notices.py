@@ -28,6 +28,7 @@ from api.models.flights import Flight
 from api.models.notices import (
     OPEN_NOTICE_CONDITION,
     OPEN_STATES,
+    UNSETTLED_CONDITION,
     Finding,
     FindingClass,
     FindingPublic,
@@ -270,6 +271,7 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
         deadline=deadline,
         rectified_at=None,
         went_overdue=False,
+        deadline_missed=False,
     )
     session.add(notice)
     session.flush()
@@ -290,7 +292,12 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
 
 def _ledger_share(notice: Notice) -> dict[str, float]:
     return ledger.contribution(
-        notice.state, notice.issued_at, notice.deadline, notice.rectified_at, notice.went_overdue
+        notice.state,
+        notice.issued_at,
+        notice.deadline,
+        notice.rectified_at,
+        notice.went_overdue,
+        notice.deadline_missed,
     )
 
 
@@ -577,17 +584,27 @@ def _record(
     are added in the caller's transaction; the row stays locked until it ends."""
     expected = notice.state
     now = datetime.now(UTC)
-    before = _ledger_share(notice)
-    rectified_at = notice.rectified_at or (now if to is NoticeState.RECTIFIED else None)
-    went_overdue = notice.went_overdue or to is NoticeState.OVERDUE
-    moved = session.execute(
-        update(Notice)
-        .where(Notice.id == notice.id, Notice.state == expected)
-        .values(state=to.value, rectified_at=rectified_at, went_overdue=went_overdue)
-        .execution_options(synchronize_session=False)
-    )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
-        session.expire(notice, ["state", "rectified_at", "went_overdue"])
+    for _attempt in range(2):
+        before = _ledger_share(notice)
+        rectified_at = notice.rectified_at or (now if to is NoticeState.RECTIFIED else None)
+        went_overdue = notice.went_overdue or to is NoticeState.OVERDUE
+        moved = session.execute(
+            update(Notice)
+            .where(
+                Notice.id == notice.id,
+                Notice.state == expected,
+                # the ledger's share was read with this flag: housekeeping may have set it
+                Notice.deadline_missed.is_(notice.deadline_missed),
+            )
+            .values(state=to.value, rectified_at=rectified_at, went_overdue=went_overdue)
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount == 1:  # type: ignore[attr-defined]
+            break
+        session.refresh(notice, ["state", "rectified_at", "went_overdue", "deadline_missed"])
+        if notice.state != expected:
+            return False
+    else:
         return False
     set_committed_value(notice, "state", to.value)
     set_committed_value(notice, "rectified_at", rectified_at)
@@ -694,6 +711,42 @@ def mark_overdue(session: Session, settings: Settings, now: datetime | None = No
     return changed
 
 
+def settle_deadlines(session: Session, now: datetime | None = None, batch: int = 1000) -> int:
+    """Mark the notices whose deadline passed unrectified, in states `mark_overdue` does not
+    move (e.g. closed), so the ledger counts them from its totals rather than at every read.
+    A compare-and-set on the state, like every change of a notice; returns how many."""
+    now = now or datetime.now(UTC)
+    marked = 0
+    while True:
+        due = session.scalars(
+            select(Notice)
+            .where(text(UNSETTLED_CONDITION), Notice.deadline < now)
+            .order_by(Notice.id)
+            .limit(batch)
+        ).all()
+        for notice in due:
+            before = _ledger_share(notice)
+            moved = session.execute(
+                update(Notice)
+                .where(
+                    Notice.id == notice.id,
+                    Notice.state == notice.state,
+                    Notice.deadline_missed.is_(False),
+                )
+                .values(deadline_missed=True)
+                .execution_options(synchronize_session=False)
+            )
+            if moved.rowcount == 1:  # type: ignore[attr-defined]
+                set_committed_value(notice, "deadline_missed", True)
+                ledger.account(
+                    session, notice.site_id, notice.bureau_id, before, _ledger_share(notice)
+                )
+                marked += 1
+        session.commit()
+        if len(due) < batch:
+            return marked
+
+
 OPTIMIZE_EVERY_S = 3600.0
 _next_optimize = [0.0]
 
@@ -702,6 +755,7 @@ def housekeeping(session: Session, settings: Settings) -> None:
     """Periodic work of the job worker: deadlines (webhooks have their own dispatcher), and
     hourly the query planner's statistics."""
     mark_overdue(session, settings)
+    settle_deadlines(session)
     if time.monotonic() >= _next_optimize[0]:
         _next_optimize[0] = time.monotonic() + OPTIMIZE_EVERY_S
         optimize(session)

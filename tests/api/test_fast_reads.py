@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 from api.app import BackgroundLease
 from api.db import as_utc, make_engine, session_factory
 from api.migrate import upgrade
-from api.models.notices import LedgerTotal, Notice
+from api.models.notices import BureauLedgerTotal, LedgerTotal, Notice
 from api.models.users import User
 from api.services import ledger as ledger_service
-from api.services.notices import list_notices, mark_overdue
+from api.services.notices import list_notices, mark_overdue, settle_deadlines
 from dustpatrol.cli import app as cli
 from dustpatrol.settings import Settings
 from tests.api.conftest import PASSWORD, World
@@ -81,6 +81,12 @@ def test_kept_ledger_totals_match_a_count_from_scratch(imported: World) -> None:
             for t in session.scalars(select(LedgerTotal))
         )
         assert before == after
+        per_bureau: dict[int, int] = {}
+        for total in session.scalars(select(LedgerTotal)):
+            per_bureau[total.bureau_key] = per_bureau.get(total.bureau_key, 0) + total.issued
+        assert per_bureau == {
+            total.bureau_key: total.issued for total in session.scalars(select(BureauLedgerTotal))
+        }
         rows = {r["key"]: r for r in _rows(ledger_service.ledger(session, admin, "site"))}
     assert second != on_time
     assert rows["S1"]["issued"] == 2 and rows["S1"]["rectified"] == 1
@@ -167,6 +173,7 @@ def test_migration_keeps_the_history_of_existing_notices(database_url: str) -> N
             2: ("overdue", ["issued", "overdue"], 4),
             3: ("acknowledged", ["issued", "overdue", "rectified", "acknowledged"], 1),  # late
             4: ("rejected", ["issued", "rejected"], 5),
+            5: ("closed", ["issued", "closed"], 100),  # old data: closed unrectified, not due
         }
         for notice_id, (state, events, hours) in history.items():
             issued = now - timedelta(hours=48)
@@ -201,8 +208,18 @@ def test_migration_keeps_the_history_of_existing_notices(database_url: str) -> N
         kept, counted = _both_ways(session, admin, "site", datetime.now(UTC))
         assert kept == counted
         (row,) = kept
-        assert (row["issued"], row["rectified"], row["on_time"], row["overdue"]) == (3, 2, 1, 2)
+        assert (row["issued"], row["rectified"], row["on_time"], row["overdue"]) == (4, 2, 1, 2)
         assert row["open"] == 2
+        # Notice 5's deadline passes: counted at once, then settled by the housekeeping.
+        later = datetime.now(UTC) + timedelta(days=10)
+        kept, counted = _both_ways(session, admin, "site", later)
+        assert kept == counted and kept[0]["overdue"] == 3
+        assert settle_deadlines(session, later) == 1
+        assert settle_deadlines(session, later) == 0
+        kept, counted = _both_ways(session, admin, "site", later)
+        assert kept == counted and kept[0]["overdue"] == 3
+        total = session.scalars(select(LedgerTotal)).one()
+        assert (total.overdue, total.settled) == (3, 4)  # from the totals, not the clock
     engine.dispose()
 
 
