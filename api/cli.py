@@ -91,7 +91,15 @@ def serve_command(
     config_file = getattr(ctx.find_root().obj, "config_file", None)
     if config_file is not None:
         os.environ[CONFIG_FILE_ENV] = str(Path(config_file).resolve())
-    uvicorn.run("api.asgi:create", factory=True, workers=processes, **options)  # type: ignore[arg-type]
+    # A worker busy importing on a loaded machine answers the supervisor's ping late: give it
+    # 30 s (not 5) before it is taken for hung and killed.
+    uvicorn.run(
+        "api.asgi:create",
+        factory=True,
+        workers=processes,
+        timeout_worker_healthcheck=30,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 @users_app.command("create")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from typing_extensions import TypedDict
 
 from api.db import Base, UtcDateTime
 
@@ -289,8 +290,9 @@ class NoticeEventPublic(BaseModel):
     at: datetime
 
 
-class NoticeSummary(BaseModel):
-    """A notice in a list: what a bureau's inbox shows (the full notice at /notices/{number})."""
+class NoticeSummary(TypedDict):
+    """A notice in a list: what a bureau's inbox shows (the full notice at /notices/{number}).
+    A typed dict, not a model: a page of them is written straight from database rows."""
 
     number: str
     site: str
@@ -300,6 +302,9 @@ class NoticeSummary(BaseModel):
     state: str
     issued_at: datetime
     deadline: datetime
+
+
+NOTICE_SUMMARIES = TypeAdapter(list[NoticeSummary])
 
 
 class NoticePublic(BaseModel):

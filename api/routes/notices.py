@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 
 from api.deps import CurrentUser, SessionDep
 from api.models.notices import (
+    NOTICE_SUMMARIES,
     FindingClass,
     NoticePhotoPublic,
     NoticePublic,
@@ -26,6 +27,7 @@ router = APIRouter(prefix="/notices", tags=["notices"])
 
 @router.get(
     "",
+    response_model=list[NoticeSummary],
     responses={
         200: {
             "headers": {
@@ -39,7 +41,6 @@ router = APIRouter(prefix="/notices", tags=["notices"])
 )
 async def list_notices(
     request: Request,
-    response: Response,
     session: SessionDep,
     user: CurrentUser,
     state: NoticeState | None = None,
@@ -58,7 +59,7 @@ async def list_notices(
             description="from the previous page's next link (opaque: one this server gave)",
         ),
     ] = None,
-) -> list[NoticeSummary]:
+) -> Response:
     """The notices you may see (a bureau: its own), oldest first, a page at a time."""
     # Run on the event loop, not in a thread: a page is one bounded keyset query (at most
     # 501 rows on an index), shorter than the hop to a worker thread and back.
@@ -72,10 +73,15 @@ async def list_notices(
         limit=limit,
         cursor=cursor,
     )
+    headers = {}
     if following is not None:
         next_url = request.url.include_query_params(cursor=following)
-        response.headers["Link"] = f'<{next_url}>; rel="next"'
-    return page
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    # Typed rows of our own database, serialised once by the schema's own adapter (FastAPI
+    # would validate them a second time).
+    return Response(
+        NOTICE_SUMMARIES.dump_json(page), media_type="application/json", headers=headers
+    )
 
 
 @router.get("/{number}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -14,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import shapely
 from shapely.geometry import shape
-from sqlalchemy import Select, select, text, update
+from sqlalchemy import Select, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -428,7 +429,39 @@ def list_notices(
 ) -> tuple[list[NoticeSummary], str | None]:
     """One page of the notices ``user`` may see, oldest first, and the cursor of the next page
     (None on the last). Keyset paging: a page costs the same however deep it is."""
-    # Only the columns a list shows (never the notice texts), straight into the summaries.
+    filters = {
+        "bureau_id": user.bureau_id if user.role == Role.BUREAU else None,
+        "state": state.value if state is not None else None,
+        "site": site or None,
+        "finding_class": finding_class or None,
+        "after": _cursor_id(cursor) if cursor else None,
+    }
+    shape = (open_only, *(value is not None for value in filters.values()))
+    parameters = {name: value for name, value in filters.items() if value is not None}
+    rows = session.execute(_list_statement(shape), {**parameters, "rows": limit + 1}).all()
+    page = [
+        NoticeSummary(
+            number=row.number,
+            site=row.site,
+            site_name=row.site_name,
+            bureau=row.bureau,
+            finding_class=row.finding_class,
+            state=row.state,
+            issued_at=row.issued_at,
+            deadline=row.deadline,
+        )
+        for row in rows[:limit]
+    ]
+    following = _cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return page, following
+
+
+@functools.cache
+def _list_statement(shape: tuple[bool, ...]) -> Select[*tuple[Any, ...]]:
+    """The list's statement for one combination of filters, built once and reused with
+    bound values (building and keying a statement costs as much as running this one)."""
+    open_only, bureau, state, site, finding_class, after = shape
+    # Only the columns a list shows (never the notice texts).
     query = (
         select(
             Notice.id,
@@ -444,25 +477,23 @@ def list_notices(
         .join(Site, Notice.site_id == Site.id)
         .outerjoin(Bureau, Notice.bureau_id == Bureau.id)
         .order_by(Notice.id)
+        .limit(bindparam("rows"))
     )
-    if user.role == Role.BUREAU:
-        query = query.where(Notice.bureau_id == user.bureau_id)
-    if state is not None:
-        query = query.where(Notice.state == state.value)
+    if bureau:
+        query = query.where(Notice.bureau_id == bindparam("bureau_id"))
+    if state:
+        query = query.where(Notice.state == bindparam("state"))
     if open_only:
         # Spelled as the partial indexes' condition, literally: SQLite uses a partial index
         # only for a query whose WHERE contains the index's own condition.
         query = query.where(text(f"notices.{OPEN_NOTICE_CONDITION}"))
     if site:
-        query = query.where(Site.site_id == site)
+        query = query.where(Site.site_id == bindparam("site"))
     if finding_class:
-        query = query.where(Notice.finding_class == finding_class)
-    if cursor:
-        query = query.where(Notice.id > _cursor_id(cursor))
-    rows = session.execute(query.limit(limit + 1)).all()
-    page = [NoticeSummary.model_validate(row, from_attributes=True) for row in rows[:limit]]
-    following = _cursor(rows[limit - 1][0]) if len(rows) > limit else None
-    return page, following
+        query = query.where(Notice.finding_class == bindparam("finding_class"))
+    if after:
+        query = query.where(Notice.id > bindparam("after"))
+    return query
 
 
 def get_notice(session: Session, user: User, number: str) -> Notice:
