@@ -75,7 +75,7 @@ def map_data(
     owner = user.bureau_id if user.role == Role.BUREAU else None
     extent = None if bbox else _extent(session, sites_query)
     if bbox:
-        sites_query = in_bbox(sites_query, bbox)
+        sites_query = in_bbox(session, sites_query, bbox)
     sites = list(session.scalars(sites_query.limit(max_sites + 1)))
     truncated = len(sites) > max_sites
     sites = sites[:max_sites]

@@ -30,6 +30,7 @@ from dustpatrol.cli import app as cli
 from dustpatrol.settings import Settings
 from tests.api.conftest import PASSWORD, World
 from tests.api.test_notices_api import _session, issued_notice, move
+from tests.api.test_sites_api import D, registry_file, square, upload
 from tests.api.test_sites_api import imported as imported  # fixture
 
 EARLY = datetime(2000, 1, 1, tzinfo=UTC)
@@ -339,3 +340,40 @@ def test_serve_with_two_worker_processes(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_the_spatial_index_follows_sites_that_move(imported: World, tmp_path: Path) -> None:
+    headers = imported.login("analyst")
+
+    def in_view(i: int) -> list[str]:
+        (x0, y0, x1, y1) = square(i).bounds  # type: ignore[attr-defined]
+        bbox = f"{x0 + D / 4},{y0 + D / 4},{x1 - D / 4},{y1 - D / 4}"
+        answer = imported.client.get("/sites", params={"bbox": bbox}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return sorted(site["site_id"] for site in answer.json())
+
+    assert (in_view(0), in_view(1), in_view(9)) == (["S1"], ["S2"], [])
+    moved = registry_file(
+        tmp_path,
+        [
+            ("S1", "东关工地", "县住房和城乡建设局", square(0)),
+            ("S2", "西关工地", "县住房和城乡建设局", square(9)),  # moved east
+            ("S3", "城关饭店", "县城市管理局", square(5)),
+        ],
+    )
+    assert upload(imported, moved, "admin").status_code == 200  # type: ignore[attr-defined]
+    assert (in_view(0), in_view(1), in_view(9)) == (["S1"], [], ["S2"])
+    if imported.settings.database.url.startswith("sqlite"):
+        with _session(imported) as session:
+            indexed = session.execute(text("SELECT count(*) FROM sites_rtree")).scalar_one()
+            plan = " ".join(
+                str(row[-1])
+                for row in session.execute(
+                    text(
+                        "EXPLAIN QUERY PLAN SELECT id FROM sites WHERE id IN (SELECT id FROM "
+                        "sites_rtree WHERE max_lon >= 1 AND min_lon <= 2 AND max_lat >= 1 "
+                        "AND min_lat <= 2)"
+                    )
+                )
+            )
+        assert indexed == 3 and "VIRTUAL TABLE INDEX" in plan, plan
