@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    bindparam,
     case,
     delete,
     func,
@@ -114,19 +116,30 @@ def account(
     if not any(delta.values()):
         return
     dialect = session.get_bind().dialect.name
+    per_site, per_bureau = _upserts(dialect)
+    session.execute(per_site, {"site_id": site_id, "bureau_key": bureau_id or 0, **delta})
+    session.execute(per_bureau, {"bureau_key": bureau_id or 0, **delta})
+
+
+@functools.cache
+def _upserts(dialect: str) -> tuple[Any, Any]:
+    """The two increments of `account` (per site, per bureau), built once with bound values."""
     insert_for = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    keys: dict[type[LedgerTotal] | type[BureauLedgerTotal], dict[str, int]] = {
-        LedgerTotal: {"site_id": site_id, "bureau_key": bureau_id or 0},
-        BureauLedgerTotal: {"bureau_key": bureau_id or 0},
-    }
-    for table, key in keys.items():
+    statements = []
+    for table, key in (
+        (LedgerTotal, ("site_id", "bureau_key")),
+        (BureauLedgerTotal, ("bureau_key",)),
+    ):
         upsert = insert_for(table)
-        session.execute(
-            upsert.values({**key, **delta}).on_conflict_do_update(
+        statements.append(
+            upsert.values(
+                {name: bindparam(name) for name in (*key, *TOTALS)}
+            ).on_conflict_do_update(
                 index_elements=list(key),
                 set_={name: getattr(table, name) + upsert.excluded[name] for name in TOTALS},
             )
         )
+    return statements[0], statements[1]
 
 
 def rebuild_totals(session: Session) -> int:
