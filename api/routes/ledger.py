@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUser, SessionDep
 from api.services.ledger import ledger, to_csv
@@ -35,7 +36,7 @@ class Format(StrEnum):
         }
     },
 )
-def get_ledger(
+async def get_ledger(
     grouping: Grouping,
     session: SessionDep,
     user: CurrentUser,
@@ -47,7 +48,11 @@ def get_ledger(
 ) -> Response:
     """Issued, open, rectified, on time, overdue and average hours to rectify, ranked by
     on-time rate. A bureau user gets its own rows only."""
-    rows = ledger(session, user, grouping.value, since, until)
+    if grouping is Grouping.BUREAU and since is None and until is None:
+        # A row per bureau from the kept totals: shorter than a hop to a worker thread.
+        rows = ledger(session, user, grouping.value)
+    else:  # per site, or counted over a period: may read many rows, off the event loop
+        rows = await run_in_threadpool(ledger, session, user, grouping.value, since, until)
     if output is Format.CSV:
         return Response(
             to_csv(rows),

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from api.db import as_utc, optimize
+from api.db import as_utc, optimize, write_turn
 from api.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from api.models.bureaus import Bureau
 from api.models.flights import Flight
@@ -90,11 +90,12 @@ def ingest(
     analysis again changes nothing, also when two posts of it race (the loser finds the
     winner's findings and reports them unchanged). Without required confirmation, rules run
     at once."""
-    try:
-        return _ingest(session, settings, flight_id, collection)
-    except IntegrityError:
-        session.rollback()
-        return _ingest(session, settings, flight_id, collection)
+    with write_turn(session):
+        try:
+            return _ingest(session, settings, flight_id, collection)
+        except IntegrityError:
+            session.rollback()
+            return _ingest(session, settings, flight_id, collection)
 
 
 def _ingest(

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from sqlalchemy import event, select, text, update
 from typer.testing import CliRunner
 
 from api.app import BackgroundLease
-from api.db import as_utc, make_engine, session_factory
+from api.db import as_utc, make_engine, session_factory, write_turn
 from api.migrate import upgrade
 from api.models.notices import BureauLedgerTotal, LedgerTotal, Notice
 from api.models.users import User
@@ -377,3 +378,22 @@ def test_the_spatial_index_follows_sites_that_move(imported: World, tmp_path: Pa
                 )
             )
         assert indexed == 3 and "VIRTUAL TABLE INDEX" in plan, plan
+
+
+def test_sqlite_writers_take_turns(settings: Settings) -> None:
+    if not settings.database.url.startswith("sqlite"):
+        pytest.skip("PostgreSQL writers lock rows, not the database")
+    upgrade(settings.database.url)
+    sessions = session_factory(make_engine(settings.database.url))
+    done = threading.Event()
+
+    def second_writer() -> None:
+        with sessions() as session, write_turn(session):
+            done.set()
+
+    with sessions() as session, write_turn(session):
+        other = threading.Thread(target=second_writer)
+        other.start()
+        assert not done.wait(0.3)  # the second waits for its turn
+    assert done.wait(5)  # and gets it as soon as the first is done
+    other.join()

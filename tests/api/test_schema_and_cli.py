@@ -22,7 +22,6 @@ from dustpatrol.settings import Settings
 from sim.export import write_district
 from sim.world import generate_district
 
-
 SPATIAL_INDEX = ("sites_rtree", "ix_sites_bbox")  # the R*Tree's own tables too: _node, ...
 
 
