@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
@@ -30,6 +30,17 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+T = TypeVar("T")
+
+
+async def run_short(session: Session, function: Callable[..., T], *args: Any) -> T:
+    """Run a short, bounded piece of database work (one indexed query) for an async route:
+    on the event loop with SQLite (a local file: shorter than the hop to a worker thread
+    and back), in a worker thread with PostgreSQL, whose network round trips (or a stall:
+    a checkpoint, a lock) must not hold up every other request of the process."""
+    if session.get_bind().dialect.name == "sqlite":
+        return function(*args)
+    return await run_in_threadpool(function, *args)
 
 
 async def get_current_user(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import CurrentUser, SessionDep, run_short
 from api.services.ledger import ledger, to_csv
 
 router = APIRouter(prefix="/ledger", tags=["ledger"])
@@ -49,8 +49,7 @@ async def get_ledger(
     """Issued, open, rectified, on time, overdue and average hours to rectify, ranked by
     on-time rate. A bureau user gets its own rows only."""
     if grouping is Grouping.BUREAU and since is None and until is None:
-        # A row per bureau from the kept totals: shorter than a hop to a worker thread.
-        rows = ledger(session, user, grouping.value)
+        rows = await run_short(session, ledger, session, user, grouping.value)  # a row a bureau
     else:  # per site, or counted over a period: may read many rows, off the event loop
         rows = await run_in_threadpool(ledger, session, user, grouping.value, since, until)
     if output is Format.CSV:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import CurrentUser, SessionDep, run_short
 from api.models.notices import (
     NOTICE_SUMMARIES,
     FindingClass,
@@ -61,17 +62,20 @@ async def list_notices(
     ] = None,
 ) -> Response:
     """The notices you may see (a bureau: its own), oldest first, a page at a time."""
-    # Run on the event loop, not in a thread: a page is one bounded keyset query (at most
-    # 501 rows on an index), shorter than the hop to a worker thread and back.
-    page, following = service.list_notices(
+    # A page is one bounded keyset query (at most 501 rows on an index).
+    page, following = await run_short(
         session,
-        user,
-        state=state,
-        open_only=open,
-        site=site,
-        finding_class=finding_class,
-        limit=limit,
-        cursor=cursor,
+        partial(
+            service.list_notices,
+            session,
+            user,
+            state=state,
+            open_only=open,
+            site=site,
+            finding_class=finding_class,
+            limit=limit,
+            cursor=cursor,
+        ),
     )
     headers = {}
     if following is not None:
