@@ -341,20 +341,17 @@ def serve(
         ]
     if cpus is not None:
         command = ["taskset", "-c", cpus, *command]
-    process = subprocess.Popen(
-        command,
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # The server's output goes to a file: a pipe nobody reads blocks the server once full.
+    log_path = data_dir / f"server-{port}.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the server exited: {process.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+                output = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the server exited: {output}")
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
@@ -372,6 +369,7 @@ def serve(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -304,14 +304,13 @@ def test_serve_with_two_worker_processes(tmp_path: Path) -> None:
         ],
         env=environment,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=(tmp_path / "server.log").open("wb"),  # a file: an unread pipe could fill
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read()  # type: ignore[union-attr]
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
