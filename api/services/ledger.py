@@ -261,25 +261,7 @@ def _from_totals(session: Session, user: User, by: str, now: datetime) -> list[L
         totals = totals.where(table.bureau_key == user.bureau_id)
         late = late.where(Notice.bureau_id == user.bureau_id)
     passed = {group: int(count) for group, count in session.execute(late)}
-    rows = []
-    for group, bureau, issued, open_, done, on_time, overdue, settled, hours in session.execute(
-        totals
-    ):
-        missed = passed.get(group, 0)
-        rows.append(
-            LedgerRow(
-                key=group if group is not None else "(none)",
-                bureau=bureau,
-                issued=int(issued),
-                open=int(open_ or 0),
-                rectified=int(done or 0),
-                on_time=int(on_time or 0),
-                overdue=int(overdue or 0) + missed,
-                due=int(settled or 0) + missed,
-                hours_to_rectify_total=float(hours or 0.0),
-            )
-        )
-    return rows
+    return [_ledger_row(row, passed.get(row[0], 0)) for row in session.execute(totals)]
 
 
 def _from_notices(
@@ -322,22 +304,24 @@ def _from_notices(
         query = query.where(Notice.issued_at >= since)
     if until is not None:
         query = query.where(Notice.issued_at < until)
-    return [
-        LedgerRow(
-            key=group if group is not None else "(none)",
-            bureau=bureau,
-            issued=int(issued),
-            open=int(open_ or 0),
-            rectified=int(done_ or 0),
-            on_time=int(on_time or 0),
-            overdue=int(overdue or 0),
-            due=int(due or 0),
-            hours_to_rectify_total=float(hours or 0.0),
-        )
-        for group, bureau, issued, open_, done_, on_time, overdue, due, hours in session.execute(
-            query
-        )
-    ]
+    return [_ledger_row(row) for row in session.execute(query)]
+
+
+def _ledger_row(row: Any, missed: int = 0) -> LedgerRow:
+    """A ledger row from (key, bureau, issued, open, rectified, on time, overdue, due,
+    hours); ``missed``: notices whose deadline passed since the totals last saw them."""
+    group, bureau, issued, open_, done, on_time, overdue, due, hours = row
+    return LedgerRow(
+        key=group if group is not None else "(none)",
+        bureau=bureau,
+        issued=int(issued),
+        open=int(open_ or 0),
+        rectified=int(done or 0),
+        on_time=int(on_time or 0),
+        overdue=int(overdue or 0) + missed,
+        due=int(due or 0) + missed,
+        hours_to_rectify_total=float(hours or 0.0),
+    )
 
 
 def _hours(session: Session, later: Any, earlier: Any) -> ColumnElement[Any]:
