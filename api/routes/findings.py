@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from api.deps import CurrentUser, RowId, SessionDep, StaffUser, require_roles
+from api.deps import MAX_ID, CurrentUser, RowId, SessionDep, StaffUser, require_roles
 from api.models.notices import Finding, FindingClass, FindingPublic, FindingsIngested
 from api.models.sites import Site
 from api.models.users import Role, User
@@ -71,7 +71,9 @@ def flight_findings_geojson(flight_id: RowId, session: SessionDep, _: StaffUser)
 def list_findings(
     session: SessionDep,
     user: CurrentUser,
-    flight: int | None = None,
+    flight: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="only this flight's findings")
+    ] = None,
     site: str | None = None,
     finding_class: FindingClass | None = None,
 ) -> list[FindingPublic]:

@@ -548,3 +548,18 @@ def test_a_webhook_that_resolves_into_the_private_network_later_is_not_posted_to
         message = session.scalars(select(OutboxMessage)).one()
     assert attempt.status_code is None and attempt.error is not None
     assert attempt.error.startswith("refused:") and message.state == "pending"
+
+
+def test_the_findings_flight_filter_states_its_range(world: World) -> None:
+    """Schemathesis sent flight=10**22 (valid by a schema without a bound) and got the
+    database's overflow refusal: the schema now bounds it, and the refusal names the field."""
+    schema = world.client.get("/openapi.json").json()
+    (flight,) = [
+        p for p in schema["paths"]["/findings"]["get"]["parameters"] if p["name"] == "flight"
+    ]
+    bounds = flight["schema"]["anyOf"][0]
+    assert (bounds["minimum"], bounds["maximum"]) == (1, 2**63 - 1)
+    answer = world.client.get(
+        "/findings", params={"flight": 10**22}, headers=world.login("analyst")
+    )
+    assert answer.status_code == 422 and "flight" in answer.text
