@@ -55,12 +55,7 @@ async def get_current_user(
     principals: Principals = request.app.state.principals
     user: User | None = None
     if token:
-        user_id = read_token(token, request.app.state.secret)
-        held, user = principals.held_user(user_id)
-        if not held:
-            user = await run_in_threadpool(
-                principals.load_user, user_id, lambda: session.get(User, user_id)
-            )
+        user = await _user(principals, session, read_token(token, request.app.state.secret))
     elif api_key:
         key_hash = hash_api_key(api_key)
         held, record = principals.held_key(key_hash)
@@ -72,16 +67,22 @@ async def get_current_user(
             raise AuthenticationError("unknown API key")
         if record.revoked:
             raise AuthenticationError("this API key was revoked: ask an admin for a new one")
-        held, user = principals.held_user(record.user_id)
-        if not held:
-            user = await run_in_threadpool(
-                principals.load_user, record.user_id, lambda: session.get(User, record.user_id)
-            )
+        user = await _user(principals, session, record.user_id)
     else:
         raise AuthenticationError("log in at /auth/token or send an X-API-Key header")
     if user is None or not user.active:
         raise AuthenticationError("the user does not exist or is disabled")
     return user
+
+
+async def _user(principals: Principals, session: Session, user_id: int) -> User | None:
+    """The user as held by the process, or read from the database (in a worker thread)."""
+    held, user = principals.held_user(user_id)
+    if held:
+        return user
+    return await run_in_threadpool(
+        principals.load_user, user_id, lambda: session.get(User, user_id)
+    )
 
 
 def _key_record(session: Session, key_hash: str) -> KeyRecord | None:

@@ -176,18 +176,14 @@ def rebuild_totals(session: Session) -> int:
     done = Notice.rectified_at.is_not(None)
     went_overdue = Notice.went_overdue.is_(True)
     missed = Notice.deadline_missed.is_(True)
-
-    def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
-        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
     bureau_key = func.coalesce(Notice.bureau_id, literal_column("0"))
     counts = [
         func.count(Notice.id),
-        count(Notice.state.in_(WAITING)),
-        count(done),
-        count(done & (Notice.rectified_at <= Notice.deadline)),
-        count(went_overdue | (~done & missed)),
-        count(done | went_overdue | missed),
+        _count(Notice.state.in_(WAITING)),
+        _count(done),
+        _count(done & (Notice.rectified_at <= Notice.deadline)),
+        _count(went_overdue | (~done & missed)),
+        _count(done | went_overdue | missed),
         func.coalesce(
             func.sum(case((done, _hours(session, Notice.rectified_at, Notice.issued_at)))), 0.0
         ),
@@ -277,19 +273,16 @@ def _from_notices(
     past_deadline = Notice.deadline < now
     key = Bureau.name if by == "bureau" else Site.site_id
 
-    def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
-        return func.sum(case((condition, 1), else_=0))
-
     query = (
         select(
             key,
             func.min(Bureau.name),
             func.count(Notice.id),
-            count(Notice.state.in_(WAITING)),
-            count(done),
-            count(done & (Notice.rectified_at <= Notice.deadline)),
-            count(went_overdue | (~done & past_deadline)),
-            count(done | past_deadline | went_overdue),
+            _count(Notice.state.in_(WAITING)),
+            _count(done),
+            _count(done & (Notice.rectified_at <= Notice.deadline)),
+            _count(went_overdue | (~done & past_deadline)),
+            _count(done | past_deadline | went_overdue),
             func.sum(case((done, _hours(session, Notice.rectified_at, Notice.issued_at)))),
         )
         .select_from(Notice)
@@ -322,6 +315,11 @@ def _ledger_row(row: Any, missed: int = 0) -> LedgerRow:
         due=int(due or 0) + missed,
         hours_to_rectify_total=float(hours or 0.0),
     )
+
+
+def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    """How many rows of the group meet ``condition`` (0, never NULL, for none)."""
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
 def _hours(session: Session, later: Any, earlier: Any) -> ColumnElement[Any]:

@@ -437,9 +437,9 @@ def list_notices(
         "finding_class": finding_class or None,
         "after": _cursor_id(cursor) if cursor else None,
     }
-    shape = (open_only, *(value is not None for value in filters.values()))
+    given = (open_only, *(value is not None for value in filters.values()))
     parameters = {name: value for name, value in filters.items() if value is not None}
-    rows = session.execute(_list_statement(shape), {**parameters, "rows": limit + 1}).all()
+    rows = session.execute(_list_statement(given), {**parameters, "rows": limit + 1}).all()
     page = [
         NoticeSummary(
             number=row.number,
@@ -458,10 +458,10 @@ def list_notices(
 
 
 @functools.cache
-def _list_statement(shape: tuple[bool, ...]) -> Select[*tuple[Any, ...]]:
+def _list_statement(given: tuple[bool, ...]) -> Select[*tuple[Any, ...]]:
     """The list's statement for one combination of filters, built once and reused with
     bound values (building and keying a statement costs as much as running this one)."""
-    open_only, bureau, state, site, finding_class, after = shape
+    open_only, bureau, state, site, finding_class, after = given
     # Only the columns a list shows (never the notice texts).
     query = (
         select(
@@ -617,31 +617,20 @@ def _record(
     expected = notice.state
     now = datetime.now(UTC)
     for _attempt in range(2):
-        before = _ledger_share(notice)
-        rectified_at = notice.rectified_at or (now if to is NoticeState.RECTIFIED else None)
-        went_overdue = notice.went_overdue or to is NoticeState.OVERDUE
-        moved = session.execute(
-            update(Notice)
-            .where(
-                Notice.id == notice.id,
-                Notice.state == expected,
-                # the ledger's share was read with this flag: housekeeping may have set it
-                Notice.deadline_missed.is_(notice.deadline_missed),
-            )
-            .values(state=to.value, rectified_at=rectified_at, went_overdue=went_overdue)
-            .execution_options(synchronize_session=False)
-        )
-        if moved.rowcount == 1:  # type: ignore[attr-defined]
+        if _compare_and_set(
+            session,
+            notice,
+            state=to.value,
+            rectified_at=notice.rectified_at or (now if to is NoticeState.RECTIFIED else None),
+            went_overdue=notice.went_overdue or to is NoticeState.OVERDUE,
+        ):
             break
+        # Only the housekeeping's deadline flag changed meanwhile: read it and try again.
         session.refresh(notice, ["state", "rectified_at", "went_overdue", "deadline_missed"])
         if notice.state != expected:
             return False
     else:
         return False
-    set_committed_value(notice, "state", to.value)
-    set_committed_value(notice, "rectified_at", rectified_at)
-    set_committed_value(notice, "went_overdue", went_overdue)
-    ledger.account(session, notice.site_id, notice.bureau_id, before, _ledger_share(notice))
     session.add(
         NoticeEvent(
             notice_id=notice.id,
@@ -659,6 +648,30 @@ def _record(
         f"notice.{to.value}",
         _webhook_payload(notice, session.get(Site, notice.site_id)),
     )
+    return True
+
+
+def _compare_and_set(session: Session, notice: Notice, **values: Any) -> bool:
+    """Write ``values`` to ``notice`` if the row is still as it was read (its state, and the
+    housekeeping's deadline flag its ledger share was computed with), and move that share of
+    the ledger totals in the same transaction; False, writing nothing, when another writer
+    changed it meanwhile. The row stays locked until the transaction ends."""
+    before = _ledger_share(notice)
+    moved = session.execute(
+        update(Notice)
+        .where(
+            Notice.id == notice.id,
+            Notice.state == notice.state,
+            Notice.deadline_missed.is_(notice.deadline_missed),
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    for name, value in values.items():
+        set_committed_value(notice, name, value)
+    ledger.account(session, notice.site_id, notice.bureau_id, before, _ledger_share(notice))
     return True
 
 
@@ -755,27 +768,13 @@ def settle_deadlines(session: Session, now: datetime | None = None, batch: int =
             .where(text(UNSETTLED_CONDITION), Notice.deadline < now)
             .order_by(Notice.id)
             .limit(batch)
+            .execution_options(populate_existing=True)  # as they are now, not as last read
         ).all()
-        for notice in due:
-            before = _ledger_share(notice)
-            moved = session.execute(
-                update(Notice)
-                .where(
-                    Notice.id == notice.id,
-                    Notice.state == notice.state,
-                    Notice.deadline_missed.is_(False),
-                )
-                .values(deadline_missed=True)
-                .execution_options(synchronize_session=False)
-            )
-            if moved.rowcount == 1:  # type: ignore[attr-defined]
-                set_committed_value(notice, "deadline_missed", True)
-                ledger.account(
-                    session, notice.site_id, notice.bureau_id, before, _ledger_share(notice)
-                )
-                marked += 1
+        settled = sum(_compare_and_set(session, notice, deadline_missed=True) for notice in due)
         session.commit()
-        if len(due) < batch:
+        marked += settled
+        # A full batch of which none could be settled (all changed meanwhile): next round.
+        if len(due) < batch or not settled:
             return marked
 
 
