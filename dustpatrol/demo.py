@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import uvicorn
 from pydantic import SecretStr
 
@@ -31,8 +30,9 @@ from dustpatrol.errors import DustpatrolError
 from dustpatrol.findings_eval import evaluate_findings
 from dustpatrol.pipeline import shared_detector
 from dustpatrol.settings import DatabaseSettings, PathsSettings, ServerSettings, Settings
+from dustpatrol.survey_eval import launch_point, registry_frame
 from missions.fly import FlightOptions, Progress, fly
-from missions.model import DroneProfile, LaunchPoint, PatrolPlan, SurveySettings
+from missions.model import DroneProfile, PatrolPlan, SurveySettings
 from missions.planner import plan_patrol
 from sim.camera import camera_preset
 from sim.export import SITES_FILE, write_district
@@ -166,18 +166,6 @@ class ServiceThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
-
-
-def registry_frame(district: District) -> gpd.GeoDataFrame:
-    return gpd.GeoDataFrame(
-        {"site_id": [s.site_id for s in district.sites]},
-        geometry=gpd.GeoSeries([s.geometry for s in district.sites], crs=district.crs).to_crs(4326),
-    )
-
-
-def launch_point(district: District) -> LaunchPoint:
-    lon, lat = district.to_lonlat().transform(*district.origin_utm)
-    return LaunchPoint(float(lat), float(lon))
 
 
 def setup_users(admin: ServiceClient) -> dict[str, str]:

@@ -79,11 +79,6 @@ def evaluate_findings(
         for (site, name), parts in truth.items()
         if name in PROBLEMS and shapely.union_all(parts).area >= minimum.get(name, 0.0)
     }
-    tp, fp, fn = (
-        len(violating & reported),
-        len(reported - violating),
-        len(violating - reported),
-    )
     patches: list[dict[str, Any]] = []
     for key in sorted(set(truth) | set(found)):
         site, name = key
@@ -101,6 +96,26 @@ def evaluate_findings(
             entry["area_error"] = round(abs(seen.area - true_area.area) / true_area.area, 4)
             entry["position_error_m"] = round(true_area.centroid.distance(seen.centroid), 3)
         patches.append(entry)
+    return _report(
+        evaluated=len(chosen),
+        violating=sorted(violating),
+        reported=sorted(reported),
+        off_site=off_site,
+        patches=patches,
+    )
+
+
+def _report(
+    *,
+    evaluated: int,
+    violating: Sequence[str],
+    reported: Sequence[str],
+    off_site: int,
+    patches: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The report of `evaluate_findings` from its parts (sites named uniquely)."""
+    true, said = set(violating), set(reported)
+    tp, fp, fn = len(true & said), len(said - true), len(true - said)
     by_class: dict[str, Any] = {}
     for name in (*PROBLEMS, "covered_soil"):
         rows = [p for p in patches if p["class"] == name]
@@ -114,18 +129,52 @@ def evaluate_findings(
         }
     return {
         "sites": {
-            "evaluated": len(chosen),
-            "violating": len(violating),
-            "reported": len(reported),
+            "evaluated": evaluated,
+            "violating": len(true),
+            "reported": len(said),
             "true_positive": tp,
             "false_positive": fp,
             "false_negative": fn,
             "precision": _ratio(tp, tp + fp),
             "recall": _ratio(tp, tp + fn),
-            "missed": sorted(violating - reported),
-            "false_alarms": sorted(reported - violating),
+            "found": sorted(true & said),
+            "missed": sorted(true - said),
+            "false_alarms": sorted(said - true),
         },
         "classes": by_class,
         "off_site_problem_findings": off_site,
         "patches": patches,
     }
+
+
+def combine_reports(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One report over several districts' reports (keyed by a district name, which prefixes
+    the site ids so that S0001 of two districts stay two sites)."""
+
+    def named(district: str, sites: Iterable[str]) -> list[str]:
+        return [f"{district}/{site}" for site in sites]
+
+    return _report(
+        evaluated=sum(r["sites"]["evaluated"] for r in reports.values()),
+        violating=[
+            site
+            for name, r in reports.items()
+            for site in named(name, r["sites"]["missed"] + _found(r))
+        ],
+        reported=[
+            site
+            for name, r in reports.items()
+            for site in named(name, _found(r) + r["sites"]["false_alarms"])
+        ],
+        off_site=sum(r["off_site_problem_findings"] for r in reports.values()),
+        patches=[
+            {**patch, "site": f"{name}/{patch['site']}"}
+            for name, r in reports.items()
+            for patch in r["patches"]
+        ],
+    )
+
+
+def _found(report: dict[str, Any]) -> list[str]:
+    """The violating sites a report says were reported (kept by name in ``found``)."""
+    return list(report["sites"]["found"])

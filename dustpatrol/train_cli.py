@@ -157,6 +157,66 @@ def model_command(
     typer.echo(f"best weights: {best}")
 
 
+@train_app.command("export-reviewed")
+def export_reviewed_command(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
+    imgsz: Annotated[int, typer.Option(help="Square crop size in pixels.")] = 384,
+    gsd: Annotated[
+        float | None, typer.Option(help="Crop ground resolution, m/px (default: settings).")
+    ] = None,
+    val_share: Annotated[float, typer.Option(help="Share of the sites kept for validation.")] = 0.2,
+    frames_per_finding: Annotated[
+        int, typer.Option(help="Evidence frames used per finding, at most.")
+    ] = 3,
+) -> None:
+    """Turn the findings analysts confirmed (labels) or rejected (hard negatives) in the
+    notice service's database into a YOLO-seg dataset for fine-tuning."""
+    from api.db import make_engine, session_factory
+    from dustpatrol.cli import cli_state
+    from dustpatrol.reviewed import export_reviewed
+
+    settings = cli_state(ctx).settings
+    command = ["dustpatrol", "train", "export-reviewed", "--out", str(out), "--imgsz",
+               str(imgsz), "--val-share", str(val_share), "--frames-per-finding",
+               str(frames_per_finding)] + (["--gsd", str(gsd)] if gsd else [])  # fmt: skip
+    engine = make_engine(settings.database.url)
+    try:
+        with session_factory(engine)() as session:
+            result = export_reviewed(
+                session, settings, out, imgsz=imgsz, gsd_m=gsd, val_share=val_share,
+                frames_per_finding=frames_per_finding, command=command,
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+    console = Console(stderr=True, highlight=False)
+    for reason in result.skipped:
+        console.print(f"[yellow]left out[/] {reason}")
+    typer.echo(
+        f"train: {result.images['train']} images, val: {result.images['val']} images; "
+        f"{result.labels} confirmed outlines, {result.negatives} hard negatives"
+    )
+    if not result.images["val"]:
+        console.print(
+            "[yellow]no validation images[/] (too few sites reviewed): list this dataset's "
+            "images/train beside a simulated dataset in one data.yaml, or review more sites"
+        )
+    typer.echo(f"dataset: {result.data_yaml}")
+
+
+@train_app.command("resume")
+def resume_command(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Option("--run", help="Run folder of a stopped training.")],
+    threads: Annotated[int, typer.Option(help="Torch threads (the cores to use).")] = 2,
+) -> None:
+    """Go on with a stopped training run where it stopped (its last.pt)."""
+    from vision.training import resume
+
+    best = resume(run, _config_dir(ctx), threads=threads)
+    typer.echo(f"best weights: {best}")
+
+
 @train_app.command("export")
 def export_command(
     ctx: typer.Context,

@@ -272,6 +272,42 @@ def _uncertainty(
     return np.asarray(RADIUS_95_PER_SIGMA * np.sqrt(trace / 2.0), dtype=np.float64)
 
 
+def ground_to_pixel(
+    points: FloatArray,
+    camera: CameraIntrinsics,
+    pose: CameraPose,
+    ground_height_m: float = 0.0,
+) -> FloatArray:
+    """Where ground points (N, 2) in the pose's CRS appear in the frame: pixels (N, 2) with the
+    lens distortion applied (the inverse of `pixel_to_ground`); NaN for points behind the
+    camera. Pixels may lie outside the frame: clip them to it if needed."""
+    ground = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    offsets = np.column_stack(
+        [
+            ground[:, 0] - pose.east_m,
+            ground[:, 1] - pose.north_m,
+            np.full(len(ground), ground_height_m - pose.height_m),
+        ]
+    )
+    in_camera = offsets @ pose.rotation  # camera axes: right, down, optical axis
+    depth = in_camera[:, 2]
+    ahead = depth > 1e-9
+    normalised = np.full((len(ground), 2), np.nan)
+    normalised[ahead] = in_camera[ahead, :2] / depth[ahead, None]
+    pixels = np.full((len(ground), 2), np.nan)
+    if np.any(ahead):
+        rays = np.column_stack([normalised[ahead], np.ones(int(ahead.sum()))])
+        projected, _ = cv2.projectPoints(
+            rays.reshape(-1, 1, 3),
+            np.zeros(3),
+            np.zeros(3),
+            camera.matrix,
+            np.asarray(camera.distortion or (0.0, 0.0, 0.0, 0.0), dtype=np.float64),
+        )
+        pixels[ahead] = projected.reshape(-1, 2)
+    return pixels
+
+
 @dataclass(frozen=True, slots=True)
 class GroundPolygon:
     """A mask outline placed on the ground: polygon in ``crs`` and its 95 % uncertainty."""

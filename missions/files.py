@@ -345,36 +345,68 @@ def read_waypoints(path: Path) -> tuple[tuple[float, float, float], list[Mission
 # --- KML -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class CapturePoint:
+    """Where a sortie takes a picture, and how the camera looks."""
+
+    lon_deg: float
+    lat_deg: float
+    altitude_m: float  # above the launch point
+    heading_deg: float  # compass heading of the camera (the drone's, along survey lines)
+    gimbal_pitch_deg: float  # -90 = nadir
+
+
+def capture_points(sortie: Sortie) -> list[CapturePoint]:
+    """Every picture the sortie's mission takes, in flight order: along survey lines every
+    trigger distance (nadir, facing along the line), and the single oblique shots of check
+    visits (after the yaw and gimbal commands before them)."""
+    crs = utm_crs_for(sortie.launch.lon_deg, sortie.launch.lat_deg)
+    to_utm, to_wgs84 = transformer(WGS84, crs), transformer(crs, WGS84)
+    points: list[CapturePoint] = []
+    position: tuple[float, float] | None = None
+    altitude = sortie.altitude_m
+    trigger, heading, pitch = 0.0, 0.0, -90.0
+    for item in sortie.items:
+        if item.command is MavCmd.DO_SET_CAM_TRIGG_DIST:
+            trigger = item.param1
+        elif item.command is MavCmd.CONDITION_YAW:
+            heading = item.param1
+        elif item.command is MavCmd.DO_MOUNT_CONTROL:
+            pitch = item.param1
+        elif item.command is MavCmd.DO_DIGICAM_CONTROL and position is not None:
+            lon, lat = to_wgs84.transform(*position)
+            points.append(CapturePoint(float(lon), float(lat), altitude, heading, pitch))
+        elif item.command is MavCmd.NAV_WAYPOINT:
+            point = to_utm.transform(item.lon_deg, item.lat_deg)
+            if trigger > 0 and position is not None:
+                line = LineString([position, point])
+                count = math.floor(line.length / trigger + 1e-6) + 1
+                along = math.degrees(math.atan2(point[0] - position[0], point[1] - position[1]))
+                for k in range(count):
+                    centre = line.interpolate(k * trigger)
+                    lon, lat = to_wgs84.transform(centre.x, centre.y)
+                    points.append(
+                        CapturePoint(float(lon), float(lat), item.altitude_m, along % 360.0, -90.0)
+                    )
+            position, altitude = point, item.altitude_m
+    return points
+
+
 def camera_footprints(sortie: Sortie, settings: SurveySettings) -> list[list[tuple[float, float]]]:
     """Lon/lat rings of the nadir frames the sortie's survey lines will take."""
     crs = utm_crs_for(sortie.launch.lon_deg, sortie.launch.lat_deg)
     to_utm, to_wgs84 = transformer(WGS84, crs), transformer(crs, WGS84)
     across, along = settings.camera.footprint_m(settings.altitude_m)
     rings = []
-    position = None
-    trigger = 0.0
-    for item in sortie.items:
-        if item.command is MavCmd.DO_SET_CAM_TRIGG_DIST:
-            trigger = item.param1
-        elif item.command is MavCmd.NAV_WAYPOINT:
-            point = to_utm.transform(item.lon_deg, item.lat_deg)
-            if trigger > 0 and position is not None:
-                line = LineString([position, point])
-                count = math.floor(line.length / trigger + 1e-6) + 1
-                angle = math.degrees(math.atan2(point[1] - position[1], point[0] - position[0]))
-                for k in range(count):
-                    centre = line.interpolate(k * trigger)
-                    frame = box(
-                        centre.x - along / 2,
-                        centre.y - across / 2,
-                        centre.x + along / 2,
-                        centre.y + across / 2,
-                    )
-                    frame = affinity.rotate(frame, angle, origin=centre)
-                    xs, ys = np.asarray(frame.exterior.coords).T
-                    lon, lat = to_wgs84.transform(xs, ys)
-                    rings.append(list(zip(map(float, lon), map(float, lat), strict=True)))
-            position = point
+    for shot in capture_points(sortie):
+        if shot.gimbal_pitch_deg != -90.0:
+            continue
+        x, y = to_utm.transform(shot.lon_deg, shot.lat_deg)
+        frame = box(x - along / 2, y - across / 2, x + along / 2, y + across / 2)
+        frame = affinity.rotate(frame, 90.0 - shot.heading_deg, origin=(x, y))
+        xs, ys = np.asarray(frame.exterior.coords).T
+        lon, lat = to_wgs84.transform(xs, ys)
+        rings.append(list(zip(map(float, lon), map(float, lat), strict=True)))
     return rings
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,34 +113,58 @@ def shoot(
     ``seed`` drives the pose error and the sensor noise, so the same arguments always give
     byte-identical JPEGs.
     """
+    return shoot_tagged(district, pose, camera, [noise or PoseNoise()], seed)[0]
+
+
+def shoot_tagged(
+    district: District,
+    pose: Pose,
+    camera: CameraModel | None,
+    noises: Sequence[PoseNoise],
+    seed: int = 0,
+) -> list[Shot]:
+    """The frame seen from ``pose`` once per noise model (e.g. each GNSS mode): each shot is
+    byte-identical to `shoot` with that model, but a picture is rendered only once when the
+    models share it (they do, except `GnssMode.PERFECT` beside the others)."""
     if seed < 0:
         raise SimError(f"seed must be a non-negative integer, got {seed}")
     camera = camera or camera_preset("m3e")
-    noise = noise or PoseNoise()
     true_pose = quantize_pose(pose)
     view = view_for(district, camera, true_pose)
-    rng = np.random.default_rng([seed, 0x5EED])
-    error = noise.draw(rng)
-    if error.gnss_mode is GnssMode.PERFECT:
-        reported = true_pose
-    else:
-        reported = reported_pose(district, true_pose, error)
-    rendering: Rendering = render(district, view, seed=int(rng.integers(0, 2**31)))
-    ok, encoded = cv2.imencode(".jpg", rendering.bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise SimError("JPEG encoding failed")
-    jpeg = insert_app1_segments(
-        encoded.tobytes(), [exif_bytes(camera, reported), xmp_packet(camera, reported, error)]
-    )
-    return Shot(
-        jpeg=jpeg,
-        class_mask=rendering.class_mask,
-        true_pose=true_pose,
-        reported_pose=reported,
-        error=error,
-        camera=camera,
-        footprint_utm=rendering.footprint,
-    )
+    pictures: dict[int, tuple[Rendering, bytes]] = {}
+    shots = []
+    for noise in noises:
+        rng = np.random.default_rng([seed, 0x5EED])
+        error = noise.draw(rng)
+        if error.gnss_mode is GnssMode.PERFECT:
+            reported = true_pose
+        else:
+            reported = reported_pose(district, true_pose, error)
+        render_seed = int(rng.integers(0, 2**31))
+        if render_seed not in pictures:
+            rendering = render(district, view, seed=render_seed)
+            ok, encoded = cv2.imencode(
+                ".jpg", rendering.bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+            )
+            if not ok:
+                raise SimError("JPEG encoding failed")
+            pictures[render_seed] = (rendering, encoded.tobytes())
+        rendering, picture = pictures[render_seed]
+        jpeg = insert_app1_segments(
+            picture, [exif_bytes(camera, reported), xmp_packet(camera, reported, error)]
+        )
+        shots.append(
+            Shot(
+                jpeg=jpeg,
+                class_mask=rendering.class_mask,
+                true_pose=true_pose,
+                reported_pose=reported,
+                error=error,
+                camera=camera,
+                footprint_utm=rendering.footprint,
+            )
+        )
+    return shots
 
 
 def render_frame(

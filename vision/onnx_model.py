@@ -51,6 +51,7 @@ class OnnxSegmenter:
     ``imgsz`` for a static model; any size in multiples of 32 for a dynamic one)."""
 
     def __init__(self, path: Path, *, threads: int = 2) -> None:
+        self.path = path
         if not path.is_file():
             raise VisionError(
                 f"model file {path} does not exist: use the shipped models/dustpatrol-seg.onnx "

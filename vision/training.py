@@ -200,6 +200,31 @@ def train(spec: TrainSpec, config_dir: Path, command: Sequence[str] = ()) -> Pat
     return best
 
 
+def resume(run_dir: Path, config_dir: Path, threads: int = 2) -> Path:
+    """Go on with a stopped run from its ``weights/last.pt``: same data, schedule, optimiser
+    state and epoch count as when it started; returns the best weights (.pt)."""
+    last = run_dir / "weights" / "last.pt"
+    if not last.is_file():
+        raise VisionError(
+            f"{last} does not exist: {run_dir} is not a run folder of `dustpatrol train model`"
+        )
+    prepare_offline(config_dir, threads)
+    yolo_class = _import_yolo(threads)
+    started = time.monotonic()
+    try:
+        yolo_class(str(last), task="segment").train(resume=True)
+    except AssertionError as exc:  # ultralytics' way of saying "this run already finished"
+        raise VisionError(f"{run_dir} cannot be resumed: {exc}") from None
+    best = run_dir / "weights" / "best.pt"
+    if not best.is_file():
+        raise VisionError(f"training finished without writing {best}")
+    record_path = run_dir / "run.json"
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    record.setdefault("resumed_wall_time_s", []).append(round(time.monotonic() - started, 1))
+    record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return best
+
+
 def export_onnx(
     weights: Path,
     imgsz: int,

@@ -18,6 +18,7 @@ from geo.georef import (
     GeorefError,
     footprint,
     georeference_polygon,
+    ground_to_pixel,
     intrinsics_from_meta,
     pixel_to_ground,
     pose_from_meta,
@@ -253,3 +254,21 @@ def test_a_stated_gimbal_pitch_is_used_even_without_a_gimbal_yaw() -> None:
     xmp = xmp_attributes({"RelativeAltitude": "+80", "GimbalPitchDegree": "-60.0"})
     with pytest.raises(GeorefError, match="no yaw"):
         pose_from_meta(read_frame_meta(make_jpeg(gps=standard_gps(), xmp=xmp)))
+
+
+@pytest.mark.parametrize(
+    ("yaw", "pitch", "roll"), [(0.0, -90.0, 0.0), (47.0, -90.0, 0.0), (-120.0, -55.0, 2.0)]
+)
+def test_ground_points_project_back_to_their_pixels(yaw: float, pitch: float, roll: float) -> None:
+    """ground_to_pixel inverts pixel_to_ground, lens distortion included; points behind the
+    camera have no pixel."""
+    camera = CameraIntrinsics(1000, 750, 700.0, 501.0, 372.0, (-0.12, 0.04, 0.001, -0.0005, 0.0))
+    pose = CameraPose(CRS.from_epsg(32650), 500000.0, 4000000.0, 100.0, yaw, pitch, roll)
+    pixels = np.array([[0.0, 0.0], [999.0, 0.0], [999.0, 749.0], [0.0, 749.0], [420.5, 300.25]])
+    if pitch > -90.0:
+        pixels = pixels[2:]  # the top corners of an oblique frame may see no ground
+    ground = pixel_to_ground(pixels, camera, pose, 3.0).points
+    assert np.abs(ground_to_pixel(ground, camera, pose, 3.0) - pixels).max() < 1e-3
+    behind = np.array([[500000.0, 4000000.0 - 1000.0]])  # 1 km behind a camera facing north
+    oblique = CameraPose(CRS.from_epsg(32650), 500000.0, 4000000.0, 100.0, 0.0, -5.0, 0.0)
+    assert np.isnan(ground_to_pixel(behind, camera, oblique)).all()

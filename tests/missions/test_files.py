@@ -16,9 +16,11 @@ from shapely.geometry import box
 from typer.testing import CliRunner
 
 from dustpatrol.cli import app
+from geo.crs import WGS84, transformer
 from missions.files import (
     MissionFileError,
     camera_footprints,
+    capture_points,
     kml_document,
     qgc_plan,
     read_qgc_plan,
@@ -31,7 +33,7 @@ from missions.model import DroneProfile, MavCmd, MissionItem, PatrolPlan, SiteMo
 from missions.planner import plan_patrol
 from sim.export import write_district
 from sim.world import District
-from tests.missions.test_planning import E0, N0, launch_at, registry, to_lonlat
+from tests.missions.test_planning import E0, N0, UTM, launch_at, registry, to_lonlat
 
 KML = "{http://www.opengis.net/kml/2.2}"
 WPML = "{http://www.dji.com/wpmz/1.0.6}"
@@ -227,3 +229,30 @@ def test_plan_command_refuses_bad_input(district: District, tmp_path: Path) -> N
         ],
     )
     assert result.exit_code == 1 and "legal cap" in result.output
+
+
+def test_capture_points_are_the_pictures_the_mission_takes(plan: PatrolPlan) -> None:
+    """Nadir frames along the survey lines (one per footprint, facing along the line) and the
+    check visit's oblique shots, each after the yaw and gimbal commands that set it up."""
+    for sortie in plan.sorties:
+        points = capture_points(sortie)
+        nadir = [p for p in points if p.gimbal_pitch_deg == -90.0]
+        oblique = [p for p in points if p.gimbal_pitch_deg != -90.0]
+        assert len(nadir) == len(camera_footprints(sortie, plan.settings))
+        assert len(points) == sum(v.expected_frames for v in sortie.visits)
+        checks = [v for v in sortie.visits if v.mode is SiteMode.CHECK]
+        assert len(oblique) == sum(v.expected_frames for v in checks)
+        assert all(p.gimbal_pitch_deg == plan.settings.check_pitch_deg for p in oblique)
+        yaws = [i.param1 for i in sortie.items if i.command is MavCmd.CONDITION_YAW]
+        assert [p.heading_deg for p in oblique] == yaws
+        assert all(p.altitude_m == sortie.altitude_m for p in points)
+    # frames of one survey line share its heading, a trigger distance apart
+    line = [p for p in capture_points(plan.sorties[0]) if p.gimbal_pitch_deg == -90.0]
+    first, second = line[0], line[1]
+    assert first.heading_deg == second.heading_deg
+    to_utm = transformer(WGS84, UTM)
+    step = math.dist(
+        to_utm.transform(first.lon_deg, first.lat_deg),
+        to_utm.transform(second.lon_deg, second.lat_deg),
+    )
+    assert step == pytest.approx(plan.settings.trigger_distance_m, rel=1e-3)
