@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import api_load, geo_matching, missions_planning, sim_render, vision_detect
+from bench import api_load, geo_matching, missions_planning, pipeline, sim_render, vision_detect
 from bench.results import BenchResult, report
 
 SUITES = {
     "api": api_load.run,
     "geo": geo_matching.run,
     "missions": missions_planning.run,
+    "pipeline": pipeline.run,
     "sim": sim_render.run,
     "vision": vision_detect.run,
 }

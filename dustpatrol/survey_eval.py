@@ -102,9 +102,11 @@ def shoot_survey(
     spec: SurveyEvalSpec,
     folders: dict[GnssMode, Path],
     on_frame: Callable[[], object] = lambda: None,
+    limit: int | None = None,
 ) -> int:
-    """Shoot the planned survey of every site of ``district``: each picture rendered once and
-    written into each mode's folder with that mode's reported pose. Returns the frame count."""
+    """Shoot the planned survey of every site of ``district`` (its first ``limit`` frames, if
+    given): each picture rendered once and written into each mode's folder with that mode's
+    reported pose. Returns the frame count."""
     plan = plan_patrol(
         registry_frame(district),
         [launch_point(district)],
@@ -117,6 +119,8 @@ def shoot_survey(
     index = 0
     for sortie in plan.sorties:
         for point in capture_points(sortie):
+            if limit is not None and index >= limit:
+                return index
             east, north = district.from_lonlat().transform(point.lon_deg, point.lat_deg)
             pose = pose_at(
                 district,
