@@ -11,6 +11,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ApiError, TooManyRequestsError
+from dustpatrol.storage import StorageError
 from geo.errors import GeoError
 
 PROBLEM_JSON = "application/problem+json"
@@ -76,6 +77,16 @@ def install_problem_handlers(app: FastAPI) -> None:
             "same content posted twice); look it up or try again",
             request,
         )
+
+    @app.exception_handler(StorageError)
+    async def _storage_error(request: Request, exc: StorageError) -> JSONResponse:
+        # The frame store (object storage) is down or refuses us: nothing of this request was
+        # recorded, so the client may send it again later.
+        response = problem(
+            503, "Storage unavailable", f"{exc}; nothing was recorded, try again", request
+        )
+        response.headers["Retry-After"] = "30"
+        return response
 
     @app.exception_handler(GeoError)
     async def _geo_error(request: Request, exc: GeoError) -> JSONResponse:

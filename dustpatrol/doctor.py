@@ -48,6 +48,7 @@ def run_checks(config_file: Path | None) -> list[CheckResult]:
     results.append(CheckResult("settings", CheckStatus.OK, "loaded and valid"))
     results.append(check_data_dir(settings))
     results.append(check_database(settings))
+    results.append(check_storage(settings))
     results.append(check_model(settings))
     results.append(check_pdf_font(settings))
     return results
@@ -153,6 +154,27 @@ def check_data_dir(settings: Settings) -> CheckResult:
         f"{data_dir} cannot be written ({existing} is not a writable folder)",
         "set paths.data_dir (DUSTPATROL_PATHS__DATA_DIR) to a writable folder",
     )
+
+
+def check_storage(settings: Settings) -> CheckResult:
+    """Object storage answers a probe write, read and delete (local folders: the data folder
+    check covers them)."""
+    from dustpatrol.storage import StorageError, open_storage
+
+    try:
+        storage = open_storage(settings)
+        if storage.local_path("frames/probe") is not None:
+            return CheckResult("storage", CheckStatus.OK, storage.describe())
+        storage.check()
+    except StorageError as exc:
+        return CheckResult(
+            "storage",
+            CheckStatus.FAIL,
+            str(exc),
+            "check storage.url, storage.endpoint_url and the credentials "
+            "(DUSTPATROL_STORAGE__*), and that the bucket exists",
+        )
+    return CheckResult("storage", CheckStatus.OK, f"{storage.describe()}: write, read, delete")
 
 
 def check_database(settings: Settings) -> CheckResult:

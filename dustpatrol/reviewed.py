@@ -43,7 +43,7 @@ from api.errors import NotFoundError
 from api.models.flights import Frame
 from api.models.notices import Finding, FindingReview
 from api.services.evidence import evidence_frame
-from api.services.frames import stored_frame
+from api.services.frames import frame_file
 from dustpatrol.errors import DustpatrolError
 from dustpatrol.pipeline import frame_gsd_m
 from dustpatrol.settings import Settings
@@ -173,11 +173,11 @@ def _export_frame(
 ) -> list[dict[str, Any]]:
     """Cut the crops of one frame; returns their records for dataset.json."""
     try:
-        path = stored_frame(settings, frame)
-        meta = read_frame_meta(path)
-        camera = intrinsics_from_meta(meta)
-        pose = pose_from_meta(meta)
-        decoded = decode_at_scale(path, min(1.0, frame_gsd_m(camera, pose) / gsd))
+        with frame_file(settings, frame) as path:
+            meta = read_frame_meta(path)
+            camera = intrinsics_from_meta(meta)
+            pose = pose_from_meta(meta)
+            decoded = decode_at_scale(path, min(1.0, frame_gsd_m(camera, pose) / gsd))
     except (NotFoundError, GeoError, VisionError) as exc:
         result.skipped += [f"finding {c.finding.id}: frame {frame.filename}: {exc}" for c in crops]
         return []

@@ -8,6 +8,7 @@ Unknown keys fail at start-up, wherever they come from: a typo must never be sil
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -87,6 +88,32 @@ class DatabaseSettings(_Section):
     def masked_url(self) -> str:
         """The URL with any password replaced by ``***``, safe to print or log."""
         return self.parsed_url().render_as_string(hide_password=True)
+
+
+class StorageSettings(_Section):
+    """Where the service keeps frames, rectification photos, evidence crops and overlays:
+    local folders (``paths``) by default, or S3-compatible object storage."""
+
+    url: str = Field(
+        "",
+        description="empty: local folders under paths; s3://bucket/prefix: object storage",
+    )
+    endpoint_url: str | None = Field(
+        None, description="the S3 endpoint, e.g. http://10.0.0.7:8333 (none: AWS)"
+    )
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_supported(cls, value: str) -> str:
+        if value and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", value):
+            raise ValueError(
+                f"{value!r} is not a storage URL: leave it empty for local folders or give "
+                "s3://bucket/prefix (bucket: 3-63 lower-case letters, digits, dots, hyphens)"
+            )
+        return value.rstrip("/")
 
 
 class DetectionSettings(_Section):
@@ -259,6 +286,7 @@ class Settings(BaseSettings):
 
     paths: PathsSettings = PathsSettings()
     database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
     detection: DetectionSettings = DetectionSettings()
     georeferencing: GeoreferencingSettings = GeoreferencingSettings()
     quality: QualitySettings = QualitySettings()

@@ -22,9 +22,10 @@ from api.models.flights import (
     JobPublic,
 )
 from api.services.analysis import complete_flight
-from api.services.frames import MAX_FRAME_BYTES, store_frame, stored_frame
+from api.services.frames import MAX_FRAME_BYTES, frame_key, store_frame
 from api.services.overlays import frame_overlay
 from api.services.patrol_report import patrol_report, patrol_report_pdf
+from dustpatrol.storage import MissingObjectError, open_storage
 
 router = APIRouter(tags=["flights"])
 
@@ -90,12 +91,21 @@ def _frame(session: Session, frame_id: int) -> Frame:
     return frame
 
 
-@router.get("/frames/{frame_id}/image", response_class=FileResponse)
-def frame_image(
-    frame_id: RowId, request: Request, session: SessionDep, _: StaffUser
-) -> FileResponse:
+@router.get(
+    "/frames/{frame_id}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "the frame as uploaded"}},
+)
+def frame_image(frame_id: RowId, request: Request, session: SessionDep, _: StaffUser) -> Response:
     frame = _frame(session, frame_id)
-    return FileResponse(stored_frame(request.app.state.settings, frame), media_type="image/jpeg")
+    storage = open_storage(request.app.state.settings)
+    local = storage.local_path(frame_key(frame.sha256))
+    if local is not None and local.is_file():  # streamed from disk
+        return FileResponse(local, media_type="image/jpeg")
+    try:
+        return Response(storage.get(frame_key(frame.sha256)), media_type="image/jpeg")
+    except MissingObjectError:
+        raise NotFoundError(f"the stored file of frame {frame.filename} is missing") from None
 
 
 @router.get(

@@ -6,7 +6,6 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, UploadFile
-from fastapi.responses import FileResponse
 
 from api.deps import CurrentUser, SessionDep, run_short
 from api.models.notices import (
@@ -139,11 +138,11 @@ async def upload_photo(
 
 @router.get(
     "/{number}/photos/{sha256}",
-    response_class=FileResponse,
+    response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "the photo"}},
 )
 def get_photo(
     number: str, sha256: str, request: Request, session: SessionDep, user: CurrentUser
-) -> FileResponse:
-    path = service.get_photo(session, request.app.state.settings, user, number, sha256)
-    return FileResponse(path, media_type="image/jpeg")
+) -> Response:
+    data = service.get_photo(session, request.app.state.settings, user, number, sha256)
+    return Response(data, media_type="image/jpeg")

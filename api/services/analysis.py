@@ -24,7 +24,7 @@ from api.errors import ConflictError, NotFoundError
 from api.jobs import PermanentJobError, enqueue, handler
 from api.models.flights import Flight, Frame, Job, Observation
 from api.models.sites import Site
-from api.services.frames import FRAME_DETECT_JOB, frame_path
+from api.services.frames import FRAME_DETECT_JOB, frame_file
 from api.services.notices import ingest
 from dustpatrol.errors import DustpatrolError
 from dustpatrol.pipeline import FlightAnalyzer, match_and_merge, shared_detector
@@ -64,7 +64,13 @@ def detect_frame(session: Session, payload: dict[str, Any], settings: Settings) 
         tolerance_floor_m=settings.georeferencing.match_tolerance_m,
         quality=settings.quality,
     )
-    placed = analyzer.add_frame(frame_path(settings.paths.frames_dir, frame.sha256), frame.filename)
+    try:
+        with frame_file(settings, frame) as path:
+            placed = analyzer.add_frame(path, frame.filename)
+    except NotFoundError as exc:
+        frame.analysis, frame.analysis_note = "rejected", str(exc)
+        session.commit()
+        raise PermanentJobError(str(exc)) from None
     session.query(Observation).filter(Observation.frame_id == frame.id).delete()  # a rerun
     if analyzer.rejected:
         frame.analysis, frame.analysis_note = "rejected", analyzer.rejected[0].reason

@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session
 from api.errors import ConflictError, InvalidInputError, NotFoundError
 from api.models.flights import Frame
 from api.models.notices import Finding
-from api.services.frames import stored_frame, write_atomic
+from api.services.frames import frame_file
 from dustpatrol.settings import Settings
+from dustpatrol.storage import MissingObjectError, content_key, open_storage
 
 CROP_MAX_SIDE_PX = 640
 MARGIN_SHARE = 0.25  # of the box's larger side, on each side
@@ -90,17 +91,16 @@ def evidence_crop(session: Session, settings: Settings, finding: Finding, index:
     where = f"finding {finding.id} evidence {index}"
     box = pixel_box(entry, where)
     frame = evidence_frame(session, finding, entry["frame_id"])
-    cache = _crop_path(settings, frame.sha256, box)
-    if cache.exists():
-        return cache.read_bytes()
-    data = render_crop(stored_frame(settings, frame), box, where)
-    write_atomic(cache, data)
+    storage = open_storage(settings)
+    cache = content_key("crops", frame.sha256, f"-{'-'.join(str(v) for v in box)}.jpg")
+    try:
+        return storage.get(cache)
+    except MissingObjectError:
+        pass
+    with frame_file(settings, frame) as source:
+        data = render_crop(source, box, where)
+    storage.put(cache, data)
     return data
-
-
-def _crop_path(settings: Settings, sha256: str, box: tuple[int, int, int, int]) -> Path:
-    name = f"{sha256}-{'-'.join(str(v) for v in box)}.jpg"
-    return settings.paths.data_dir / "crops" / sha256[:2] / name
 
 
 def render_crop(source: Path, box: tuple[int, int, int, int], where: str) -> bytes:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from api.errors import InvalidInputError, NotFoundError
 from api.jobs import PermanentJobError, enqueue, handler
 from api.models.flights import Flight, Frame
 from dustpatrol.settings import Settings
+from dustpatrol.storage import MissingObjectError, content_key, open_storage
 from geo.crs import WGS84, transform_geometry
 from geo.errors import GeoError
 from geo.frames import FrameMeta, read_frame_meta
@@ -30,33 +32,20 @@ FRAME_METADATA_JOB = "frame_metadata"
 FRAME_DETECT_JOB = "frame_detect"  # run by api.services.analysis
 
 
-def frame_path(frames_dir: Path, sha256: str) -> Path:
-    return frames_dir / sha256[:2] / f"{sha256}.jpg"
+def frame_key(sha256: str) -> str:
+    """Where a frame with this content hash is stored."""
+    return content_key("frames", sha256)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` so that a crash never leaves half a file under its name, and two
-    writers of the same file never share a temporary one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part")
-    temporary.write_bytes(data)
-    temporary.replace(path)
-
-
-def store_jpeg(directory: Path, sha256: str, data: bytes) -> Path:
-    """Write ``data`` under its hash in ``directory`` once."""
-    path = frame_path(directory, sha256)
-    if not path.exists():
-        write_atomic(path, data)
-    return path
-
-
-def stored_frame(settings: Settings, frame: Frame) -> Path:
-    """The stored JPEG of ``frame``; a 404 if the file has gone from the frame store."""
-    path = frame_path(settings.paths.frames_dir, frame.sha256)
-    if not path.exists():
-        raise NotFoundError(f"the stored file of frame {frame.filename} is missing")
-    return path
+@contextlib.contextmanager
+def frame_file(settings: Settings, frame: Frame) -> Iterator[Path]:
+    """The stored JPEG of ``frame`` as a local file (a temporary copy when the store is
+    object storage); a 404 if the store no longer has it."""
+    try:
+        with open_storage(settings).as_file(frame_key(frame.sha256)) as path:
+            yield path
+    except MissingObjectError:
+        raise NotFoundError(f"the stored file of frame {frame.filename} is missing") from None
 
 
 def frame_camera(
@@ -118,7 +107,7 @@ def store_frame(
     )
     if existing is not None:
         return existing, None
-    store_jpeg(settings.paths.frames_dir, digest, data)
+    open_storage(settings).put_once(frame_key(digest), data)
     frame = Frame(flight_id=flight_id, sha256=digest, filename=filename[:300], size_bytes=len(data))
     session.add(frame)
     session.flush()
@@ -133,9 +122,9 @@ def read_metadata(session: Session, payload: dict[str, Any], settings: Settings)
     frame = session.get(Frame, payload["frame_id"])
     if frame is None:
         raise PermanentJobError(f"frame {payload['frame_id']} no longer exists")
-    path = frame_path(settings.paths.frames_dir, frame.sha256)
     try:
-        meta, camera, pose = frame_camera(path, frame.filename, settings)
+        with frame_file(settings, frame) as path:
+            meta, camera, pose = frame_camera(path, frame.filename, settings)
         ground = footprint(camera, pose, settings.georeferencing.ground_height_m)
     except GeoError as exc:
         frame.status = "failed"

@@ -26,9 +26,10 @@ from api.models.bureaus import Bureau
 from api.models.notices import Finding, Notice, NoticeEvent, NoticePhoto
 from api.models.sites import Site
 from api.services.evidence import evidence_crop
-from api.services.notices import CLASS_NAMES, local_time, photo_path
+from api.services.notices import CLASS_NAMES, local_time, photo_key
 from dustpatrol.fonts import FontError, find_cjk_font
 from dustpatrol.settings import Settings
+from dustpatrol.storage import MissingObjectError, open_storage
 from geo.crs import WGS84, transform_geometry, utm_crs_for
 
 STATE_NAMES = {
@@ -221,10 +222,13 @@ def _rectification_photos(
     for photo in session.scalars(
         select(NoticePhoto).where(NoticePhoto.notice_id == notice.id).order_by(NoticePhoto.id)
     ):
-        path = photo_path(settings, photo.sha256)
-        if not path.exists() or len(photos) == MAX_PHOTOS:
+        if len(photos) == MAX_PHOTOS:
+            break
+        try:
+            data = open_storage(settings).get(photo_key(photo.sha256))
+        except MissingObjectError:
             continue
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             small = image.convert("RGB")
             small.thumbnail((800, 800))
             buffer = io.BytesIO()

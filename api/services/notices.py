@@ -9,7 +9,6 @@ import json
 import math
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,9 +48,10 @@ from api.models.sites import Site
 from api.models.users import Role, User
 from api.services import ledger
 from api.services.evidence import evidence_url, pixel_box
-from api.services.frames import frame_path, store_jpeg, validate_jpeg
+from api.services.frames import validate_jpeg
 from api.services.webhooks import announce
 from dustpatrol.settings import Settings
+from dustpatrol.storage import MissingObjectError, content_key, open_storage
 
 CLASS_NAMES = {
     FindingClass.EXPOSED_SOIL.value: ("裸露土方", "exposed soil"),
@@ -792,8 +792,9 @@ def housekeeping(session: Session, settings: Settings) -> None:
         optimize(session)
 
 
-def photo_path(settings: Settings, sha256: str) -> Path:
-    return frame_path(settings.paths.data_dir / "photos", sha256)
+def photo_key(sha256: str) -> str:
+    """Where a rectification photo with this content hash is stored."""
+    return content_key("photos", sha256)
 
 
 def photo_public(number: str, photo: NoticePhoto) -> NoticePhotoPublic:
@@ -820,7 +821,7 @@ def add_photo(
         select(NoticePhoto).where(NoticePhoto.notice_id == notice.id, NoticePhoto.sha256 == digest)
     )
     if photo is None:
-        store_jpeg(settings.paths.data_dir / "photos", digest, data)
+        open_storage(settings).put_once(photo_key(digest), data)
         photo = NoticePhoto(
             notice_id=notice.id,
             sha256=digest,
@@ -833,14 +834,14 @@ def add_photo(
     return photo_public(notice.number, photo)
 
 
-def get_photo(session: Session, settings: Settings, user: User, number: str, sha256: str) -> Path:
+def get_photo(session: Session, settings: Settings, user: User, number: str, sha256: str) -> bytes:
     notice = get_notice(session, user, number)
     photo = session.scalar(
         select(NoticePhoto).where(NoticePhoto.notice_id == notice.id, NoticePhoto.sha256 == sha256)
     )
     if photo is None:
         raise NotFoundError(f"notice {number} has no photo {sha256!r}")
-    path = photo_path(settings, sha256)
-    if not path.exists():
-        raise NotFoundError(f"the stored file of photo {sha256} is missing")
-    return path
+    try:
+        return open_storage(settings).get(photo_key(sha256))
+    except MissingObjectError:
+        raise NotFoundError(f"the stored file of photo {sha256} is missing") from None

@@ -20,8 +20,9 @@ import numpy as np
 
 from api.errors import InvalidInputError
 from api.models.flights import Frame
-from api.services.frames import frame_camera, stored_frame, write_atomic
+from api.services.frames import frame_camera, frame_file
 from dustpatrol.settings import Settings
+from dustpatrol.storage import MissingObjectError, content_key, open_storage
 from geo.crs import WGS84, transformer
 from geo.errors import GeoError
 from geo.georef import pixel_to_ground
@@ -43,14 +44,18 @@ def frame_overlay(settings: Settings, frame: Frame) -> Overlay:
             f"frame {frame.id} is {frame.status}: only frames with a position and a footprint "
             "have map imagery"
         )
-    cache = settings.paths.data_dir / "overlays" / frame.sha256[:2] / f"{frame.sha256}.png"
-    bounds_file = cache.with_suffix(".json")
-    if cache.exists() and bounds_file.exists():
-        west, south, east, north = json.loads(bounds_file.read_text())
-        return Overlay(cache.read_bytes(), (west, south, east, north))
-    overlay = _render(settings, stored_frame(settings, frame), frame.filename)
-    write_atomic(cache, overlay.png)
-    write_atomic(bounds_file, json.dumps(list(overlay.bounds)).encode())
+    storage = open_storage(settings)
+    cache = content_key("overlays", frame.sha256, ".png")
+    bounds_key = content_key("overlays", frame.sha256, ".json")
+    try:  # the bounds are written last: with them there, the picture is there too
+        west, south, east, north = json.loads(storage.get(bounds_key))
+        return Overlay(storage.get(cache), (west, south, east, north))
+    except MissingObjectError:
+        pass
+    with frame_file(settings, frame) as source:
+        overlay = _render(settings, source, frame.filename)
+    storage.put(cache, overlay.png)
+    storage.put(bounds_key, json.dumps(list(overlay.bounds)).encode())
     return overlay
 
 
