@@ -88,5 +88,9 @@ def test_duplicate_bureau_and_user_are_409(world: World) -> None:
 
 def test_health_and_openapi(world: World) -> None:
     assert world.client.get("/health").json() == {"status": "ok"}
+    assert world.client.get("/health/live").json() == {"status": "ok"}
+    ready = world.client.get("/health/ready")  # no login: a load balancer asks
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "storage": "ok"}
     schema = world.client.get("/openapi.json").json()
     assert "/sites/import" in schema["paths"] and "/auth/token" in schema["paths"]

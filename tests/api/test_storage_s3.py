@@ -130,4 +130,14 @@ def test_a_store_that_is_down_refuses_uploads_with_a_503(imported: World) -> Non
         assert refused.headers["Retry-After"] == "30"
         assert "cannot be reached" in refused.json()["detail"]
         assert client.get(f"/flights/{flight}/frames", headers=headers).json() == []
+        # a load balancer takes this process out of rotation, and keeps it alive
+        readiness = client.get("/health/ready")
+        assert readiness.status_code == 503 and readiness.headers["Retry-After"] == "10"
+        checks = readiness.json()["checks"]
+        assert checks["database"] == "ok" and "cannot be reached" in checks["storage"]
+        assert client.get("/health/live").json() == {"status": "ok"}
+    assert imported.client.get("/health/ready").json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "storage": "ok"},
+    }
     app.state.engine.dispose()
