@@ -184,9 +184,13 @@ def _export_frame(
     height, width = decoded.bgr.shape[:2]
     scale = 1.0 / decoded.to_full_frame
     frame_box = box(-0.5, -0.5, width - 0.5, height - 0.5)
+    seen = shape(json.loads(frame.footprint_geojson)) if frame.footprint_geojson else None
     outlines: dict[int, BaseGeometry] = {}
     for finding in flight_findings:
-        ground = transform_geometry(shape(json.loads(finding.geometry_geojson)), WGS84, pose.crs)
+        where = shape(json.loads(finding.geometry_geojson))
+        if seen is not None and not seen.intersects(where):
+            continue  # not in this frame: no need to project it
+        ground = transform_geometry(where, WGS84, pose.crs)
         outline = _in_pixels(ground, camera, pose, scale)
         if outline is not None and not outline.is_empty:
             outlines[finding.id] = outline.intersection(frame_box)
