@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -48,7 +49,7 @@ from geo.matching import (
     site_coverage,
 )
 from geo.mrk import MrkPositions
-from vision.detect import Detector
+from vision.detect import DecodedFrame, Detector
 from vision.errors import VisionError
 
 FRAME_SUFFIXES = (".jpg", ".jpeg")
@@ -61,6 +62,17 @@ class RejectedFrame:
 
     frame_id: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedFrame:
+    """A frame that passed the quality checks, decoded at the analysis resolution."""
+
+    frame_id: str
+    camera: CameraIntrinsics
+    pose: CameraPose
+    footprint: BaseGeometry
+    decoded: DecodedFrame
 
 
 @dataclass(slots=True)
@@ -161,6 +173,13 @@ class FlightAnalyzer:
         """Detect in one frame and place its detections on the ground; a frame that cannot be
         placed or decoded is listed in ``rejected`` with the reason (and returns nothing).
         ``frame_id`` names the frame in evidence (default: its file name)."""
+        return self.place(self.prepare(path, frame_id))
+
+    def prepare(self, path: Path, frame_id: str | None = None) -> PreparedFrame | None:
+        """The first half of `add_frame`: metadata, quality checks and the decode at the
+        analysis resolution; None (and the reason in ``rejected``) for a frame kept out.
+        Call it for frames in flight order, from one thread at a time (duplicates are
+        judged against the frames prepared before)."""
         frame_id = frame_id or path.name
         try:
             meta = read_frame_meta(path)
@@ -182,15 +201,27 @@ class FlightAnalyzer:
             ) or self.quality.image_problem(path)
             if problem is not None:
                 self.rejected.append(RejectedFrame(frame_id, problem))
-                return []
-            found = self.detector.detect(path, frame_gsd_m(camera, pose), self.target_gsd_m)
+                return None
             assert seen is not None  # a frame with the horizon in view was rejected
-            self.footprints.append(seen)
+            decoded = self.detector.decode(path, frame_gsd_m(camera, pose), self.target_gsd_m)
         except (GeoError, VisionError) as exc:
             self.rejected.append(RejectedFrame(frame_id, str(exc)))
+            return None
+        return PreparedFrame(frame_id, camera, pose, seen, decoded)
+
+    def place(self, prepared: PreparedFrame | None) -> list[Observation]:
+        """The second half of `add_frame`: detection and georeferencing of a prepared frame."""
+        if prepared is None:
             return []
+        try:
+            found = self.detector.detect_image(prepared.decoded.bgr, prepared.decoded.to_full_frame)
+        except VisionError as exc:
+            self.rejected.append(RejectedFrame(prepared.frame_id, str(exc)))
+            return []
+        self.footprints.append(prepared.footprint)
         self.analysed += 1
         names = self.detector.class_names
+        camera, pose = prepared.camera, prepared.pose
         observations = []
         for number in range(len(found)):
             rings = found.rings[number]
@@ -204,7 +235,7 @@ class FlightAnalyzer:
             x0, y0, x1, y1 = (round(float(v)) for v in found.xyxy[number])
             observations.append(
                 Observation(
-                    frame_id=frame_id,
+                    frame_id=prepared.frame_id,
                     class_name=names[int(found.class_id[number])],
                     polygon=polygon,
                     confidence=float(found.confidence[number]),
@@ -290,7 +321,18 @@ def analyze_frames(
         quality=quality,
         positions=positions,
     )
-    for path in frames:
-        analyzer.add_frame(path)
-        on_frame(path)
+    # The next frame is read, checked and decoded in a second thread while this one is
+    # detected: decoding is single-threaded, so the two cores overlap instead of waiting.
+    with ThreadPoolExecutor(1, thread_name_prefix="dustpatrol-decode") as decoder:
+        paths = iter(frames)
+        current = next(paths, None)
+        ahead = decoder.submit(analyzer.prepare, current) if current is not None else None
+        while current is not None and ahead is not None:
+            prepared = ahead.result()
+            following = next(paths, None)
+            if following is not None:
+                ahead = decoder.submit(analyzer.prepare, following)
+            analyzer.place(prepared)
+            on_frame(current)
+            current = following
     return analyzer.finish()

@@ -137,11 +137,17 @@ class Detector:
         """Detections in the frame at ``path`` whose full-resolution ground sample distance is
         ``frame_gsd_m`` (metres per pixel, from its altitude and camera); analysed at
         ``target_gsd_m`` (default: the resolution the model was trained at)."""
+        frame = self.decode(path, frame_gsd_m, target_gsd_m)
+        return self.detect_image(frame.bgr, frame.to_full_frame)
+
+    def decode(
+        self, path: Path, frame_gsd_m: float, target_gsd_m: float | None = None
+    ) -> DecodedFrame:
+        """The first half of `detect`: the frame decoded at the analysis resolution (a caller
+        may decode the next frame while this one is detected)."""
         target = target_gsd_m or self.trained_gsd_m or 0.1
         if not math.isfinite(frame_gsd_m) or frame_gsd_m <= 0:
             raise VisionError(f"frame ground resolution {frame_gsd_m} m/px must be positive")
         if not 0.005 <= target <= 1.0:
             raise VisionError(f"target ground resolution {target} m/px is outside 0.005..1")
-        scale = min(1.0, frame_gsd_m / target)
-        frame = decode_at_scale(path, scale)
-        return self.detect_image(frame.bgr, frame.to_full_frame)
+        return decode_at_scale(path, min(1.0, frame_gsd_m / target))

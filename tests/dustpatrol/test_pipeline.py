@@ -135,3 +135,33 @@ def test_a_dji_mrk_file_places_the_frames_it_names(
     assert [r["frame"] for r in coverage["rejected"]] == ["DJI_0000.JPG"]
     assert "1 frames placed by its RTK positions" in result.output
     assert "not in the MRK" in result.output
+
+
+def test_decoding_ahead_changes_nothing(flight: tuple[Path, Path], tmp_path: Path) -> None:
+    """analyze_frames decodes the next frame in a second thread while detecting this one: the
+    findings, the rejected frames (a duplicate judged against the frames before it) and the
+    progress order are those of one frame after another."""
+    from dustpatrol.pipeline import FlightAnalyzer
+
+    frames, sites = flight
+    copied = tmp_path / "frames"
+    copied.mkdir()
+    for path in sorted(frames.iterdir()):
+        (copied / path.name).write_bytes(path.read_bytes())
+    (copied / "DJI_0001b.JPG").write_bytes((frames / "DJI_0001.JPG").read_bytes())
+    paths = sorted(copied.iterdir())
+    registry = load_sites(sites).sites
+    detector = Detector(MODEL)
+    order: list[str] = []
+    overlapped = analyze_frames(paths, registry, detector, on_frame=lambda p: order.append(p.name))
+    one_by_one = FlightAnalyzer(detector, registry)
+    for path in paths:
+        one_by_one.add_frame(path)
+    sequential = one_by_one.finish()
+    assert order == [p.name for p in paths]
+    assert [r.frame_id for r in overlapped.rejected] == ["DJI_0001b.JPG"]
+    assert overlapped.rejected == sequential.rejected
+    assert overlapped.frames_analysed == sequential.frames_analysed == 3
+    assert [(f.site_id, f.class_name, round(f.area_m2, 3)) for f in overlapped.findings] == [
+        (f.site_id, f.class_name, round(f.area_m2, 3)) for f in sequential.findings
+    ]
