@@ -299,7 +299,10 @@ def write_plots(modes: dict[str, dict[str, Any]], folder: Path) -> list[Path]:
             axis = axes[row][column]
             for mode, report in modes.items():
                 values = sorted(
-                    p[key] for p in report["patches"] if p["class"] == name and key in p
+                    # a log axis for metres: a centimetre stands for anything closer
+                    max(p[key], 0.01) if limits is None else p[key]
+                    for p in report["patches"]
+                    if p["class"] == name and key in p
                 )
                 if values:
                     shares = [0.0] + [(i + 1) / len(values) for i in range(len(values))]
@@ -315,7 +318,7 @@ def write_plots(modes: dict[str, dict[str, Any]], folder: Path) -> list[Path]:
             if limits is not None:
                 axis.set_xlim(*limits)
             elif any(axis.get_lines()):
-                axis.set_xscale("symlog", linthresh=0.1)
+                axis.set_xscale("log")
             axis.grid(alpha=0.3)
             if any(axis.get_lines()):
                 axis.legend(fontsize=8)
