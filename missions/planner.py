@@ -63,23 +63,26 @@ class _Task:
     def entry(self) -> Point2:
         return self.legs[0].start
 
-    @property
-    def exit(self) -> Point2:
-        return self.legs[-1].end
+
+def _leg_exit(leg: Leg, nofly: NoFlyMap) -> Point2:
+    """Where the drone is when a leg is done: past a survey line's end by its overrun."""
+    return _overrun(leg, nofly) if leg.trigger_m > 0 else leg.end
 
 
-def _leg_time_s(leg: Leg, drone: DroneProfile) -> float:
-    """Seconds on one leg: a survey line at survey speed plus a turn, or the check shots."""
+def _leg_time_s(leg: Leg, drone: DroneProfile, nofly: NoFlyMap) -> float:
+    """Seconds on one leg: a survey line and its overrun at survey speed plus a turn, or the
+    check shots. The sorties are timed with this too, so the plan's budget holds for them."""
     if leg.trigger_m > 0:
-        return leg.length_m / drone.survey_speed_m_s + TURN_TIME_S
+        flown = leg.length_m + math.dist(leg.end, _overrun(leg, nofly))
+        return flown / drone.survey_speed_m_s + TURN_TIME_S
     return SHOT_TIME_S * leg.frames
 
 
 def _work_time_s(legs: Sequence[Leg], drone: DroneProfile, nofly: NoFlyMap) -> float:
     """Seconds on a site's legs, with the moves between them at cruise speed."""
-    seconds = sum(_leg_time_s(leg, drone) for leg in legs)
+    seconds = sum(_leg_time_s(leg, drone, nofly) for leg in legs)
     for leg, following in itertools.pairwise(legs):
-        seconds += nofly.distance(leg.end, following.start) / drone.cruise_speed_m_s
+        seconds += nofly.distance(_leg_exit(leg, nofly), following.start) / drone.cruise_speed_m_s
     return seconds
 
 
@@ -264,7 +267,9 @@ def _route(
     if len(staffed) < 2:
         return _route_one(tasks, launches, fleet, nofly, climb_s, solver_time_s)
     there = nofly.distance_matrix([launches[i] for i in staffed], [t.entry for t in tasks])
-    back = nofly.distance_matrix([t.exit for t in tasks], [launches[i] for i in staffed])
+    back = nofly.distance_matrix(
+        [_leg_exit(t.legs[-1], nofly) for t in tasks], [launches[i] for i in staffed]
+    )
     home = np.argmin(there + back.T, axis=0)
     routes: list[tuple[int, int, list[_Task]]] = []
     for position, launch in enumerate(staffed):
@@ -292,7 +297,7 @@ def _route_one(
     n_launch = len(launches)
     starts_xy = list(launches)
     entries = [t.entry for t in tasks]
-    exits = [t.exit for t in tasks]
+    exits = [_leg_exit(t.legs[-1], nofly) for t in tasks]
     n_nodes = n_launch + len(tasks)
     # Distances (m) from the end of node i to the start of node j, around no-fly zones.
     out_xy = [*starts_xy, *exits]
@@ -443,9 +448,7 @@ def _sortie(
                 items.append(
                     MissionItem(MavCmd.DO_SET_CAM_TRIGG_DIST, MavFrame.MISSION, 0.0, 0.0, 0.0)
                 )
-                extra = math.dist(leg.end, end)
-                distance += extra
-                seconds += extra / drone.survey_speed_m_s
+                distance += math.dist(leg.end, end)  # its time is in _leg_time_s
                 items.append(
                     MissionItem(
                         MavCmd.DO_CHANGE_SPEED, MavFrame.MISSION, 1.0, drone.cruise_speed_m_s, -1.0
@@ -474,8 +477,8 @@ def _sortie(
                 )
                 # DO_DIGICAM_CONTROL param5 (the x field) = 1: take one picture.
                 items.append(MissionItem(MavCmd.DO_DIGICAM_CONTROL, MavFrame.MISSION, lat_deg=1.0))
-            seconds += _leg_time_s(leg, drone)
-            position = _overrun(leg, nofly) if leg.trigger_m > 0 else leg.end
+            seconds += _leg_time_s(leg, drone, nofly)
+            position = _leg_exit(leg, nofly)
         visits.append(
             SiteVisit(
                 task.site_id,
