@@ -159,12 +159,12 @@ def combine_reports(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
         violating=[
             site
             for name, r in reports.items()
-            for site in named(name, r["sites"]["missed"] + _found(r))
+            for site in named(name, r["sites"]["missed"] + r["sites"]["found"])
         ],
         reported=[
             site
             for name, r in reports.items()
-            for site in named(name, _found(r) + r["sites"]["false_alarms"])
+            for site in named(name, r["sites"]["found"] + r["sites"]["false_alarms"])
         ],
         off_site=sum(r["off_site_problem_findings"] for r in reports.values()),
         patches=[
@@ -173,8 +173,3 @@ def combine_reports(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
             for patch in r["patches"]
         ],
     )
-
-
-def _found(report: dict[str, Any]) -> list[str]:
-    """The violating sites a report says were reported (kept by name in ``found``)."""
-    return list(report["sites"]["found"])

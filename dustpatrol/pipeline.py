@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -321,18 +321,20 @@ def analyze_frames(
         quality=quality,
         positions=positions,
     )
+
     # The next frame is read, checked and decoded in a second thread while this one is
     # detected: decoding is single-threaded, so the two cores overlap instead of waiting.
+    def place(path: Path, prepared: Future[PreparedFrame | None]) -> None:
+        analyzer.place(prepared.result())
+        on_frame(path)
+
     with ThreadPoolExecutor(1, thread_name_prefix="dustpatrol-decode") as decoder:
-        paths = iter(frames)
-        current = next(paths, None)
-        ahead = decoder.submit(analyzer.prepare, current) if current is not None else None
-        while current is not None and ahead is not None:
-            prepared = ahead.result()
-            following = next(paths, None)
-            if following is not None:
-                ahead = decoder.submit(analyzer.prepare, following)
-            analyzer.place(prepared)
-            on_frame(current)
-            current = following
+        waiting: tuple[Path, Future[PreparedFrame | None]] | None = None
+        for path in frames:
+            ahead = decoder.submit(analyzer.prepare, path)
+            if waiting is not None:
+                place(*waiting)
+            waiting = (path, ahead)
+        if waiting is not None:
+            place(*waiting)
     return analyzer.finish()
