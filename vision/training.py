@@ -210,6 +210,22 @@ def resume(run_dir: Path, config_dir: Path, threads: int = 2) -> Path:
         )
     prepare_offline(config_dir, threads)
     yolo_class = _import_yolo(threads)
+    import torch
+
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    # A run that finished strips its optimiser and marks epoch -1; ultralytics would then
+    # fall back to a sample dataset it tries to download.
+    if checkpoint.get("epoch", -1) < 0 or checkpoint.get("optimizer") is None:
+        raise VisionError(
+            f"{run_dir} cannot be resumed: its training finished; to train on, start a new run "
+            f"from its weights (`dustpatrol train model --weights {last} ...`)"
+        )
+    data = Path(str(checkpoint.get("train_args", {}).get("data", "")))
+    if not data.is_file():
+        raise VisionError(
+            f"{run_dir} cannot be resumed: its dataset {data} is gone; rebuild it with the "
+            "command in its dataset.json, at the same path"
+        )
     started = time.monotonic()
     try:
         yolo_class(str(last), task="segment").train(resume=True)

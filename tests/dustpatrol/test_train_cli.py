@@ -107,6 +107,11 @@ def test_one_epoch_of_training_runs_offline_and_keeps_its_command(
     assert record["command"][:3] == ["dustpatrol", "train", "model"]
     assert (tmp_path / "var" / "ultralytics" / "Arial.ttf").is_file()
     assert os.environ["YOLO_OFFLINE"] == "1"
+    # A finished run has nothing to resume, and a folder without last.pt is no run at all.
+    finished = runner.invoke(app, ["train", "resume", "--run", str(run)])
+    assert finished.exit_code == 1 and "cannot be resumed" in finished.output, finished.output
+    nothing = runner.invoke(app, ["train", "resume", "--run", str(tmp_path / "no-run")])
+    assert nothing.exit_code == 1 and "is not a run folder" in nothing.output
 
 
 def test_training_without_a_dataset_says_how_to_make_one(tmp_path: Path) -> None:
