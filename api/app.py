@@ -159,9 +159,9 @@ class BackgroundLease:
         except BlockingIOError:
             os.close(fd)
             return False
-        self._fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd  # held only once the file names its holder
         self._jobs = JobWorker(
             self.sessions, self.settings, housekeeping_s=5.0, housekeeping=housekeeping
         )

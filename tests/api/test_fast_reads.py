@@ -328,9 +328,10 @@ def test_serve_with_two_worker_processes(tmp_path: Path) -> None:
                 f"{base}/notices", headers={"Authorization": f"Bearer {token}"}, timeout=10
             )
             assert answer.status_code == 200
-        while not (data / "background.lock").is_file() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        holder = int((data / "background.lock").read_text().strip() or 0)
+        lock = data / "background.lock"
+        while time.monotonic() < deadline and not (lock.is_file() and lock.read_text().strip()):
+            time.sleep(0.2)  # the file exists a moment before its holder has written its pid
+        holder = int(lock.read_text().strip() or 0)
         assert len([w for w in workers if Path(f"/proc/{w}").exists()]) >= 2
         assert holder in workers  # one of the two, not both, not the supervisor
     finally:
