@@ -20,7 +20,7 @@ import api.services.analysis
 import api.services.frames  # noqa: F401  (registers the frame jobs)
 from api.db import make_engine, session_factory
 from api.jobs import JobWorker
-from api.limits import BodyLimit
+from api.limits import BodyLimit, RequestId
 from api.migrate import upgrade
 from api.principals import Principals
 from api.problems import document_problems, install_problem_handlers
@@ -49,12 +49,16 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
         upgrade(settings.database.url)
     engine = make_engine(settings.database.url, settings.database.echo)
     sessions = session_factory(engine)
+    if settings.queue.url:  # scaled out: Celery workers run the jobs and deliveries
+        from api.queue import Broker
+
+        sessions.configure(info={"dispatch": Broker(settings)})
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         background = (
             BackgroundLease(settings.paths.data_dir / "background.lock", sessions, settings)
-            if worker
+            if worker and not settings.queue.url
             else None
         )
         if background is not None:
@@ -86,6 +90,7 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
     )
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, default_bytes=int(settings.server.max_body_mb * 2**20))
+    app.add_middleware(RequestId)
     document_problems(app)
     for module in (
         health,

@@ -17,6 +17,7 @@ from api.migrate import upgrade
 from api.models.users import Role, User, UserCreate
 from api.routes.users import add_user
 from api.services.sites import import_registry
+from dustpatrol.logs import configure_logging, uvicorn_log_config
 from dustpatrol.settings import Settings
 
 users_app = typer.Typer(help="Users of the notice service.", no_args_is_help=True)
@@ -81,7 +82,7 @@ def serve_command(
     options = {
         "host": host or settings.server.host,
         "port": port or settings.server.port,
-        "log_level": "info",
+        "log_config": uvicorn_log_config(settings.log),
         "access_log": settings.server.access_log,
     }
     if processes == 1:
@@ -100,6 +101,42 @@ def serve_command(
         timeout_worker_healthcheck=30,
         **options,  # type: ignore[arg-type]
     )
+
+
+def worker_command(
+    ctx: typer.Context,
+    queues: Annotated[
+        str,
+        typer.Option(
+            help="Queues to take work from, comma-separated: frames (metadata, detection), "
+            "notices (findings and notices), webhooks, housekeeping (deadlines)."
+        ),
+    ] = "frames,notices,webhooks,housekeeping",
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Jobs at once (1: in this process).")
+    ] = 1,
+    name: Annotated[
+        str | None, typer.Option(help="Worker name in logs and jobs (default host:pid).")
+    ] = None,
+) -> None:
+    """Run a Celery worker for the service's background work (needs queue.url, a Redis
+    broker, and the same database and storage settings as the service)."""
+    from api.migrate import pending
+    from api.queue import Worker
+
+    settings = _settings(ctx)
+    configure_logging(settings.log)
+    missing = pending(settings.database.url)
+    if missing is not None:
+        raise ApiError(
+            f"the database is not at schema revision {missing}: start `dustpatrol serve` once "
+            "(it migrates) before its workers"
+        )
+    try:
+        worker = Worker(settings, [q.strip() for q in queues.split(",") if q.strip()], name)
+    except ValueError as exc:
+        raise ApiError(str(exc)) from None
+    worker.run(concurrency)
 
 
 @users_app.command("create")

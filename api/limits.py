@@ -1,18 +1,21 @@
-"""Request body limits, enforced before the body is read: a declared ``Content-Length`` over the
-limit is refused at once (413), and a body streamed without one is cut off the moment it
-passes the limit. Uploads of frames, photos and registries have their own, larger limits;
-everything else (JSON: findings, plans, transitions) has ``server.max_body_mb``."""
+"""Request middleware. Body limits, enforced before the body is read: a declared
+``Content-Length`` over the limit is refused at once (413), and a body streamed without one is
+cut off the moment it passes the limit. Uploads of frames, photos and registries have their
+own, larger limits; everything else (JSON: findings, plans, transitions) has
+``server.max_body_mb``. And the request id every log line of a request carries."""
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
 from api.services.frames import MAX_FRAME_BYTES
+from dustpatrol.logs import log_context
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -95,3 +98,30 @@ async def _refuse(scope: Scope, send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+
+class RequestId:
+    """ASGI middleware: every request gets an id (the caller's ``X-Request-ID`` when it is a
+    plain token, else a new one), bound to everything logged while it is served and sent back
+    in ``X-Request-ID``, so a log line, a client's error report and a proxy's log meet."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex.encode()
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        with log_context(request_id=request_id.decode()):
+            await self.app(scope, receive, tagged)

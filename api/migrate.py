@@ -24,3 +24,20 @@ def upgrade(url: str, revision: str = "head") -> None:
     engine = make_engine(url)  # creates the SQLite folder and sets WAL before Alembic runs
     engine.dispose()
     command.upgrade(alembic_config(url), revision)
+
+
+def pending(url: str) -> str | None:
+    """The schema revision the database at ``url`` still lacks (None: it is current)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from api.db import make_engine
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    return None if current == head else head

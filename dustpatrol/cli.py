@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from typer.core import TyperGroup
 
-from api.cli import import_sites_command, serve_command, users_app
+from api.cli import import_sites_command, serve_command, users_app, worker_command
 from api.errors import ApiError
 from dustpatrol import __version__
 from dustpatrol.analyze_cli import analyze_command
@@ -224,6 +224,7 @@ app.command("analyze")(analyze_command)
 app.command("demo")(demo_command)
 app.command("evaluate")(evaluate_command)
 app.command("serve")(serve_command)
+app.command("worker")(worker_command)
 app.add_typer(users_app, name="users")
 sites_app.command("import")(import_sites_command)
 

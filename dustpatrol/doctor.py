@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ def run_checks(config_file: Path | None) -> list[CheckResult]:
     results.append(check_data_dir(settings))
     results.append(check_database(settings))
     results.append(check_storage(settings))
+    results.append(check_queue(settings))
     results.append(check_model(settings))
     results.append(check_pdf_font(settings))
     return results
@@ -175,6 +177,36 @@ def check_storage(settings: Settings) -> CheckResult:
             "(DUSTPATROL_STORAGE__*), and that the bucket exists",
         )
     return CheckResult("storage", CheckStatus.OK, f"{storage.describe()}: write, read, delete")
+
+
+def check_queue(settings: Settings) -> CheckResult:
+    """The broker answers and says how much work waits in each queue (no broker: jobs run in
+    the service's own process)."""
+    if not settings.queue.url:
+        return CheckResult("queue", CheckStatus.OK, "jobs run in the service's process")
+    try:
+        import redis
+    except ModuleNotFoundError:
+        return CheckResult(
+            "queue",
+            CheckStatus.FAIL,
+            "queue.url is set but the Redis client is not installed",
+            "pip install 'dustpatrol[scale]'",
+        )
+    shown = re.sub(r"//[^@/]*@", "//***@", settings.queue.url)
+    try:
+        client = redis.Redis.from_url(settings.queue.url, socket_connect_timeout=5)
+        client.ping()
+        waiting = {q: int(client.llen(q)) for q in ("frames", "notices", "webhooks")}
+    except redis.RedisError as exc:
+        return CheckResult(
+            "queue",
+            CheckStatus.FAIL,
+            f"{shown}: {exc}",
+            "start redis-server, or correct queue.url (DUSTPATROL_QUEUE__URL)",
+        )
+    counts = ", ".join(f"{q} {n}" for q, n in waiting.items())
+    return CheckResult("queue", CheckStatus.OK, f"{shown}: waiting {counts}")
 
 
 def check_database(settings: Settings) -> CheckResult:

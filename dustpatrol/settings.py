@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -114,6 +114,55 @@ class StorageSettings(_Section):
                 "s3://bucket/prefix (bucket: 3-63 lower-case letters, digits, dots, hyphens)"
             )
         return value.rstrip("/")
+
+
+class QueueSettings(_Section):
+    """Where background work runs (frame analysis, findings and notices, webhook deliveries,
+    housekeeping): in the service's own process (no URL, the default), or on Celery workers
+    (`dustpatrol worker`) fed through a Redis broker."""
+
+    url: str = Field(
+        "", description="empty: in the service's process; redis://host:6379/0: Celery workers"
+    )
+    lease_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="a running job's claim, renewed while it runs; a job whose worker died is "
+        "run again once its lease lapses",
+    )
+    sweep_s: float = Field(
+        5.0, gt=0.0, description="how often a worker looks for work whose message was lost"
+    )
+    republish_s: float = Field(
+        300.0,
+        gt=0.0,
+        description="a waiting job whose message was sent this long ago is sent again "
+        "(a broker that lost it)",
+    )
+    housekeeping_s: float = Field(
+        60.0, gt=0.0, description="how often notices are checked for deadlines"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_supported(cls, value: str) -> str:
+        if value and not re.fullmatch(r"rediss?://\S+", value):
+            raise ValueError(
+                f"{value!r} is not a queue URL: leave it empty to run jobs in the service's "
+                "process or give redis://host:6379/0 (a Redis broker for Celery workers)"
+            )
+        return value
+
+
+class LogSettings(_Section):
+    """What the service and the workers log, and how."""
+
+    format: Literal["text", "json"] = Field(
+        "text",
+        description="json: one JSON object a line with the request or job id (for a log "
+        "collector); text: for people",
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
 class DetectionSettings(_Section):
@@ -258,6 +307,12 @@ class ServerSettings(_Section):
     login_lock_s: float = Field(
         60.0, gt=0.0, description="first lock; each further failure doubles it, up to 15 min"
     )
+    webhook_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="how long a bureau's webhook may take to answer; a delivery in flight is "
+        "someone else's to retry after three times this",
+    )
     allow_private_webhooks: bool = Field(
         False,
         description="let bureaus' webhooks point at loopback, link-local or private addresses "
@@ -287,6 +342,8 @@ class Settings(BaseSettings):
     paths: PathsSettings = PathsSettings()
     database: DatabaseSettings = DatabaseSettings()
     storage: StorageSettings = StorageSettings()
+    queue: QueueSettings = QueueSettings()
+    log: LogSettings = LogSettings()
     detection: DetectionSettings = DetectionSettings()
     georeferencing: GeoreferencingSettings = GeoreferencingSettings()
     quality: QualitySettings = QualitySettings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -119,6 +120,60 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                     ) from None
                 time.sleep(0.5)
         yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RedisServer:
+    """A real redis-server (Debian package) on 127.0.0.1, without persistence."""
+
+    port: int
+
+    def url(self, db: int = 0) -> str:
+        """A database of its own for a test (flushed first): 0..15."""
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=self.port, db=db).flushdb()
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """redis-server, stopped at the end of the session."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).is_file():
+        unavailable("redis-server not installed (Debian: apt-get install redis-server)")
+    folder = tmp_path_factory.mktemp("redis")
+    port = _free_port()
+    log = (folder / "redis.log").open("wb")
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
+         "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"redis-server did not start: {(folder / 'redis.log').read_text()}"
+                    ) from None
+                time.sleep(0.1)
+        yield RedisServer(port)
     finally:
         process.terminate()
         try:

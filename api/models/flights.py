@@ -94,6 +94,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    worker: Mapped[str | None] = mapped_column(String(200), default=None)
+    history: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class FlightCreate(BaseModel):
@@ -150,3 +154,8 @@ class JobPublic(BaseModel):
     attempts: int
     max_attempts: int
     error: str | None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = Field(None, description="the process that ran (or runs) it last")
+    history: str = Field("", description="a line per attempt: who ran it and how it ended")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, UploadFile, status
+from fastapi import APIRouter, Query, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import RowId, SessionDep, StaffUser
-from api.errors import NotFoundError
+from api.deps import AdminUser, RowId, SessionDep, StaffUser
+from api.errors import ConflictError, NotFoundError
+from api.jobs import reschedule
 from api.models.flights import (
     Flight,
     FlightCreate,
@@ -20,6 +22,7 @@ from api.models.flights import (
     FrameUploaded,
     Job,
     JobPublic,
+    JobState,
 )
 from api.services.analysis import complete_flight
 from api.services.frames import MAX_FRAME_BYTES, frame_key, store_frame
@@ -136,11 +139,44 @@ def frame_overlay_image(
     )
 
 
+@router.get("/jobs")
+def list_jobs(
+    session: SessionDep,
+    _: StaffUser,
+    state: Annotated[JobState | None, Query(description="failed: the dead letters")] = None,
+    kind: Annotated[str | None, Query(max_length=50)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[JobPublic]:
+    """Background jobs, newest first: ``state=failed`` lists those whose every attempt failed
+    (with the last error), to look into and retry."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if state is not None:
+        query = query.where(Job.state == state.value)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    return [JobPublic.model_validate(job) for job in session.scalars(query)]
+
+
 @router.get("/jobs/{job_id}")
 def get_job(job_id: RowId, session: SessionDep, _: StaffUser) -> JobPublic:
     job = session.get(Job, job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id}")
+    return JobPublic.model_validate(job)
+
+
+@router.post("/jobs/{job_id}/retry", status_code=status.HTTP_202_ACCEPTED)
+def retry_job(job_id: RowId, session: SessionDep, _: AdminUser) -> JobPublic:
+    """Run a failed job again (after what made it fail is fixed), with its attempts anew."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    if job.state != JobState.FAILED.value:
+        raise ConflictError(f"job {job_id} is {job.state}: only a failed job can be retried")
+    job.attempts = 0
+    job.finished_at = None
+    reschedule(session, job, datetime.now(UTC))
+    session.commit()
     return JobPublic.model_validate(job)
 
 

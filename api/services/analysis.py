@@ -111,15 +111,19 @@ def complete_flight(session: Session, settings: Settings, flight_id: int) -> Job
     return job
 
 
-@handler(FLIGHT_FINDINGS_JOB)
+@handler(FLIGHT_FINDINGS_JOB, queue="notices")
 def flight_findings(session: Session, payload: dict[str, Any], settings: Settings) -> None:
     flight_id = int(payload["flight_id"])
     frames = list(session.scalars(select(Frame).where(Frame.flight_id == flight_id)))
     if any(f.status == "pending" or f.analysis == "pending" for f in frames):
         # Frames still being read or analysed: look again shortly (a new job, so the wait
         # does not use up this one's attempts).
-        later = enqueue(session, FLIGHT_FINDINGS_JOB, {"flight_id": flight_id})
-        later.run_after = datetime.now(UTC) + timedelta(seconds=WAIT_FOR_FRAMES_S)
+        enqueue(
+            session,
+            FLIGHT_FINDINGS_JOB,
+            {"flight_id": flight_id},
+            run_after=datetime.now(UTC) + timedelta(seconds=WAIT_FOR_FRAMES_S),
+        )
         session.commit()
         return
     rows = list(session.scalars(select(Observation).where(Observation.flight_id == flight_id)))

@@ -6,7 +6,10 @@ sha256=<hex HMAC-SHA256 of the body>`` keyed with the bureau's secret and an
 ``X-Dustpatrol-Delivery`` id the receiver uses to drop duplicates.
 
 Deliveries run on their own dispatcher thread (`WebhookDispatcher`), never on the job
-worker's: a slow or dead endpoint cannot hold up frame analysis. Bureaus are served in
+worker's: a slow or dead endpoint cannot hold up frame analysis. Scaled out (``queue.url``),
+Celery workers of the ``webhooks`` queue deliver instead, one bureau per message
+(`WebhookDispatcher.serve`), with the same claims, so two workers never post the same
+attempt. Bureaus are served in
 parallel, each bureau's messages in order; an endpoint that keeps failing is left alone for a
 while (a circuit breaker) instead of tying up a delivery slot on every round. Webhook URLs must
 not reach into the server's own network (loopback, link-local, private addresses) unless
@@ -36,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import as_utc
 from api.errors import InvalidInputError
+from api.jobs import send_after_commit
 from api.models.bureaus import Bureau
 from api.models.outbox import DeliveryAttempt, OutboxMessage
 from dustpatrol.settings import Settings
@@ -43,7 +47,6 @@ from dustpatrol.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
-TIMEOUT_S = 10.0
 BATCH = 50
 
 
@@ -59,6 +62,7 @@ def announce(session: Session, bureau_id: int | None, event: str, payload: dict[
     if bureau is None or not bureau.webhook_url:
         return
     session.add(OutboxMessage(bureau_id=bureau_id, event=event, payload=payload))
+    send_after_commit(session, ("delivery", bureau_id))  # scaled out: a worker delivers
 
 
 def _private(address: str) -> bool:
@@ -126,7 +130,7 @@ class WebhookDispatcher:
         *,
         poll_s: float = 1.0,
         concurrency: int = 4,
-        timeout_s: float = TIMEOUT_S,
+        timeout_s: float | None = None,
         breaker_failures: int = 3,
         breaker_pause_s: float = 60.0,
         max_pause_s: float = 900.0,
@@ -134,7 +138,7 @@ class WebhookDispatcher:
         self.sessions = sessions
         self.settings = settings
         self.poll_s = poll_s
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s or settings.server.webhook_timeout_s
         self.breaker_failures = breaker_failures
         self.breaker_pause_s = breaker_pause_s
         self.max_pause_s = max_pause_s
@@ -180,7 +184,7 @@ class WebhookDispatcher:
             for bureau_id, url in due:
                 if bureau_id in self._busy or self._paused(url):
                     continue
-                self._busy[bureau_id] = self._pool.submit(self._serve, bureau_id)
+                self._busy[bureau_id] = self._pool.submit(self.serve, bureau_id)
                 started.append(bureau_id)
         return started
 
@@ -202,7 +206,7 @@ class WebhookDispatcher:
                 breaker.failures = self.breaker_failures - 1  # half-open: one more failure
                 log.warning("webhook %s keeps failing: paused for %.0f s", url, pause)
 
-    def _serve(self, bureau_id: int) -> None:
+    def serve(self, bureau_id: int) -> None:
         """Deliver the bureau's pending messages oldest first, stopping at the first failure
         or at one that waits for its retry: a bureau gets its messages in the order they
         were made (a retried one holds the later ones back)."""
@@ -227,7 +231,7 @@ class WebhookDispatcher:
     def _deliver(self, session: Session, client: httpx.Client, message: OutboxMessage) -> bool:
         # Claim the message (another process may serve the same bureau): the attempt count is
         # the version, and the lease keeps others off it until this attempt has an outcome.
-        lease = datetime.now(UTC) + timedelta(seconds=self.timeout_s + 30)
+        lease = datetime.now(UTC) + timedelta(seconds=3 * self.timeout_s + 5)
         claimed = session.execute(
             update(OutboxMessage)
             .where(

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from api.db import make_engine, session_factory
-from api.jobs import HANDLERS, enqueue, recover_interrupted, run_one
+from api.jobs import HANDLERS, enqueue, recover_interrupted, run_job, run_one
 from api.models.flights import Job
 from dustpatrol.settings import Settings
 from sim.camera import PoseNoise, camera_preset
@@ -163,15 +163,63 @@ def test_jobs_interrupted_by_a_restart_run_again(settings: Settings) -> None:
 
     upgrade(settings.database.url)
     sessions = session_factory(make_engine(settings.database.url))
+    held = datetime.now(UTC) + timedelta(minutes=5)
     with sessions() as session:
         job_id = enqueue(session, "test_flaky", {}).id
-        session.execute(update(Job).where(Job.id == job_id).values(state="running", attempts=1))
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(state="running", attempts=1, lease_until=held, worker="gone:1")
+        )
         session.commit()
-    assert run_one(sessions, settings) is False  # a running job is not picked up...
-    assert recover_interrupted(sessions) == 1  # ...until a worker starts after the crash
+    assert run_one(sessions, settings) is False  # a running job under its lease is left...
+    assert recover_interrupted(sessions) == 1  # ...until the embedded worker starts again
     with sessions() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.state == "pending"
+
+
+def test_a_job_whose_worker_died_is_taken_over_when_its_lease_lapses(settings: Settings) -> None:
+    """Workers on other machines: no restart of "the" worker; a running job whose lease has
+    lapsed is claimed again, says whose attempt was lost, and fails once every attempt was."""
+    from api.migrate import upgrade
+
+    upgrade(settings.database.url)
+    sessions = session_factory(make_engine(settings.database.url))
+    with sessions() as session:
+        job_id = enqueue(session, "test_flaky", {}, max_attempts=3).id
+        session.commit()
+
+    def claimed_then_lost(attempt: int, worker: str, lease_s: float = -1.0) -> None:
+        with sessions() as session:  # kill -9 of its worker: nothing more is written
+            lapses = datetime.now(UTC) + timedelta(seconds=lease_s)
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(state="running", attempts=attempt, lease_until=lapses, worker=worker)
+            )
+            session.commit()
+
+    claimed_then_lost(1, "host-1:99", lease_s=60.0)
+    assert run_job(sessions, settings, job_id) == "skipped"  # still under its lease
+    claimed_then_lost(1, "host-1:99")
+    assert run_job(sessions, settings, job_id) == "retry"  # taken over; ran (and failed)
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.state == "pending" and job.attempts == 2
+        assert "not mounted" in (job.error or "")
+    claimed_then_lost(3, "host-3:99")  # the last attempt died with its worker
+    assert run_job(sessions, settings, job_id) == "failed"
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.state == "failed" and job.attempts == 4
+        assert "attempt 3 was lost with its worker host-3:99" in (job.error or "")
+        assert "no attempts left" in (job.error or "")
+        lines = job.history.splitlines()
+        assert len(lines) == 4, lines  # taken over, failed, taken over, failed for good
+        assert "attempt 1 was lost with its worker host-1:99" in lines[0]
+        assert "attempt 2 on" in lines[1] and "not mounted yet; again in 2 s" in lines[1]
+    assert run_job(sessions, settings, job_id) == "skipped"  # a late duplicate message
 
 
 def test_the_service_detects_in_uploaded_frames_and_makes_findings_on_completion(

@@ -542,7 +542,7 @@ def test_a_webhook_that_resolves_into_the_private_network_later_is_not_posted_to
         announce(session, bureau.id, "notice.issued", {"notice": "GX-1"})
         session.commit()
     dispatcher = WebhookDispatcher(sessions, world.settings)
-    dispatcher._serve(bureau.id)
+    dispatcher.serve(bureau.id)
     with sessions() as session:
         attempt = session.scalars(select(DeliveryAttempt)).one()
         message = session.scalars(select(OutboxMessage)).one()
