@@ -44,6 +44,15 @@ WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 UNSENT = "dustpatrol.unsent"  # session.info key: messages waiting for the commit
 
 
+def name_worker(name: str | None = None) -> str:
+    """Call this process ``name`` in the jobs it runs (the pid is added: ``name:pid``);
+    returns the name in use."""
+    global WORKER_NAME
+    if name:
+        WORKER_NAME = f"{name}:{os.getpid()}"
+    return WORKER_NAME
+
+
 class PermanentJobError(Exception):
     """The job cannot succeed however often it is retried (bad input): fail it at once."""
 

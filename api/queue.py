@@ -27,7 +27,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
 from api.db import make_engine, session_factory
-from api.jobs import QUEUE_OF, QUEUES, WORKER_NAME, claimable, run_job
+from api.jobs import QUEUE_OF, QUEUES, claimable, name_worker, run_job
 from api.models.flights import Job, JobState
 from api.models.outbox import OutboxMessage
 from dustpatrol.logs import log_context
@@ -148,7 +148,7 @@ class Worker:
 
         self.settings = settings
         self.queues = queues
-        self.name = name or WORKER_NAME
+        self.name = name_worker(name)
         self.sessions = dispatching_sessions(settings)
         self.app = celery_app(settings)
         self.broker = Broker(settings, self.app)

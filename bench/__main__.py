@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import api_load, geo_matching, missions_planning, pipeline, sim_render, vision_detect
+from bench import (
+    api_load,
+    geo_matching,
+    missions_planning,
+    pipeline,
+    queue_scale,
+    sim_render,
+    vision_detect,
+)
 from bench.results import BenchResult, report
 
 SUITES = {
@@ -13,6 +21,7 @@ SUITES = {
     "geo": geo_matching.run,
     "missions": missions_planning.run,
     "pipeline": pipeline.run,
+    "queue": queue_scale.run,
     "sim": sim_render.run,
     "vision": vision_detect.run,
 }

@@ -12,11 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -178,9 +180,6 @@ class Receiver:
     """A bureau's system on 127.0.0.1 that accepts everything and counts delivery ids."""
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from threading import Thread
-
         self.deliveries: Counter[str] = Counter()
         receiver = self
 
@@ -195,7 +194,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def close(self) -> None:
@@ -442,3 +441,175 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_the_service_killed_in_the_middle_of_a_webhook_delivery_delivers_it_once_more_with_the_same_id(  # noqa: E501
+    tmp_path: Path,
+) -> None:
+    """The embedded default: the service's own process delivers. SIGKILL while a bureau's
+    endpoint is still answering; after the restart the message goes again (at least once)
+    under the same delivery id, so the receiver can drop the duplicate; no second message."""
+    from shapely.geometry import box
+
+    from api.models.outbox import DeliveryAttempt, OutboxMessage
+    from tests.api.conftest import World
+    from tests.api.test_notices_api import findings_for
+    from tests.api.test_sites_api import registry_file
+
+    seen: list[str] = []
+    first_arrived = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers["X-Dustpatrol-Delivery"])
+            if len(seen) == 1:  # the first one hangs until the service is gone
+                first_arrived.set()
+                time.sleep(5)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    database = f"sqlite:///{tmp_path / 'dustpatrol.db'}"
+    port = _free_port()
+    environment = {
+        **os.environ,
+        "DUSTPATROL_DATABASE__URL": database,
+        "DUSTPATROL_PATHS__DATA_DIR": str(tmp_path / "var"),
+        "DUSTPATROL_SERVER__ADMIN_PASSWORD": PASSWORD,
+        "DUSTPATROL_SERVER__ALLOW_PRIVATE_WEBHOOKS": "true",
+        "DUSTPATROL_SERVER__WEBHOOK_TIMEOUT_S": "1",
+        "DUSTPATROL_NOTICES__REQUIRE_CONFIRMATION": "false",
+    }
+    processes = Processes(environment, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+
+    def start() -> None:
+        processes.start("api", "serve", "--port", str(port))
+        deadline = time.monotonic() + 120
+        while True:
+            assert processes.running["api"].poll() is None, processes.log("api")
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, processes.log("api")
+            time.sleep(0.2)
+
+    try:
+        start()
+        with httpx.Client(base_url=base, timeout=30) as client:
+            world = World(client, Settings(), {})  # type: ignore[arg-type]
+            admin = world.login("admin")
+            made = client.post(
+                "/bureaus",
+                json={"name": "县住房和城乡建设局", "webhook_url": f"http://127.0.0.1:"
+                      f"{receiver.server_address[1]}/hook", "webhook_secret": SECRET},
+                headers=admin,
+            )  # fmt: skip
+            assert made.status_code == 201, made.text
+            lon, lat = 116.0, 39.0
+            path = registry_file(
+                tmp_path,
+                [("S1", "东关工地", "县住房和城乡建设局", box(lon, lat, lon + 0.002, lat + 0.002))],
+            )
+            with path.open("rb") as file:
+                sent = client.post(
+                    "/sites/import", files={"file": (path.name, file)}, headers=admin
+                )
+            assert sent.status_code == 200, sent.text
+            flight = client.post("/flights", json={"name": "f"}, headers=admin).json()["id"]
+            posted = client.post(
+                f"/flights/{flight}/findings",
+                json=findings_for(world, "S1", "exposed_soil", 10.0),
+                headers=admin,
+            )
+            assert posted.status_code == 200 and len(posted.json()["notices_issued"]) == 1
+            assert first_arrived.wait(30), processes.log("api")
+            processes.running["api"].send_signal(signal.SIGKILL)
+            processes.running["api"].wait()
+            start()
+            deadline = time.monotonic() + 60
+            while len(seen) < 2:
+                assert time.monotonic() < deadline, processes.log("api")
+                time.sleep(0.2)
+            time.sleep(2.0)  # a third delivery would come now
+            notices = client.get("/notices", headers=admin).json()
+    finally:
+        processes.stop_all()
+        receiver.shutdown()
+        receiver.server_close()
+    assert len(notices) == 1 and len(seen) == 2 and seen[0] == seen[1], seen
+    sessions = session_factory(make_engine(database))
+    with sessions() as session:
+        messages = session.scalars(select(OutboxMessage)).all()
+        attempts = session.scalars(select(DeliveryAttempt)).all()
+    assert [(m.state, m.attempts, str(m.id)) for m in messages] == [("delivered", 2, seen[0])]
+    assert [(a.status_code, a.error) for a in attempts] == [(200, None)]  # the lost one: none
+
+
+def test_the_one_machine_launcher_runs_api_processes_and_workers_and_stops_them_all(
+    tmp_path: Path, redis_server: RedisServer, patrol_district: District
+) -> None:
+    """deploy/run-scaled.sh as a user runs it: 2 API processes and 2 workers; an uploaded
+    frame's job is done by a worker; SIGTERM to the script stops every process it started."""
+    port = _free_port()
+    environment = {
+        **os.environ,
+        "DUSTPATROL_DATABASE__URL": f"sqlite:///{tmp_path / 'dustpatrol.db'}",
+        "DUSTPATROL_PATHS__DATA_DIR": str(tmp_path / "var"),
+        "DUSTPATROL_PATHS__FRAMES_DIR": str(tmp_path / "var" / "frames"),
+        "DUSTPATROL_QUEUE__URL": redis_server.url(4),
+        "DUSTPATROL_SERVER__PORT": str(port),
+        "DUSTPATROL_SERVER__ADMIN_PASSWORD": PASSWORD,
+        "BIN": str(Path(sys.executable).parent),
+        "LOGS": str(tmp_path / "logs"),
+    }
+    script = subprocess.Popen(
+        ["bash", str(REPO / "deploy" / "run-scaled.sh"), "2", "2"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        assert script.stdout is not None
+        banner = script.stdout.readline().decode()  # printed once everything is started
+        assert "2 processes), 2 workers" in banner, banner
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=30) as client:
+            token = client.post("/auth/token", data={"username": "admin", "password": PASSWORD})
+            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            flight = client.post("/flights", json={"name": "f"}, headers=headers).json()["id"]
+            name, data = _frames(patrol_district)[0]
+            sent = client.post(
+                f"/flights/{flight}/frames",
+                files={"file": (name, io.BytesIO(data), "image/jpeg")},
+                headers=headers,
+            )
+            assert sent.status_code == 201, sent.text
+            job = sent.json()["job_id"]
+            deadline = time.monotonic() + 120
+            while (state := client.get(f"/jobs/{job}", headers=headers).json())["state"] != "done":
+                assert time.monotonic() < deadline and state["state"] != "failed", state
+                time.sleep(0.2)
+            assert state["worker"].split(":")[0].startswith("worker-")  # not the API
+        children = subprocess.run(
+            ["pgrep", "-s", str(script.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) >= 1 + 2 + 2 + 1, children  # script, API + 2, 2 workers
+        script.send_signal(signal.SIGTERM)
+        script.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while subprocess.run(["pgrep", "-s", str(script.pid)], capture_output=True).stdout:
+            assert time.monotonic() < deadline, "processes left running after SIGTERM"
+            time.sleep(0.3)
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+            script.wait()
