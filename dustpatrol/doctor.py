@@ -226,6 +226,9 @@ def check_database(settings: Settings) -> CheckResult:
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+            postgis = connection.execute(
+                text("SELECT extversion FROM pg_extension WHERE extname = 'postgis'")
+            ).scalar()
     except SQLAlchemyError as exc:
         reason = " ".join(str(exc.orig if hasattr(exc, "orig") else exc).split())
         return CheckResult(
@@ -236,7 +239,15 @@ def check_database(settings: Settings) -> CheckResult:
         )
     finally:
         engine.dispose()
-    return CheckResult("database", CheckStatus.OK, f"{shown} reachable")
+    if postgis is None:
+        return CheckResult(
+            "database",
+            CheckStatus.WARN,
+            f"{shown} reachable, without PostGIS: spatial queries on bounding boxes",
+            "install PostGIS (Debian: postgresql-postgis) and CREATE EXTENSION postgis before "
+            "the service first migrates the database",
+        )
+    return CheckResult("database", CheckStatus.OK, f"{shown} reachable, PostGIS {postgis}")
 
 
 def _check_sqlite(database: str | None, shown: str) -> CheckResult:

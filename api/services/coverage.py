@@ -8,11 +8,12 @@ import json
 import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from api.models.flights import Frame
 from api.models.sites import Site
+from api.spatial import FRAME_FOOTPRINT, SITE_GEOMETRY, has_postgis
 from geo.crs import WGS84, transform_geometry, utm_crs_for
 
 
@@ -45,3 +46,31 @@ def site_coverage_share(site: Site, seen: BaseGeometry | None) -> float:
     outline_utm = transform_geometry(outline, WGS84, utm)
     seen_utm = transform_geometry(seen, WGS84, utm)
     return float(outline_utm.intersection(seen_utm).area / outline_utm.area)
+
+
+def sites_seen(session: Session, flight_id: int, seen: BaseGeometry | None) -> list[Site]:
+    """The sites the flight's frames may have seen, by site id: with PostGIS, those whose
+    outline meets a frame's footprint (GiST indexes, in the database); elsewhere those whose
+    bounding box meets the box of everything seen. The share seen is measured after."""
+    if seen is None:
+        return []
+    query = select(Site).order_by(Site.site_id)
+    if has_postgis(session):
+        query = query.where(
+            exists()
+            .where(
+                Frame.flight_id == flight_id,
+                Frame.status == "ready",
+                func.ST_Intersects(FRAME_FOOTPRINT, SITE_GEOMETRY),
+            )
+            .correlate(Site)
+        )
+    else:
+        min_lon, min_lat, max_lon, max_lat = seen.bounds
+        query = query.where(
+            Site.max_lon >= min_lon,
+            Site.min_lon <= max_lon,
+            Site.max_lat >= min_lat,
+            Site.min_lat <= max_lat,
+        )
+    return list(session.scalars(query))

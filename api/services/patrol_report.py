@@ -27,7 +27,7 @@ from api.models.bureaus import Bureau
 from api.models.flights import Flight, Frame
 from api.models.notices import Finding, FindingReview, Notice
 from api.models.sites import Site
-from api.services.coverage import frame_footprints, seen_by, site_coverage_share
+from api.services.coverage import frame_footprints, seen_by, site_coverage_share, sites_seen
 from api.services.notice_pdf import (
     FONT,
     HEADINGS,
@@ -77,21 +77,7 @@ def patrol_report(
         if finding.site_id is not None:
             by_site[finding.site_id].append(finding)
     minimum = settings.quality.min_site_coverage
-    candidates = []
-    if seen is not None:
-        min_lon, min_lat, max_lon, max_lat = seen.bounds
-        candidates = list(
-            session.scalars(
-                select(Site)
-                .where(
-                    Site.max_lon >= min_lon,
-                    Site.min_lon <= max_lon,
-                    Site.max_lat >= min_lat,
-                    Site.min_lat <= max_lat,
-                )
-                .order_by(Site.site_id)
-            )
-        )
+    candidates = sites_seen(session, flight.id, seen)
     earlier = list(
         session.scalars(
             select(Flight.id)

@@ -25,6 +25,7 @@ from api.models.sites import (
 )
 from api.models.users import Role, User
 from api.services.audit import audit
+from api.spatial import SITE_GEOMETRY, envelope, has_postgis
 from geo.errors import GeoError
 from geo.sites import load_sites
 
@@ -216,7 +217,8 @@ SITES_RTREE = Table(
 
 def in_bbox(session: Session, query: Select[Any], bbox: str) -> Select[Any]:
     """``query`` narrowed to the sites whose bounding box meets ``bbox`` (lon/lat text),
-    through the spatial index (SQLite's R*Tree, PostgreSQL's GiST index on the box); the
+    through the spatial index (SQLite's R*Tree, PostGIS's GiST index of the geometry, else
+    PostgreSQL's GiST index on the box); the
     exact comparison follows, as the R*Tree keeps its boxes in single precision."""
     min_lon, min_lat, max_lon, max_lat = parse_bbox(bbox)
     dialect = session.get_bind().dialect.name
@@ -231,6 +233,8 @@ def in_bbox(session: Session, query: Select[Any], bbox: str) -> Select[Any]:
                 )
             )
         )
+    elif has_postgis(session):  # the GiST index of the sites' geometry
+        query = query.where(SITE_GEOMETRY.op("&&")(envelope(min_lon, min_lat, max_lon, max_lat)))
     elif dialect == "postgresql":
         view = func.box(func.point(min_lon, min_lat), func.point(max_lon, max_lat))
         site_box = func.box(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from dustpatrol import __version__
 from dustpatrol.cli import EXIT_CONFIG, app
+from tests.conftest import RedisServer
 
 runner = CliRunner()
 
@@ -118,3 +120,41 @@ def test_doctor_reports_bad_settings_without_crashing() -> None:
     result = runner.invoke(app, ["doctor"], env={"DUSTPATROL_SERVER__PORT": "0"})
     assert result.exit_code == 1
     assert "server.port" in result.output
+
+
+def test_doctor_checks_the_broker_and_postgis(tmp_path: Path, redis_server: RedisServer) -> None:
+    from dustpatrol.doctor import CheckStatus, check_database, check_queue
+    from dustpatrol.settings import Settings
+
+    def settings(**sections: object) -> Settings:
+        return Settings.model_validate({"paths": {"data_dir": str(tmp_path)}, **sections})
+
+    embedded = check_queue(settings())
+    assert embedded.status is CheckStatus.OK and "service's process" in embedded.detail
+    up = check_queue(settings(queue={"url": redis_server.url(5)}))
+    assert up.status is CheckStatus.OK and "waiting frames 0" in up.detail, up
+    down = check_queue(settings(queue={"url": "redis://:secret@127.0.0.1:1/0"}))
+    assert down.status is CheckStatus.FAIL and "redis-server" in down.fix
+    assert "secret" not in down.detail  # the password is not shown
+    postgres = os.environ.get("DP_TEST_POSTGRES_URL")
+    if not postgres:
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
+    name = f"dp_doctor_{os.getpid()}"
+    try:
+        with admin.connect() as connection:  # .ci/postgres.sh put PostGIS in the template
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(postgres).set(database=name).render_as_string(hide_password=False)
+        found = check_database(settings(database={"url": url}))
+        assert found.status is CheckStatus.OK and "PostGIS 3" in found.detail, found
+        with create_engine(url).begin() as connection:
+            connection.execute(text("DROP EXTENSION postgis"))
+        missing = check_database(settings(database={"url": url}))
+        assert missing.status is CheckStatus.WARN and "postgresql-postgis" in missing.fix
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
