@@ -563,3 +563,15 @@ def test_the_findings_flight_filter_states_its_range(world: World) -> None:
         "/findings", params={"flight": 10**22}, headers=world.login("analyst")
     )
     assert answer.status_code == 422 and "flight" in answer.text
+
+
+def test_every_response_has_a_request_id_and_a_callers_plain_one_is_kept(world: World) -> None:
+    fresh = world.client.get("/health/live")
+    assert len(fresh.headers["x-request-id"]) == 32
+    other = world.client.get("/health/live")
+    assert other.headers["x-request-id"] != fresh.headers["x-request-id"]
+    given = world.client.get("/health/live", headers={"X-Request-ID": "proxy-7f3a.1"})
+    assert given.headers["x-request-id"] == "proxy-7f3a.1"
+    forged = world.client.get("/health/live", headers={"X-Request-ID": "a\\nb" + "x" * 80})
+    assert forged.headers["x-request-id"] not in ("a\\nb" + "x" * 80,)
+    assert len(forged.headers["x-request-id"]) == 32  # replaced, not echoed
