@@ -180,6 +180,11 @@ class DetectionSettings(_Section):
     in_service: bool = Field(
         True, description="the service detects in uploaded frames (off: clients analyse)"
     )
+    live_findings: bool = Field(
+        True,
+        description="findings (and notices) from the frames analysed so far while a flight "
+        "is still uploading (off: only once the flight is complete)",
+    )
 
 
 class GeoreferencingSettings(_Section):

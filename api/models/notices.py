@@ -100,6 +100,8 @@ class Finding(Base):
         ForeignKey("notices.id"), default=None, index=True
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    # client: posted to /flights/{id}/findings; service: the service's own analysis
+    origin: Mapped[str] = mapped_column(String(10), default="client", server_default="client")
 
 
 class Notice(Base):
@@ -256,6 +258,9 @@ class FindingPublic(BaseModel):
     review: str
     notice: str | None
     evidence: list[dict[str, Any]]
+    origin: str = Field(
+        "client", description="client: posted by a client; service: the service's analysis"
+    )
 
 
 class FindingsIngested(BaseModel):

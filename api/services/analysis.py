@@ -3,9 +3,12 @@ they are uploaded, then findings and notices when the flight is complete.
 
 - ``frame_detect`` (after the metadata job): quality checks, detection at the analysis
   resolution, each detection placed on the ground and stored as an `Observation`.
+- ``flight_so_far`` (after a frame with detections, while the flight is not complete; one
+  waiting at a time per flight): the observations so far matched and merged into findings,
+  so findings and notices appear during the flight; a patch seen again later grows in place.
 - ``flight_findings`` (after ``POST /flights/{id}/complete``): waits for the flight's frames,
-  then matches and merges all observations into findings and ingests them like findings posted
-  by a client (rules, notices, verification of rectified notices).
+  then matches and merges all observations into the final findings (rules, notices,
+  verification of rectified notices).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from api.jobs import PermanentJobError, enqueue, handler
 from api.models.flights import Flight, Frame, Job, Observation
 from api.models.sites import Site
 from api.services.frames import FRAME_DETECT_JOB, frame_file
-from api.services.notices import ingest
+from api.services.notices import sync_flight
 from dustpatrol.errors import DustpatrolError
 from dustpatrol.pipeline import FlightAnalyzer, match_and_merge, shared_detector
 from dustpatrol.settings import Settings
@@ -34,6 +37,7 @@ from geo.matching import Observation as GroundObservation
 from geo.matching import findings_geojson
 
 FLIGHT_FINDINGS_JOB = "flight_findings"
+FLIGHT_SO_FAR_JOB = "flight_so_far"
 WAIT_FOR_FRAMES_S = 2.0
 
 
@@ -93,6 +97,23 @@ def detect_frame(session: Session, payload: dict[str, Any], settings: Settings) 
         )
     frame.analysis, frame.analysis_note = "done", f"{len(placed)} detections"
     session.commit()
+    if placed and settings.detection.live_findings:
+        _findings_so_far_soon(session, frame.flight_id)
+
+
+def _findings_so_far_soon(session: Session, flight_id: int) -> None:
+    """Queue the flight's findings-so-far unless a run of it is already waiting (frames that
+    arrive meanwhile are all in that run)."""
+    flight = session.get(Flight, flight_id)
+    if flight is None or flight.completed_at is not None:
+        return  # complete: the final run makes the findings
+    waiting = session.scalars(
+        select(Job.payload).where(Job.kind == FLIGHT_SO_FAR_JOB, Job.state == "pending")
+    ).all()
+    if any(payload.get("flight_id") == flight_id for payload in waiting):
+        return
+    enqueue(session, FLIGHT_SO_FAR_JOB, {"flight_id": flight_id})
+    session.commit()
 
 
 def complete_flight(session: Session, settings: Settings, flight_id: int) -> Job:
@@ -126,16 +147,40 @@ def flight_findings(session: Session, payload: dict[str, Any], settings: Setting
         )
         session.commit()
         return
-    rows = list(session.scalars(select(Observation).where(Observation.flight_id == flight_id)))
-    names = {f.id: f.filename for f in frames}
-    analysed = [f for f in frames if f.analysis == "done" and f.footprint_geojson]
     flight = session.get(Flight, flight_id)
     if flight is None:
         raise PermanentJobError(f"flight {flight_id} no longer exists")
-    if not analysed:
-        flight.analysed_at = datetime.now(UTC)
+    collection = _merged(session, settings, flight_id, frames)
+    flight.analysed_at = datetime.now(UTC)
+    if collection is None:
         session.commit()
         return
+    sync_flight(session, settings, flight_id, collection, final=True)  # commits
+
+
+@handler(FLIGHT_SO_FAR_JOB, queue="notices")
+def flight_so_far(session: Session, payload: dict[str, Any], settings: Settings) -> None:
+    """Findings (and, without required confirmation, notices) from the frames analysed so
+    far, while the flight goes on: a patch seen by later frames grows in place."""
+    flight_id = int(payload["flight_id"])
+    flight = session.get(Flight, flight_id)
+    if flight is None or flight.completed_at is not None:
+        return  # gone, or complete: the final run makes the findings
+    frames = list(session.scalars(select(Frame).where(Frame.flight_id == flight_id)))
+    collection = _merged(session, settings, flight_id, frames)
+    if collection is not None:
+        sync_flight(session, settings, flight_id, collection, final=False)
+
+
+def _merged(
+    session: Session, settings: Settings, flight_id: int, frames: list[Frame]
+) -> dict[str, Any] | None:
+    """The findings GeoJSON of the flight's analysed frames (None without any)."""
+    rows = list(session.scalars(select(Observation).where(Observation.flight_id == flight_id)))
+    names = {f.id: f.filename for f in frames}
+    analysed = [f for f in frames if f.analysis == "done" and f.footprint_geojson]
+    if not analysed:
+        return None
     first = analysed[0]
     assert first.lon_deg is not None and first.lat_deg is not None
     crs: CRS = utm_crs_for(first.lon_deg, first.lat_deg)
@@ -161,5 +206,4 @@ def flight_findings(session: Session, payload: dict[str, Any], settings: Setting
     result = match_and_merge(
         placed, footprints, sites_frame(session), crs, settings.georeferencing.match_tolerance_m
     )
-    flight.analysed_at = datetime.now(UTC)
-    ingest(session, settings, flight_id, findings_geojson(result.findings))  # commits
+    return findings_geojson(result.findings)

@@ -143,6 +143,114 @@ def _ingest(
     )
 
 
+def sync_flight(
+    session: Session,
+    settings: Settings,
+    flight_id: int,
+    collection: dict[str, Any],
+    *,
+    final: bool,
+) -> FindingsIngested:
+    """The service's own analysis of a flight, of the frames so far (during the flight) or of
+    all of them (``final``): the flight's findings made by the service become those of
+    ``collection`` (findings a client posted for the flight are left alone). A stored
+    finding of the same site and class that overlaps a new one is that finding, updated in
+    place (its id, review and notice stay: a patch seen by more frames grows, it is not found
+    again); new ones are added; unreviewed ones the analysis no longer has (merged into a
+    neighbour) are removed. The rules run on every finding without a notice; rectified
+    notices are verified against the flight when it is final. Runs of the same flight take
+    turns (the flight's row is locked)."""
+    with write_turn(session):
+        flight = session.scalar(
+            select(Flight)
+            .where(Flight.id == flight_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if flight is None:
+            raise NotFoundError(f"no flight {flight_id}")
+        if not final and flight.completed_at is not None:  # the final run has it now
+            session.rollback()
+            return FindingsIngested(created=0, unchanged=0, unknown_sites=[], notices_issued=[])
+        named = {f["properties"].get("site_id") for f in collection["features"]}
+        sites = {
+            s.site_id: s
+            for s in session.scalars(
+                select(Site).where(Site.site_id.in_(sorted(n for n in named if n)))
+            )
+        }
+        unknown: set[str] = set()
+        fresh = [
+            _finding_from_feature(flight_id, index, feature, sites, unknown)
+            for index, feature in enumerate(collection["features"])
+        ]
+        flight_findings = list(
+            session.scalars(select(Finding).where(Finding.flight_id == flight_id))
+        )
+        stored = [f for f in flight_findings if f.origin == "service"]
+        posted = {f.fingerprint for f in flight_findings if f.origin != "service"}
+        kept: set[int] = set()
+        created, unchanged = 0, 0
+        touched: list[Finding] = []
+        for finding in fresh:
+            if finding.fingerprint in posted:  # a client posted this very finding: it is theirs
+                unchanged += 1
+                continue
+            same = _same_patch(finding, [f for f in stored if f.id not in kept])
+            if same is None:
+                finding.origin = "service"
+                session.add(finding)
+                touched.append(finding)
+                created += 1
+                continue
+            kept.add(same.id)
+            if same.fingerprint == finding.fingerprint:
+                unchanged += 1
+            else:
+                for name in ("fingerprint", "geometry_geojson", "area_m2", "confidence",
+                             "uncertainty_m", "evidence"):  # fmt: skip
+                    setattr(same, name, getattr(finding, name))
+            touched.append(same)
+        for gone in stored:
+            if gone.id not in kept and gone.review == FindingReview.PENDING.value:
+                session.delete(gone)
+        session.flush()
+        issued: list[str] = []
+        if not settings.notices.require_confirmation:
+            for finding in touched:
+                if finding.notice_id is None:
+                    notice = apply_rules(session, settings, finding, actor=None)
+                    if notice is not None and notice.number not in issued:
+                        issued.append(notice.number)
+        session.flush()
+        if final:
+            verify_with_flight(session, flight_id)
+        session.commit()
+    return FindingsIngested(
+        created=created, unchanged=unchanged, unknown_sites=sorted(unknown), notices_issued=issued
+    )
+
+
+def _same_patch(finding: Finding, stored: list[Finding]) -> Finding | None:
+    """The stored finding ``finding`` is a later view of: same site and class, the same
+    fingerprint, else the one it overlaps most."""
+    candidates = [
+        f
+        for f in stored
+        if f.site_id == finding.site_id and f.finding_class == finding.finding_class
+    ]
+    for candidate in candidates:
+        if candidate.fingerprint == finding.fingerprint:
+            return candidate
+    outline = shape(json.loads(finding.geometry_geojson))
+    best, best_overlap = None, 0.0
+    for candidate in candidates:
+        overlap = outline.intersection(shape(json.loads(candidate.geometry_geojson))).area
+        if overlap > best_overlap:
+            best, best_overlap = candidate, overlap
+    return best
+
+
 def _finding_from_feature(
     flight_id: int, index: int, feature: Any, sites: dict[str, Site], unknown: set[str]
 ) -> Finding:
@@ -391,6 +499,7 @@ def finding_public(session: Session, finding: Finding) -> FindingPublic:
             {**entry, "image": evidence_url(finding.id, index)}
             for index, entry in enumerate(finding.evidence)
         ],
+        origin=finding.origin,
     )
 
 

@@ -21,6 +21,7 @@ from api.db import make_engine, session_factory
 from dustpatrol.cli import app
 from dustpatrol.errors import DustpatrolError
 from dustpatrol.reviewed import export_reviewed
+from dustpatrol.settings import Settings
 from geo.matching import Observation, findings_geojson, merge_observations
 from sim.camera import PoseNoise, camera_preset
 from sim.export import write_district
@@ -36,6 +37,19 @@ from vision.labels import rasterise_instances, read_yolo_labels
 runner = CliRunner()
 GSD = 0.1
 IMGSZ = 256
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Findings posted by a client (`analyze --api`): the service keeps the frames for the
+    crops but does not detect in them itself."""
+    return Settings.model_validate(
+        {
+            "database": {"url": database_url},
+            "paths": {"data_dir": str(tmp_path / "var")},
+            "detection": {"in_service": False},
+        }
+    )
 
 
 def _soil_patch(district: District) -> Patch:
