@@ -8,6 +8,7 @@ from pathlib import Path
 from bench import (
     api_load,
     geo_matching,
+    live_notices,
     missions_planning,
     pipeline,
     queue_scale,
@@ -19,6 +20,7 @@ from bench.results import BenchResult, report
 SUITES = {
     "api": api_load.run,
     "geo": geo_matching.run,
+    "live": live_notices.run,
     "missions": missions_planning.run,
     "pipeline": pipeline.run,
     "queue": queue_scale.run,

@@ -36,7 +36,7 @@ from sim.camera import PoseNoise, camera_preset
 from sim.export import write_district
 from sim.kinds import GnssMode
 from sim.shots import pose_at, shoot
-from sim.world import District, generate_district
+from sim.world import District, Site, generate_district
 
 PASSWORD = "bench-password-123"
 REPO = Path(__file__).resolve().parents[1]
@@ -52,28 +52,33 @@ def _free_port() -> int:
 class _Service:
     """redis-server, `dustpatrol serve` in queue mode and any number of workers."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self, folder: Path, queue: bool = True, extra: dict[str, str] | None = None
+    ) -> None:
         self.folder = folder
         self.database = f"sqlite:///{folder / 'dustpatrol.db'}"
         self.port = _free_port()
         redis_port = _free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self._spawn(
-            "redis",
-            [binary, "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
-             "--appendonly", "no", "--dir", str(folder)],
-        )  # fmt: skip
+        if queue:
+            binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+            self._spawn(
+                "redis",
+                [binary, "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
+                 "--appendonly", "no", "--dir", str(folder)],
+            )  # fmt: skip
         self.environment = {
             **os.environ,
             "DUSTPATROL_DATABASE__URL": self.database,
             "DUSTPATROL_PATHS__DATA_DIR": str(folder / "var"),
             "DUSTPATROL_PATHS__FRAMES_DIR": str(folder / "var" / "frames"),
-            "DUSTPATROL_QUEUE__URL": f"redis://127.0.0.1:{redis_port}/0",
             "DUSTPATROL_SERVER__ADMIN_PASSWORD": PASSWORD,
             "DUSTPATROL_SERVER__ACCESS_LOG": "false",
             "DUSTPATROL_LOG__LEVEL": "WARNING",
+            **(extra or {}),
         }
+        if queue:  # else the service runs its jobs itself (the embedded default)
+            self.environment["DUSTPATROL_QUEUE__URL"] = f"redis://127.0.0.1:{redis_port}/0"
         self._spawn("api", self._dustpatrol("serve", "--port", str(self.port)))
         self.base = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
@@ -116,19 +121,17 @@ class _Service:
             answer = self.client.post("/sites/import", files={"file": ("sites.geojson", file)})
         answer.raise_for_status()
 
+    def send_frame(self, flight: int, name: str, data: bytes) -> None:
+        answer = self.client.post(
+            f"/flights/{flight}/frames", files={"file": (name, io.BytesIO(data), "image/jpeg")}
+        )
+        answer.raise_for_status()
+
     def upload(self, frames: list[tuple[str, bytes]], clients: int = 4) -> int:
-        flight = self.client.post("/flights", json={"name": "bench"}).json()["id"]
-
-        def send(item: tuple[str, bytes]) -> None:
-            answer = self.client.post(
-                f"/flights/{flight}/frames",
-                files={"file": (item[0], io.BytesIO(item[1]), "image/jpeg")},
-            )
-            answer.raise_for_status()
-
+        flight = int(self.client.post("/flights", json={"name": "bench"}).json()["id"])
         with ThreadPoolExecutor(clients) as pool:
-            list(pool.map(send, frames))
-        return int(flight)
+            list(pool.map(lambda item: self.send_frame(flight, *item), frames))
+        return flight
 
     def jobs(self, kind: str) -> list[Any]:
         with self.engine.connect() as connection:
@@ -169,8 +172,12 @@ class _Service:
                 process.wait()
 
 
-def _shots(district: District, count: int, scale: float) -> list[tuple[str, bytes]]:
-    sites = district.sites
+def _shots(
+    district: District, count: int, scale: float, around: Site | None = None
+) -> list[tuple[str, bytes]]:
+    """``count`` frames at ``scale`` of 20 MP over the district's sites in turn (or all over
+    ``around``), each 3 m further east than the one before."""
+    sites = [around] if around is not None else district.sites
     frames = []
     for number in range(count):
         centre = sites[number % len(sites)].geometry.centroid
