@@ -18,6 +18,7 @@ from shapely.geometry import box, mapping
 from api.app import create_app
 from api.db import make_engine, session_factory
 from api.models.flights import Frame
+from dustpatrol.settings import Settings
 from tests.api.conftest import PASSWORD, World
 from tests.api.test_evidence_api import finding_with_frame
 from tests.api.test_notices_api import findings_for, new_flight, post
@@ -176,6 +177,19 @@ def test_the_vendored_leaflet_is_the_locked_npm_package() -> None:
     locked = lock["packages"]["node_modules/leaflet"]["version"]
     built = (root / "api" / "static" / "vendor" / "leaflet" / "VERSION").read_text().strip()
     assert built == locked, "run `make web` to rebuild api/static/vendor from web/"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Findings posted by a client: the frames uploaded here are the map's imagery, not
+    analysed by the service (whose own findings would join the posted ones)."""
+    return Settings.model_validate(
+        {
+            "database": {"url": database_url},
+            "paths": {"data_dir": str(tmp_path / "var")},
+            "detection": {"in_service": False},
+        }
+    )
 
 
 @pytest.fixture

@@ -27,8 +27,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
-from sqlalchemy import create_engine, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import select, update
 
 from api.app import create_app
 from api.cli import ensure_admin
@@ -45,7 +44,7 @@ from sim.export import write_district
 from sim.kinds import GnssMode
 from sim.shots import pose_at, shoot
 from sim.world import District, generate_district
-from tests.api.conftest import PASSWORD, _postgres_admin_url
+from tests.api.conftest import PASSWORD, new_postgres_database
 from tests.api.test_webhooks import SECRET
 from tests.conftest import RedisServer, S3Server
 
@@ -287,17 +286,8 @@ def _embedded(tmp_path: Path, world: Path, frames: list[tuple[str, bytes]]) -> d
 
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
-    admin_url = make_url(_postgres_admin_url())
-    name = f"dp_scale_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with new_postgres_database("dp_scale") as url:
+        yield url
 
 
 class Processes:
@@ -322,6 +312,21 @@ class Processes:
 
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")
+
+    def start_api(self, port: int, *arguments: str) -> str:
+        """`dustpatrol serve` on ``port``, once it says it is ready; returns its base URL."""
+        self.start("api", "serve", "--port", str(port), *arguments)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert self.running["api"].poll() is None, self.log("api")
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    return base
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, self.log("api")
+            time.sleep(0.2)
 
     def stop_all(self) -> None:
         for process in self.running.values():
@@ -393,18 +398,7 @@ def test_a_flight_scaled_out_and_a_worker_killed_mid_detection_ends_as_the_embed
         raise AssertionError("no detection job was seen running")
 
     try:
-        processes.start("api", "serve", "--port", str(port), "--workers", "2")
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert processes.running["api"].poll() is None, processes.log("api")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, processes.log("api")
-            time.sleep(0.3)
+        base = processes.start_api(port, "--workers", "2")
         for name in ("worker-1", "worker-2"):
             processes.start(name, "worker")
         with httpx.Client(base_url=base, timeout=60) as client:
@@ -486,23 +480,8 @@ def test_the_service_killed_in_the_middle_of_a_webhook_delivery_delivers_it_once
         "DUSTPATROL_NOTICES__REQUIRE_CONFIRMATION": "false",
     }
     processes = Processes(environment, tmp_path)
-    base = f"http://127.0.0.1:{port}"
-
-    def start() -> None:
-        processes.start("api", "serve", "--port", str(port))
-        deadline = time.monotonic() + 120
-        while True:
-            assert processes.running["api"].poll() is None, processes.log("api")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, processes.log("api")
-            time.sleep(0.2)
-
     try:
-        start()
+        base = processes.start_api(port)
         with httpx.Client(base_url=base, timeout=30) as client:
             world = World(client, Settings(), {})  # type: ignore[arg-type]
             admin = world.login("admin")
@@ -533,7 +512,7 @@ def test_the_service_killed_in_the_middle_of_a_webhook_delivery_delivers_it_once
             assert first_arrived.wait(30), processes.log("api")
             processes.running["api"].send_signal(signal.SIGKILL)
             processes.running["api"].wait()
-            start()
+            processes.start_api(port)
             deadline = time.monotonic() + 60
             while len(seen) < 2:
                 assert time.monotonic() < deadline, processes.log("api")

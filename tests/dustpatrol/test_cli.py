@@ -140,21 +140,15 @@ def test_doctor_checks_the_broker_and_postgis(tmp_path: Path, redis_server: Redi
     if not postgres:
         return
     from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
-    admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
-    name = f"dp_doctor_{os.getpid()}"
-    try:
-        with admin.connect() as connection:  # .ci/postgres.sh put PostGIS in the template
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(postgres).set(database=name).render_as_string(hide_password=False)
+    from tests.api.conftest import new_postgres_database
+
+    with new_postgres_database("dp_doctor") as url:  # PostGIS from the template
         found = check_database(settings(database={"url": url}))
         assert found.status is CheckStatus.OK and "PostGIS 3" in found.detail, found
-        with create_engine(url).begin() as connection:
+        engine = create_engine(url)
+        with engine.begin() as connection:
             connection.execute(text("DROP EXTENSION postgis"))
+        engine.dispose()
         missing = check_database(settings(database={"url": url}))
         assert missing.status is CheckStatus.WARN and "postgresql-postgis" in missing.fix
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
