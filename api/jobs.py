@@ -7,8 +7,8 @@ claimed with a conditional UPDATE (pending and due, or running with a lapsed lea
 however many workers and messages there are, one claim wins and a job never runs twice at
 once. While it runs its lease is renewed; a job whose worker died (kill -9, a lost machine) is
 taken over once the lease lapses, and the job's history says so (a line per attempt: who ran
-it, how it ended, which worker was lost). Jobs whose every attempt
-failed stay in the table as failed (the dead letters, ``GET /jobs?state=failed``).
+it, how it ended, which worker was lost). Jobs whose every attempt failed stay in the table
+as failed (the dead letters, ``GET /jobs?state=failed``).
 
 In queue mode, messages are sent only after the transaction that made the job commits (never
 for work that was rolled back); a message lost on the way is sent again by the workers' sweep.

@@ -57,6 +57,15 @@ def celery_app(settings: Settings) -> Celery:
             HOUSEKEEPING_TASK: {"queue": "housekeeping"},
         },
         broker_connection_retry_on_startup=True,
+        # A broker that does not answer must not hold up the request that committed the job:
+        # give up quickly (the sweep sends the message later).
+        broker_connection_timeout=2.0,
+        task_publish_retry_policy={
+            "max_retries": 1,
+            "interval_start": 0.0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
         broker_transport_options={"visibility_timeout": max(3600.0, settings.queue.republish_s)},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -592,3 +592,41 @@ def test_the_one_machine_launcher_runs_api_processes_and_workers_and_stops_them_
         if script.poll() is None:
             os.killpg(script.pid, signal.SIGKILL)
             script.wait()
+
+
+def test_an_upload_while_the_broker_is_down_is_accepted_and_its_job_sent_later(
+    tmp_path: Path, redis_server: RedisServer, patrol_district: District
+) -> None:
+    """Redis unreachable: the frame is stored and its job recorded (nothing accepted is lost);
+    the message that could not be sent goes out with a later sweep."""
+    down = Settings.model_validate(
+        {
+            "database": {"url": f"sqlite:///{tmp_path / 'dustpatrol.db'}"},
+            "paths": {"data_dir": str(tmp_path / "var")},
+            "server": {"admin_password": PASSWORD},
+            "queue": {"url": f"redis://127.0.0.1:{_free_port()}/0", "republish_s": 0.5},
+        }
+    )
+    upgrade(down.database.url)
+    ensure_admin(down)
+    with TestClient(create_app(down, migrate=False)) as client:
+        token = client.post("/auth/token", data={"username": "admin", "password": PASSWORD})
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        flight = client.post("/flights", json={"name": "f"}, headers=headers).json()["id"]
+        name, data = _frames(patrol_district)[0]
+        sent = client.post(
+            f"/flights/{flight}/frames",
+            files={"file": (name, io.BytesIO(data), "image/jpeg")},
+            headers=headers,
+        )
+        assert sent.status_code == 201, sent.text
+        job = client.get(f"/jobs/{sent.json()['job_id']}", headers=headers).json()
+        assert job["state"] == "pending"  # no worker could be told: it waits in the table
+    up = down.model_copy(
+        update={"queue": down.queue.model_copy(update={"url": redis_server.url(6)})}
+    )
+    time.sleep(0.6)  # longer than republish_s since the failed send
+    plain = session_factory(make_engine(down.database.url))
+    assert sweep(plain, Broker(up), up)["jobs"] == 1
+    queued = _queued(redis.Redis.from_url(up.queue.url), "frames")
+    assert [m["argsrepr"] for m in queued] == [f"({job['id']},)"]
