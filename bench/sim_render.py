@@ -37,6 +37,9 @@ def _cases(
     ]
 
 
+REALISM_SEED = 29
+
+
 def _realism(district: District, quick: bool) -> list[BenchResult]:
     """`sim compare` against the real reference photos: relative difference per statistic."""
     comparison = compare(REAL_REFERENCE, district, Path("var/bench/compare"), 4 if quick else 8)
@@ -71,5 +74,7 @@ def run(quick: bool = False) -> list[BenchResult]:
         *_cases(
             district, camera_preset("m3e", 0.27), "1.4 MP (training size)", runs, TARGET_TRAINING_S
         ),
-        *_realism(district, quick),
+        # A district in the reference photos' conditions (summer, clear air, a camera near
+        # neutral): the statistics then compare materials, not weather (seed 7 is a hazy winter).
+        *_realism(generate_district(REALISM_SEED), quick),
     ]

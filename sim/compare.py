@@ -252,6 +252,7 @@ def contact_sheet(
 class Comparison:
     real: dict[str, float]
     rendered: dict[str, float]
+    conditions: str = ""  # the rendered district's weather and camera style
 
     def rows(self) -> list[tuple[str, float, float, float | None]]:
         """(statistic, real, rendered, relative difference) for every statistic of both."""
@@ -263,7 +264,8 @@ class Comparison:
         return out
 
     def markdown(self, bound: float = 0.25) -> str:
-        lines = [
+        lines = [f"Renders: {self.conditions}", ""] if self.conditions else []
+        lines += [
             "| statistic | real | render | difference | within 25 % |",
             "|---|---:|---:|---:|:---:|",
         ]
@@ -272,6 +274,17 @@ class Comparison:
             shown = "n/a" if relative is None else f"{relative:.0%}"
             lines.append(f"| {name} | {r:.3f} | {s:.3f} | {shown} | {within} |")
         return "\n".join(lines) + "\n"
+
+
+def describe_conditions(district: District) -> str:
+    """The district's weather and camera style in a line: the statistics compare materials
+    only when these are like the real photos' (summer, clear air, a neutral camera)."""
+    env = district.environment
+    return (
+        f"district seed {district.params.seed}, {env.season.value}, haze "
+        f"{env.haze_per_m:.4f}/m, sun {env.sun_elevation_deg:.0f} deg high, saturation "
+        f"{env.saturation:.2f}, contrast {env.contrast:.2f}, warmth {env.warmth:+.2f}"
+    )
 
 
 def compare(
@@ -285,7 +298,9 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     real = real_samples(real_folder)
     renders = render_samples(district, count, on_render=on_render)
-    comparison = Comparison(region_statistics(real), region_statistics(renders))
+    comparison = Comparison(
+        region_statistics(real), region_statistics(renders), describe_conditions(district)
+    )
     if not cv2.imwrite(str(out / "contact_sheet.png"), contact_sheet(real, renders)):
         raise SimError(f"could not write {out / 'contact_sheet.png'}")
     (out / "statistics.md").write_text(comparison.markdown(), encoding="utf-8")
