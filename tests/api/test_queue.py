@@ -175,6 +175,24 @@ def _frames(district: District) -> list[tuple[str, bytes]]:
     return frames
 
 
+def _upload_first_frame(
+    client: httpx.Client, district: District
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """As the admin: a new flight and the first of `_frames` uploaded to it; (the login
+    headers, the upload's answer)."""
+    token = client.post("/auth/token", data={"username": "admin", "password": PASSWORD})
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    flight = client.post("/flights", json={"name": "f"}, headers=headers).json()["id"]
+    name, data = _frames(district)[0]
+    sent = client.post(
+        f"/flights/{flight}/frames",
+        files={"file": (name, io.BytesIO(data), "image/jpeg")},
+        headers=headers,
+    )
+    assert sent.status_code == 201, sent.text
+    return headers, dict(sent.json())
+
+
 class Receiver:
     """A bureau's system on 127.0.0.1 that accepts everything and counts delivery ids."""
 
@@ -562,17 +580,8 @@ def test_the_one_machine_launcher_runs_api_processes_and_workers_and_stops_them_
         assert "2 processes), 2 workers" in banner, banner
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=30) as client:
-            token = client.post("/auth/token", data={"username": "admin", "password": PASSWORD})
-            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-            flight = client.post("/flights", json={"name": "f"}, headers=headers).json()["id"]
-            name, data = _frames(patrol_district)[0]
-            sent = client.post(
-                f"/flights/{flight}/frames",
-                files={"file": (name, io.BytesIO(data), "image/jpeg")},
-                headers=headers,
-            )
-            assert sent.status_code == 201, sent.text
-            job = sent.json()["job_id"]
+            headers, sent = _upload_first_frame(client, patrol_district)
+            job = sent["job_id"]
             deadline = time.monotonic() + 120
             while (state := client.get(f"/jobs/{job}", headers=headers).json())["state"] != "done":
                 assert time.monotonic() < deadline and state["state"] != "failed", state
@@ -610,17 +619,8 @@ def test_an_upload_while_the_broker_is_down_is_accepted_and_its_job_sent_later(
     upgrade(down.database.url)
     ensure_admin(down)
     with TestClient(create_app(down, migrate=False)) as client:
-        token = client.post("/auth/token", data={"username": "admin", "password": PASSWORD})
-        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        flight = client.post("/flights", json={"name": "f"}, headers=headers).json()["id"]
-        name, data = _frames(patrol_district)[0]
-        sent = client.post(
-            f"/flights/{flight}/frames",
-            files={"file": (name, io.BytesIO(data), "image/jpeg")},
-            headers=headers,
-        )
-        assert sent.status_code == 201, sent.text
-        job = client.get(f"/jobs/{sent.json()['job_id']}", headers=headers).json()
+        headers, sent = _upload_first_frame(client, patrol_district)
+        job = client.get(f"/jobs/{sent['job_id']}", headers=headers).json()
         assert job["state"] == "pending"  # no worker could be told: it waits in the table
     up = down.model_copy(
         update={"queue": down.queue.model_copy(update={"url": redis_server.url(6)})}
