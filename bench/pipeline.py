@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench.results import BenchResult
-from bench.vision_detect import MODEL, _sahi_labels
+from bench.vision_detect import _sahi_labels
 from dustpatrol.pipeline import analyze_frames, frame_files
 from dustpatrol.settings import Settings
 from dustpatrol.survey_eval import SurveyEvalSpec, registry_frame, shoot_survey
@@ -28,6 +28,7 @@ from vision.detect import Detector
 SEED = 9102  # a district never trained on
 N_SITES, EXTENT_M = 120, 6_000.0  # a survey of over 1,000 frames
 TARGET_FPS = 3.0
+MODEL = Settings().detection.model_path  # the service's detector (INT8)
 
 
 def _survey(district: District, folder: Path, scale: float, limit: int) -> list[Path]:

@@ -245,6 +245,25 @@ def export_command(
     typer.echo(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+@train_app.command("quantize")
+def quantize_command(
+    model: Annotated[Path, typer.Option("--model", help="A static ONNX export (float).")],
+    images: Annotated[
+        Path, typer.Option("--images", help="Calibration images: a dataset's images folder.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="INT8 ONNX file to write.")] = Path(
+        "models/dustpatrol-seg-int8.onnx"
+    ),
+    count: Annotated[int, typer.Option(min=8, max=5000, help="Calibration images used.")] = 120,
+) -> None:
+    """INT8 version of a model for CPUs (about twice as fast here, same accuracy within
+    noise); calibrate on the images it was trained on."""
+    from vision.quantize import calibration_images, quantize_model
+
+    path = quantize_model(model, out, calibration_images(images, count))
+    typer.echo(f"quantized {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 @train_app.command("evaluate")
 def evaluate_command(
     ctx: typer.Context,

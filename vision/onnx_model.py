@@ -54,8 +54,8 @@ class OnnxSegmenter:
         self.path = path
         if not path.is_file():
             raise VisionError(
-                f"model file {path} does not exist: use the shipped models/dustpatrol-seg.onnx "
-                "or export one with `dustpatrol train export`"
+                f"model file {path} does not exist: use a shipped one (models/dustpatrol-seg-int8"
+                ".onnx, models/dustpatrol-seg.onnx) or export one with `dustpatrol train export`"
             )
         try:
             import onnxruntime as ort

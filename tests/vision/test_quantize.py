@@ -1,0 +1,101 @@
+"""INT8 quantisation: the shipped float model quantised on a few calibration crops loads as a
+detector, keeps its metadata, finds what the float model finds on a rendered frame, and bad
+input is refused with what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sim.camera import PoseNoise, camera_preset
+from sim.kinds import GnssMode
+from sim.shots import pose_at, shoot
+from sim.world import generate_district
+from vision.detect import Detector
+from vision.errors import VisionError
+from vision.onnx_model import OnnxSegmenter
+from vision.quantize import calibration_images, quantize_model
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "models" / "dustpatrol-seg.onnx"
+SHIPPED_INT8 = ROOT / "models" / "dustpatrol-seg-int8.onnx"
+
+
+def _frame(tmp_path: Path) -> Path:
+    district = generate_district(3, n_sites=10, extent_m=2_000.0)
+    centre = next(s for s in district.sites if s.site_id == "S0002").geometry.centroid
+    shot = shoot(
+        district,
+        pose_at(district, centre.x, centre.y, 100.0),
+        camera_preset("m3e", 0.3),
+        PoseNoise(GnssMode.PERFECT),
+        seed=1,
+    )
+    path = tmp_path / "frame.jpg"
+    path.write_bytes(shot.jpeg)
+    return path
+
+
+def _soil_mask(detector: Detector, frame: Path) -> np.ndarray:
+    image = cv2.imread(str(frame))
+    assert image is not None
+    height, width = image.shape[:2]
+    found = detector.detect(frame, frame_gsd_m=0.0268 / 0.3, target_gsd_m=0.1)
+    mask = np.zeros((height, width), np.uint8)
+    for rings, class_id in zip(found.rings, found.class_id, strict=True):
+        if detector.class_names[class_id] == "exposed_soil":
+            cv2.fillPoly(mask, [np.round(np.asarray(rings[0])).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight crops of rendered frames at the model's tile size."""
+    folder = tmp_path_factory.mktemp("calibration")
+    district = generate_district(5, n_sites=10, extent_m=2_000.0)
+    for number, site in enumerate(district.sites[:8]):
+        centre = site.geometry.centroid
+        shot = shoot(district, pose_at(district, centre.x, centre.y, 100.0),
+                     camera_preset("m3e", 0.27), PoseNoise(), seed=number)  # fmt: skip
+        image = cv2.imdecode(np.frombuffer(shot.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None
+        cv2.imwrite(str(folder / f"c{number}.jpg"), image[:384, :384])
+    return folder
+
+
+def test_the_quantised_model_finds_what_the_float_one_finds(
+    calibration: Path, tmp_path: Path
+) -> None:
+    out = quantize_model(MODEL, tmp_path / "int8.onnx", calibration_images(calibration, 8))
+    assert out.stat().st_size < MODEL.stat().st_size / 2
+    quantized = OnnxSegmenter(out)
+    original = OnnxSegmenter(MODEL)
+    assert quantized.class_names == original.class_names and quantized.imgsz == 384
+    assert quantized.metadata["dustpatrol_gsd_m"] == original.metadata["dustpatrol_gsd_m"]
+    assert quantized.metadata["dustpatrol_quantized"].startswith("int8, 8 calibration")
+    frame = _frame(tmp_path)
+    exact, approximate = _soil_mask(Detector(MODEL), frame), _soil_mask(Detector(out), frame)
+    assert exact.sum() > 1000, "the float model finds no soil on this frame"
+    iou = (exact & approximate).sum() / (exact | approximate).sum()
+    assert iou > 0.8, iou
+
+
+def test_the_shipped_int8_model_agrees_with_the_shipped_float_model(tmp_path: Path) -> None:
+    frame = _frame(tmp_path)
+    exact, shipped = _soil_mask(Detector(MODEL), frame), _soil_mask(Detector(SHIPPED_INT8), frame)
+    assert (exact & shipped).sum() / (exact | shipped).sum() > 0.8
+
+
+def test_bad_input_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(VisionError, match="no images"):
+        calibration_images(tmp_path, 8)
+    with pytest.raises(VisionError, match="does not exist"):
+        calibration_images(tmp_path / "nowhere", 8)
+    with pytest.raises(VisionError, match="does not exist"):
+        quantize_model(tmp_path / "missing.onnx", tmp_path / "out.onnx", [tmp_path / "a.jpg"])
+    (tmp_path / "broken.jpg").write_bytes(b"not a picture")
+    with pytest.raises(VisionError, match="cannot be read"):
+        quantize_model(MODEL, tmp_path / "out.onnx", [tmp_path / "broken.jpg"])
