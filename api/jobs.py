@@ -116,7 +116,7 @@ def _publish(session: Session, job: Job) -> None:
         return
     now = datetime.now(UTC)
     job.published_at = now
-    delay = max(0.0, (as_utc(job.run_after) - now).total_seconds()) if job.run_after else 0.0
+    delay = max(0.0, (as_utc(job.run_after) - now).total_seconds())
     send_after_commit(session, ("job", job.id, QUEUE_OF[job.kind], delay))
 
 

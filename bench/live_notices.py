@@ -41,12 +41,8 @@ def run(quick: bool = False) -> list[BenchResult]:
         for site in chosen:
             shots = _shots(district, per_site, 0.25 if quick else 1.0, around=site)
             frames += [(f"{site.site_id}_{name}", data) for name, data in shots]
-        service = _Service(
-            root,
-            queue=False,
-            extra={"DUSTPATROL_NOTICES__REQUIRE_CONFIRMATION": "false"},
-        )
-        try:
+        conditions = {"DUSTPATROL_NOTICES__REQUIRE_CONFIRMATION": "false"}
+        with _Service(root, queue=False, extra=conditions) as service:
             service.import_sites(root / "world")
             flight = service.client.post("/flights", json={"name": "live"}).json()["id"]
             for name, data in frames:
@@ -73,8 +69,6 @@ def run(quick: bool = False) -> list[BenchResult]:
                         )
                     )
                 )
-        finally:
-            service.stop()
     first_seen: dict[int, datetime] = {}
     for notice_id, evidence in findings:
         for entry in evidence:

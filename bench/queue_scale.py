@@ -158,6 +158,12 @@ class _Service:
                 raise RuntimeError(f"{done}/{count} {kind} jobs done in {timeout_s:.0f} s")
             time.sleep(0.2)
 
+    def __enter__(self) -> _Service:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self.client.close()
         self.engine.dispose()
@@ -212,17 +218,16 @@ def _seconds(later: datetime, earlier: datetime) -> float:
 
 def _throughput(world: Path, frames: list[tuple[str, bytes]], workers: int) -> float:
     """Frames/s from the first job started to the last detection finished."""
-    with tempfile.TemporaryDirectory(prefix="dp-queue-") as folder:
-        service = _Service(Path(folder))
-        try:
-            service.import_sites(world)
-            service.upload(frames)
-            for number in range(workers):
-                service.worker(number, threads=max(1, CORES // workers))
-            detected = service.wait_done("frame_detect", len(frames), 1800)
-            read = service.jobs("frame_metadata")
-        finally:
-            service.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="dp-queue-") as folder,
+        _Service(Path(folder)) as service,
+    ):
+        service.import_sites(world)
+        service.upload(frames)
+        for number in range(workers):
+            service.worker(number, threads=max(1, CORES // workers))
+        detected = service.wait_done("frame_detect", len(frames), 1800)
+        read = service.jobs("frame_metadata")
     first = min(job.started_at for job in read)
     last = max(job.finished_at for job in detected)
     return len(frames) / _seconds(last, first)
@@ -230,17 +235,16 @@ def _throughput(world: Path, frames: list[tuple[str, bytes]], workers: int) -> f
 
 def _burst(world: Path, frames: list[tuple[str, bytes]]) -> list[float]:
     """Upload -> job started, in seconds, for every frame of a burst, 2 workers running."""
-    with tempfile.TemporaryDirectory(prefix="dp-queue-") as folder:
-        service = _Service(Path(folder))
-        try:
-            service.import_sites(world)
-            for number in range(2):
-                service.worker(number, threads=max(1, CORES // 2))
-            time.sleep(8)  # the workers are up and have loaded the model before the burst
-            service.upload(frames)
-            jobs = service.wait_done("frame_metadata", len(frames), 1800)
-        finally:
-            service.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="dp-queue-") as folder,
+        _Service(Path(folder)) as service,
+    ):
+        service.import_sites(world)
+        for number in range(2):
+            service.worker(number, threads=max(1, CORES // 2))
+        time.sleep(8)  # the workers are up and have loaded the model before the burst
+        service.upload(frames)
+        jobs = service.wait_done("frame_metadata", len(frames), 1800)
     return sorted(_seconds(job.started_at, job.created_at) for job in jobs)
 
 

@@ -39,7 +39,7 @@ def calibration_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return [found[i] for i in sorted(chosen)]
 
 
-def head_decoding_nodes(model: object, head_prefix: str | None = None) -> list[str]:
+def head_decoding_nodes(model: object) -> list[str]:
     """Names of the nodes of the model's last module (the segmentation head) that are not
     convolutions: they stay in float."""
     nodes = list(model.graph.node)  # type: ignore[attr-defined]
@@ -47,15 +47,13 @@ def head_decoding_nodes(model: object, head_prefix: str | None = None) -> list[s
         {n.name.split("/")[1] for n in nodes if n.name.count("/") > 1 and "." in n.name},
         key=lambda name: int(name.rsplit(".", 1)[1]) if name.rsplit(".", 1)[1].isdigit() else -1,
     )
-    prefix = head_prefix or (f"/{modules[-1]}/" if modules else "")
-    if not prefix:
+    if not modules:
         raise VisionError("the model's node names do not show its modules: export it again")
+    prefix = f"/{modules[-1]}/"
     return [n.name for n in nodes if n.name.startswith(prefix) and n.op_type != "Conv"]
 
 
-def quantize_model(
-    model_path: Path, out: Path, images: Sequence[Path], imgsz: int | None = None
-) -> Path:
+def quantize_model(model_path: Path, out: Path, images: Sequence[Path]) -> Path:
     """Write the INT8 version of the static ONNX model ``model_path`` to ``out``, calibrated on
     ``images`` (resized to the model's tile); its metadata (class names, ground resolution) is
     kept."""
@@ -81,7 +79,7 @@ def quantize_model(
             f"{model_path} has input shape {shape}: quantise a static square export "
             "(`dustpatrol train export --no-dynamic`)"
         )
-    size = imgsz or shape[2]
+    size = shape[2]
     name = source.graph.input[0].name
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import ConflictError, NotFoundError
 from api.jobs import PermanentJobError, enqueue, handler
-from api.models.flights import Flight, Frame, Job, Observation
+from api.models.flights import Flight, Frame, Job, JobState, Observation
 from api.models.sites import Site
 from api.services.frames import FRAME_DETECT_JOB, frame_file
 from api.services.notices import sync_flight
@@ -108,7 +108,9 @@ def _findings_so_far_soon(session: Session, flight_id: int) -> None:
     if flight is None or flight.completed_at is not None:
         return  # complete: the final run makes the findings
     waiting = session.scalars(
-        select(Job.payload).where(Job.kind == FLIGHT_SO_FAR_JOB, Job.state == "pending")
+        select(Job.payload).where(
+            Job.kind == FLIGHT_SO_FAR_JOB, Job.state == JobState.PENDING.value
+        )
     ).all()
     if any(payload.get("flight_id") == flight_id for payload in waiting):
         return

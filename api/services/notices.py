@@ -107,16 +107,7 @@ def _ingest(
         collection.get("features"), list
     ):
         raise InvalidInputError("the body must be a GeoJSON FeatureCollection of findings")
-    named = {
-        f["properties"]["site_id"]
-        for f in collection["features"]
-        if isinstance(f, dict)
-        and isinstance(f.get("properties"), dict)
-        and isinstance(f["properties"].get("site_id"), str)
-    }
-    sites = {
-        s.site_id: s for s in session.scalars(select(Site).where(Site.site_id.in_(sorted(named))))
-    }
+    sites = _sites_named(session, collection["features"])
     created, unchanged = 0, 0
     unknown: set[str] = set()
     issued: list[str] = []
@@ -131,10 +122,7 @@ def _ingest(
         session.add(finding)
         session.flush()
         created += 1
-        if not settings.notices.require_confirmation:
-            notice = apply_rules(session, settings, finding, actor=None)
-            if notice is not None and notice.number not in issued:
-                issued.append(notice.number)
+        _issue_unconfirmed(session, settings, finding, issued)
     session.flush()
     verify_with_flight(session, flight_id)
     session.commit()
@@ -172,13 +160,7 @@ def sync_flight(
         if not final and flight.completed_at is not None:  # the final run has it now
             session.rollback()
             return FindingsIngested(created=0, unchanged=0, unknown_sites=[], notices_issued=[])
-        named = {f["properties"].get("site_id") for f in collection["features"]}
-        sites = {
-            s.site_id: s
-            for s in session.scalars(
-                select(Site).where(Site.site_id.in_(sorted(n for n in named if n)))
-            )
-        }
+        sites = _sites_named(session, collection["features"])
         unknown: set[str] = set()
         fresh = [
             _finding_from_feature(flight_id, index, feature, sites, unknown)
@@ -216,12 +198,9 @@ def sync_flight(
                 session.delete(gone)
         session.flush()
         issued: list[str] = []
-        if not settings.notices.require_confirmation:
-            for finding in touched:
-                if finding.notice_id is None:
-                    notice = apply_rules(session, settings, finding, actor=None)
-                    if notice is not None and notice.number not in issued:
-                        issued.append(notice.number)
+        for finding in touched:
+            if finding.notice_id is None:
+                _issue_unconfirmed(session, settings, finding, issued)
         session.flush()
         if final:
             verify_with_flight(session, flight_id)
@@ -229,6 +208,33 @@ def sync_flight(
     return FindingsIngested(
         created=created, unchanged=unchanged, unknown_sites=sorted(unknown), notices_issued=issued
     )
+
+
+def _sites_named(session: Session, features: list[Any]) -> dict[str, Site]:
+    """The registered sites the features name (by ``properties.site_id``; malformed features
+    are left to `_finding_from_feature` to refuse)."""
+    named = {
+        f["properties"]["site_id"]
+        for f in features
+        if isinstance(f, dict)
+        and isinstance(f.get("properties"), dict)
+        and isinstance(f["properties"].get("site_id"), str)
+    }
+    return {
+        s.site_id: s for s in session.scalars(select(Site).where(Site.site_id.in_(sorted(named))))
+    }
+
+
+def _issue_unconfirmed(
+    session: Session, settings: Settings, finding: Finding, issued: list[str]
+) -> None:
+    """Without required confirmation the rules run at once; a notice they issue or attach the
+    finding to is added to ``issued`` (once)."""
+    if settings.notices.require_confirmation:
+        return
+    notice = apply_rules(session, settings, finding, actor=None)
+    if notice is not None and notice.number not in issued:
+        issued.append(notice.number)
 
 
 def _same_patch(finding: Finding, stored: list[Finding]) -> Finding | None:

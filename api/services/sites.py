@@ -218,8 +218,8 @@ SITES_RTREE = Table(
 def in_bbox(session: Session, query: Select[Any], bbox: str) -> Select[Any]:
     """``query`` narrowed to the sites whose bounding box meets ``bbox`` (lon/lat text),
     through the spatial index (SQLite's R*Tree, PostGIS's GiST index of the geometry, else
-    PostgreSQL's GiST index on the box); the
-    exact comparison follows, as the R*Tree keeps its boxes in single precision."""
+    PostgreSQL's GiST index on the box); the exact comparison follows, as the R*Tree keeps
+    its boxes in single precision."""
     min_lon, min_lat, max_lon, max_lat = parse_bbox(bbox)
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":

@@ -9,12 +9,11 @@ Deliveries run on their own dispatcher thread (`WebhookDispatcher`), never on th
 worker's: a slow or dead endpoint cannot hold up frame analysis. Scaled out (``queue.url``),
 Celery workers of the ``webhooks`` queue deliver instead, one bureau per message
 (`WebhookDispatcher.serve`), with the same claims, so two workers never post the same
-attempt. Bureaus are served in
-parallel, each bureau's messages in order; an endpoint that keeps failing is left alone for a
-while (a circuit breaker) instead of tying up a delivery slot on every round. Webhook URLs must
-not reach into the server's own network (loopback, link-local, private addresses) unless
-``server.allow_private_webhooks`` says so; that is checked when the URL is set and again,
-after name resolution, before every delivery.
+attempt. Bureaus are served in parallel, each bureau's messages in order; an endpoint that
+keeps failing is left alone for a while (a circuit breaker) instead of tying up a delivery
+slot on every round. Webhook URLs must not reach into the server's own network (loopback,
+link-local, private addresses) unless ``server.allow_private_webhooks`` says so; that is
+checked when the URL is set and again, after name resolution, before every delivery.
 """
 
 from __future__ import annotations
