@@ -283,7 +283,8 @@ def describe_conditions(district: District) -> str:
     return (
         f"district seed {district.params.seed}, {env.season.value}, haze "
         f"{env.haze_per_m:.4f}/m, sun {env.sun_elevation_deg:.0f} deg high, saturation "
-        f"{env.saturation:.2f}, contrast {env.contrast:.2f}, warmth {env.warmth:+.2f}"
+        f"{env.saturation:.2f}, contrast {env.contrast:.2f}, warmth {env.warmth:+.2f}, overcast "
+        f"{env.overcast:.2f}"
     )
 
 

@@ -62,7 +62,7 @@ class Material:
 
 
 WET_SOIL = (0.72, 0.72, 0.74)
-DRY_GRASS = (1.12, 1.06, 0.95)
+DRY_GRASS = (1.1, 1.06, 1.0)
 FADED_NET = (1.25, 1.15, 1.2)
 
 MATERIALS: dict[SurfaceKind, Material] = {

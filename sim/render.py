@@ -22,7 +22,7 @@ from shapely.geometry.base import BaseGeometry
 
 from sim.camera import CameraModel, ViewGeometry
 from sim.errors import SimError
-from sim.kinds import GroundTruthClass, Season, SurfaceKind
+from sim.kinds import GroundTruthClass, SurfaceKind
 from sim.materials import (
     COARSE_TEXEL_M,
     COARSE_TILE,
@@ -33,7 +33,7 @@ from sim.materials import (
     material_tables,
     texture_tiles,
 )
-from sim.world import District, Surface
+from sim.world import SEASON_GROUND, District, Surface
 
 MAX_RANGE_M = 1500.0  # ground beyond this distance from the nadir point is not drawn
 NEAR_M = 0.5
@@ -42,13 +42,6 @@ LOWRES = 8  # lighting, haze and macro texture are computed at 1/8 resolution
 RELIEF_RES = 4  # heaps and pits are shaded on a 1/4 resolution height field
 SENSOR_NOISE_OFFSET = (12.0, 12.0, 12.0, 0.0)
 SOFT_EDGE_M = 0.5  # natural ground blends into its neighbour over about 2 sigma each side
-
-GROUND_RGB_BY_SEASON = {
-    Season.SPRING: (66, 76, 52),
-    Season.SUMMER: (58, 70, 46),
-    Season.AUTUMN: (92, 86, 66),
-    Season.WINTER: (92, 86, 74),
-}
 
 UInt8Image = NDArray[np.uint8]
 FloatImage = NDArray[np.float32]
@@ -103,15 +96,20 @@ class SensorEffects:
 
 
 _TABLES = material_tables()
-_SHADOW_LUT = np.ones((1, 256), dtype=np.float32)
-_SHADOW_LUT[0, 1] = 0.5
 
 
 @lru_cache(maxsize=4)
 def _sensor_tile(level: int) -> UInt8Image:
-    """Sensor noise around `SENSOR_NOISE_OFFSET`, its spread growing with the ISO ``level``."""
+    """Sensor noise around `SENSOR_NOISE_OFFSET`, its spread growing with the ISO ``level``.
+
+    Mostly in brightness, little in colour: the camera's own processing removes most colour
+    noise before it writes the JPEG.
+    """
     rng = np.random.default_rng(20261123 + level)
-    noise = rng.normal(SENSOR_NOISE_OFFSET[0], 2.2 * math.sqrt(level), size=(512, 512, 3))
+    spread = math.sqrt(level)
+    luma = rng.normal(0.0, 2.2 * spread, size=(512, 512, 1))
+    chroma = rng.normal(0.0, 0.5 * spread, size=(512, 512, 3))
+    noise = SENSOR_NOISE_OFFSET[0] + luma + chroma
     return np.clip(np.round(noise), 0, 2 * SENSOR_NOISE_OFFSET[0]).astype(np.uint8)
 
 
@@ -355,20 +353,37 @@ def _render_pinhole(
     relief = np.zeros((relief_size[1], relief_size[0]), dtype=np.float32)
 
     if not footprint.is_empty:
-        ground_rgb = GROUND_RGB_BY_SEASON[env.season]
+        ground_rgb = SEASON_GROUND[env.season]
         ring = _contours(footprint, h_local, ce, cn)
         _fill(bgr, kind, classes, ring, ground_rgb, SurfaceKind.GROUND, GroundTruthClass.BACKGROUND)
         surfaces = district.surfaces_in(footprint)
         offset = env.shadow_offset
         for surface in surfaces:
+            # A labelled surface is drawn as its truth patch: where a later surface shares an
+            # edge with it, its edge pixels would otherwise peek out from under that one.
+            drawn = district.visible_part(surface)
             visible = surface.geometry.intersection(footprint)
             if visible.is_empty:
                 continue
             contours = _contours(visible, h_local, ce, cn)
             if not contours:
                 continue
-            _fill(bgr, kind, classes, contours, surface.color_rgb, surface.kind, surface.gt_class)
-            if surface.relief_m != 0.0:
+            if drawn is surface.geometry:
+                _fill(
+                    bgr, kind, classes, contours, surface.color_rgb, surface.kind, surface.gt_class
+                )
+            elif drawn is not None and not (part := drawn.intersection(footprint)).is_empty:
+                part_contours = _contours(part, h_local, ce, cn)
+                _fill(
+                    bgr,
+                    kind,
+                    classes,
+                    part_contours,
+                    surface.color_rgb,
+                    surface.kind,
+                    surface.gt_class,
+                )
+            if surface.relief_m != 0.0:  # relief follows the whole surface (a heap under a net)
                 _add_relief(relief, contours, surface.relief_m, view)
             if surface.height_m > 0.0:
                 cast = _shadow(surface, offset).intersection(footprint)
@@ -514,29 +529,49 @@ def _relief_shading(relief: FloatImage, view: ViewGeometry, district: District) 
     lit = (-(grad_u * su + grad_v * sv) * horizontal + vertical) / np.sqrt(
         1.0 + grad_u**2 + grad_v**2
     )
-    return _f32(np.clip(lit / vertical, 0.3, 1.8))
+    # Under cloud the light comes from the whole sky: slopes differ far less.
+    shading = 1.0 + (1.0 - 0.75 * env.overcast) * (lit / vertical - 1.0)
+    return _f32(np.clip(shading, 0.3, 1.8))
 
 
-def _soften_edges(bgr: UInt8Image, kind: UInt8Image, view: ViewGeometry) -> UInt8Image:
-    """Blend natural ground into its neighbours over decimetres, in place (earth into grass).
+def _soft_mask(kind: UInt8Image) -> UInt8Image:
+    """255 where the surface kind has soft edges (natural ground), else 0."""
+    return np.asarray(cv2.LUT(kind, _TABLES["soft"]), dtype=np.uint8)
 
-    The flat colours are piecewise constant, so a blur changes them only near edges, and a
-    symmetric blur keeps each edge where its polygon (and the class mask) says it is.
+
+def _soften(image: UInt8Image | FloatImage, soft: UInt8Image, sigma_px: float) -> None:
+    """Blend natural ground into its neighbours, in place: ``image`` blurred by ``sigma_px``
+    is copied where ``soft`` is set (earth fading into grass).
+
+    The inputs are piecewise constant per surface, so a blur changes them only near edges, and
+    a symmetric blur keeps each edge where its polygon (and the class mask) says it is.
     """
-    height, width = kind.shape
-    gsd_m = view.camera.gsd_m(view.height_m)
-    sigma_px = SOFT_EDGE_M / gsd_m
     if sigma_px < 0.7:
-        return bgr
-    factor = max(1, min(4, int(sigma_px // 1.5)))
+        return
+    height, width = soft.shape
+    factor = max(1, min(8, int(sigma_px // 1.5)))
     small = cv2.resize(
-        bgr, (math.ceil(width / factor), math.ceil(height / factor)), interpolation=cv2.INTER_AREA
+        image, (math.ceil(width / factor), math.ceil(height / factor)), interpolation=cv2.INTER_AREA
     )
     blurred_small = cv2.GaussianBlur(small, (0, 0), sigma_px / factor)
     blurred = cv2.resize(blurred_small, (width, height), interpolation=cv2.INTER_LINEAR)
-    soft = cv2.LUT(kind, _TABLES["soft"])
-    cv2.copyTo(blurred, soft, bgr)
-    return bgr
+    cv2.copyTo(blurred, soft, image)
+
+
+def _surface_maps(kind: UInt8Image, soft: UInt8Image, sigma_px: float) -> tuple[FloatImage, ...]:
+    """Per-pixel texture weights of each surface kind (fine, coarse, macro, alternate tone),
+    graded across soft edges like the colours, so that no texture steps where earth meets
+    grass."""
+    kind4 = cv2.merge([kind] * 4)
+    maps = (
+        _f32(cv2.LUT(kind4, _TABLES["fine"])),
+        _f32(cv2.LUT(kind4, _TABLES["coarse"])),
+        _f32(cv2.LUT(kind, _TABLES["macro"])),
+        _f32(cv2.LUT(cv2.merge([kind] * 3), _TABLES["tone"])),
+    )
+    for weights in maps:
+        _soften(weights, soft, sigma_px)
+    return maps
 
 
 def _shade(
@@ -587,22 +622,26 @@ def _shade(
     vignette = 1.0 - 0.35 * (gu[None, :] ** 2 + gv[:, None] ** 2)
     low_scale = _f32(transmission * vignette * env.brightness * sensor.exposure)
 
-    kind_half = cv2.resize(kind, half_size, interpolation=cv2.INTER_NEAREST)
+    kind_half = np.asarray(cv2.resize(kind, half_size, interpolation=cv2.INTER_NEAREST), np.uint8)
     shadow_half = cv2.resize(shadow, half_size, interpolation=cv2.INTER_NEAREST)
-    kind_half4 = cv2.merge([kind_half] * 4)
-    gain = np.einsum("ijk,ijk->ij", fine, _f32(cv2.LUT(kind_half4, _TABLES["fine"])))
-    gain += np.einsum("ijk,ijk->ij", coarse, _f32(cv2.LUT(kind_half4, _TABLES["coarse"])))
+    sigma_px = SOFT_EDGE_M / view.camera.gsd_m(view.height_m)
+    fine_w, coarse_w, macro_w, tone_w = _surface_maps(
+        kind_half, _soft_mask(kind_half), sigma_px / 2.0
+    )
+    gain = np.einsum("ijk,ijk->ij", fine, fine_w)
+    gain += np.einsum("ijk,ijk->ij", coarse, coarse_w)
     macro_half = cv2.resize(low_macro, half_size)
-    gain += _f32(cv2.multiply(macro_half[:, :, 0], cv2.LUT(kind_half, _TABLES["macro"])))
+    gain += _f32(cv2.multiply(macro_half[:, :, 0], macro_w))
     gain = np.clip(gain + 1.0, 0.15, None)
     gain *= _f32(cv2.resize(low_scale, half_size))
-    gain *= _f32(cv2.LUT(shadow_half, _SHADOW_LUT))
+    shadow_lut = np.ones((1, 256), dtype=np.float32)
+    shadow_lut[0, 1] = env.shadow_gain
+    gain *= _f32(cv2.LUT(shadow_half, shadow_lut))
     gain *= _f32(cv2.resize(_relief_shading(relief, view, district), half_size))
 
     # The alternate tone (wet soil, dry grass, faded net) comes in blotches of slow noise.
     tone_mix = np.clip(0.5 + 0.9 * macro_half[:, :, 1], 0.0, 1.0)[:, :, None]
-    tone = _f32(cv2.LUT(cv2.merge([kind_half] * 3), _TABLES["tone"]))
-    tone = 1.0 + tone_mix * (tone - 1.0)
+    tone = 1.0 + tone_mix * (tone_w - 1.0)
 
     warm = (1.0 - 0.06 * env.warmth, 1.0, 1.0 + 0.06 * env.warmth)
     balance = np.array(warm, dtype=np.float32) * np.array(
@@ -611,7 +650,8 @@ def _shade(
     # 8-bit fixed point: gain 1.0 is 100, so gains up to 2.5 survive.
     gain_bgr = cv2.convertScaleAbs(tone * gain[:, :, None] * balance, alpha=100.0)
     gain_full = cv2.resize(gain_bgr, (width, height), interpolation=cv2.INTER_LINEAR)
-    color = cv2.multiply(_soften_edges(bgr, kind, view), gain_full, scale=1.0 / 100.0)
+    _soften(bgr, _soft_mask(kind), sigma_px)
+    color = cv2.multiply(bgr, gain_full, scale=1.0 / 100.0)
     haze_bgr = np.array([205.0, 200.0, 196.0], dtype=np.float32)
     low_add = cv2.convertScaleAbs(_f32((1.0 - transmission)[:, :, None] * haze_bgr))
     hazy = cv2.add(color, cv2.resize(low_add, (width, height), interpolation=cv2.INTER_LINEAR))

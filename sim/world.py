@@ -87,6 +87,12 @@ class Environment:
     texture_offset_m: tuple[float, float] = (0.0, 0.0)  # shifts the world-anchored texture
     saturation: float = 1.0  # the camera's picture style: 1 as is, 0 grey
     contrast: float = 1.0  # about mid-grey
+    overcast: float = 0.0  # 0 direct sun .. 1 thick cloud: weak shadows, flat relief
+
+    @property
+    def shadow_gain(self) -> float:
+        """Brightness of ground in shadow relative to lit ground."""
+        return 0.5 + 0.4 * self.overcast
 
     @property
     def shadow_offset(self) -> tuple[float, float]:
@@ -150,6 +156,7 @@ class District:
     _index: shapely.STRtree = field(repr=False)
     _blocked: shapely.STRtree = field(repr=False)  # sites and roads, cut out of the countryside
     _cells: CellCache | None = field(default=None, repr=False)
+    _visible: dict[str, Area] | None = field(default=None, repr=False)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -173,6 +180,16 @@ class District:
             if site.site_id == site_id:
                 return site
         raise SimError(f"no site {site_id!r} in this district")
+
+    def visible_part(self, surface: Surface) -> BaseGeometry | None:
+        """What the renderer draws of ``surface``: a labelled surface only as its patch (the
+        visible part, exactly the truth; None if nothing of it is labelled), anything else
+        whole (later surfaces are drawn over it)."""
+        if surface.patch_id is None:
+            return surface.geometry
+        if self._visible is None:
+            self._visible = {p.patch_id: p.geometry for p in self.patches}
+        return self._visible.get(surface.patch_id)
 
     def surfaces_in(self, region: BaseGeometry) -> list[Surface]:
         """Every surface intersecting ``region`` (UTM), in drawing order (lowest layer first)."""
@@ -206,9 +223,10 @@ def _rng(*keys: int | str) -> np.random.Generator:
 def _jitter(
     rgb: Sequence[int], rng: np.random.Generator, amount: float = 14.0
 ) -> tuple[int, int, int]:
-    """A colour varied in brightness and, proportionally to its brightness, in hue."""
+    """A colour varied in brightness and, proportionally to its brightness, a little in hue
+    (real soil and grass vary far more in lightness than in colour)."""
     base = np.asarray(rgb, dtype=np.float64)
-    hue_shift = rng.normal(0.0, amount / 2.0, size=3) * (base.mean() / 160.0)
+    hue_shift = rng.normal(0.0, amount / 5.0, size=3) * (base.mean() / 160.0)
     shifted = base + rng.normal(0.0, amount) * (base.mean() / 128.0) + hue_shift
     r, g, b = (int(c) for c in np.clip(np.round(shifted), 0, 255))
     return r, g, b
@@ -317,6 +335,7 @@ def _environment(rng: np.random.Generator) -> Environment:
         # Overcast and hazy days flatten colour; some cameras are set to a muted style.
         saturation=float(rng.uniform(0.5, 1.0)),
         contrast=float(rng.uniform(0.8, 1.1)),
+        overcast=float(rng.uniform(0.5, 1.0)) if rng.random() < 0.35 else 0.0,
     )
 
 
@@ -559,11 +578,11 @@ def _as_area(geometry: BaseGeometry) -> Area | None:
 
 
 SOIL_COLOURS = (
-    (164, 140, 108),  # dry loess
-    (140, 118, 94),  # brown earth
-    (112, 100, 86),  # damp, greyish
-    (150, 118, 96),  # reddish clay
-    (132, 126, 114),  # grey fill
+    (156, 142, 118),  # dry loess
+    (132, 120, 101),  # brown earth
+    (107, 101, 90),  # damp, greyish
+    (137, 122, 103),  # reddish clay
+    (131, 126, 117),  # grey fill
 )
 NET_GREEN = (46, 110, 62)
 NET_BLACK = (44, 46, 48)
@@ -612,7 +631,13 @@ class _SiteBuilder:
         min_area_m2: float = 0.5,
     ) -> None:
         """Add a surface given in site-local coordinates, clipped to the site outline."""
-        area = _as_area(self.to_world(local_geometry).intersection(self.outline))
+        # Cleaned as the truth is, so that no needle sliver is drawn that the truth drops; a
+        # labelled patch also loses strips under 10 cm wide (where a track grazes a road's
+        # edge), which the rasteriser draws as a dotted line that the exported truth lacks.
+        area = _clean_area(self.to_world(local_geometry).intersection(self.outline))
+        if area is not None and gt is not GroundTruthClass.BACKGROUND:
+            opened = area.buffer(-0.05, join_style="mitre").buffer(0.05, join_style="mitre")
+            area = _clean_area(opened)
         if area is None or area.area < min_area_m2:
             return
         patch_id = None
@@ -713,7 +738,23 @@ class _SiteBuilder:
         elif choice == "gravel":
             self.add(SurfaceKind.GRAVEL, cell, LAYER_SITE_BLOCK, (128, 124, 118))
         elif choice == "grass":  # an untouched corner of the plot
-            self.add(SurfaceKind.GROUND, cell, LAYER_SITE_BLOCK, (60, 68, 48))
+            self.add(SurfaceKind.GROUND, cell, LAYER_SITE_BLOCK, (54, 58, 45))
+        elif choice == "weeds":  # weeds grown back on graded earth, in ragged patches
+            for _ in range(int(rng.integers(1, 4))):
+                patch = _blob(
+                    rng.uniform(min_u, max_u),
+                    rng.uniform(min_v, max_v),
+                    radius * rng.uniform(0.3, 0.8),
+                    rng,
+                    rng.uniform(1.0, 2.0),
+                    float(rng.uniform(0, 180)),
+                )
+                self.add(
+                    SurfaceKind.GROUND,
+                    patch.intersection(cell.buffer(2.0)),
+                    LAYER_SITE_BLOCK,
+                    (54, 58, 45),
+                )
         elif choice == "rubble":
             self.add(SurfaceKind.RUBBLE, cell, LAYER_SITE_BLOCK, (158, 152, 144))
         elif choice == "coal":
@@ -885,9 +926,23 @@ def _site_layout(
     site = _SiteBuilder(site_id, outline, angle_deg, rng, tidy=compliant)
     min_u, min_v, max_u, max_v = site.local_bounds
     base_kind, base_rgb = SITE_BASE[kind]
-    if kind is SiteKind.CONSTRUCTION and rng.random() < 0.4:  # works on a former field
-        base_kind, base_rgb = SurfaceKind.GROUND, (62, 70, 50)
-    site.add(base_kind, box(min_u - 1, min_v - 1, max_u + 1, max_v + 1), LAYER_SITE_BASE, base_rgb)
+    base_gt = GroundTruthClass.BACKGROUND
+    earthworks = kind is SiteKind.CONSTRUCTION and not compliant and rng.random() < 0.45
+    if earthworks:  # the whole plot graded earth, weeds left in patches (as in the real photos)
+        base_kind, base_rgb, base_gt = (
+            SurfaceKind.BARE_SOIL,
+            site.soil(),
+            GroundTruthClass.EXPOSED_SOIL,
+        )
+    elif kind is SiteKind.CONSTRUCTION and rng.random() < 0.4:  # works on a former field
+        base_kind, base_rgb = SurfaceKind.GROUND, (54, 58, 45)
+    site.add(
+        base_kind,
+        box(min_u - 1, min_v - 1, max_u + 1, max_v + 1),
+        LAYER_SITE_BASE,
+        base_rgb,
+        base_gt,
+    )
 
     # The exit is in the middle of the (local) south edge; a paved road leads inside.
     exit_u = (min_u + max_u) / 2.0
@@ -924,7 +979,7 @@ def _site_layout(
     n_u = max(1, int((max_u - min_u) // block))
     n_v = max(1, int((max_v - min_v) // block))
     du, dv = (max_u - min_u) / n_u, (max_v - min_v) / n_v
-    shares = _block_shares(kind, compliant)
+    shares = EARTHWORKS_SHARES if earthworks else _block_shares(kind, compliant)
     names = list(shares)
     probs = np.array([shares[n] for n in names])
     road_margin = internal_road.buffer(1.5)
@@ -942,7 +997,7 @@ def _site_layout(
             site.fill_block(names[int(rng.choice(len(names), p=probs / probs.sum()))], cell_area)
 
     dusty_kinds = (SiteKind.CONSTRUCTION, SiteKind.DEMOLITION, SiteKind.COAL_YARD)
-    if not compliant and kind in dusty_kinds and rng.random() < 0.6:
+    if earthworks or (not compliant and kind in dusty_kinds and rng.random() < 0.6):
         # A haul road of bare earth, rutted by trucks, from the paved road into the site.
         end_u = rng.uniform(min_u + 10, max_u - 10)
         end_v = rng.uniform(road_end_v, max_v - 8)
@@ -1038,6 +1093,20 @@ def _site_layout(
     return site.surfaces, (exit_world.x, exit_world.y)
 
 
+# A construction site at the earthworks stage: graded earth between heaps, pits, weeds, nets
+# and stacked materials (the block kinds drawn on its bare base).
+EARTHWORKS_SHARES = {
+    "soil": 0.16,
+    "weeds": 0.26,
+    "pit": 0.1,
+    "net": 0.18,
+    "half_covered": 0.05,
+    "materials": 0.13,
+    "offices": 0.05,
+    "frame": 0.07,
+}
+
+
 def _block_shares(kind: SiteKind, compliant: bool) -> dict[str, float]:
     if kind is SiteKind.CONSTRUCTION:
         if compliant:
@@ -1131,6 +1200,14 @@ def _visible_patches(surfaces: Sequence[Surface]) -> list[Patch]:
 # the countryside, generated per cell on demand
 
 
+# Grass and weeds between fields and on idle plots: dull olive, as in the real reference
+# photos (measured with `sim compare`), greener in spring, straw and bare in autumn and winter.
+SEASON_GROUND = {
+    Season.SPRING: (55, 60, 47),
+    Season.SUMMER: (49, 51, 43),
+    Season.AUTUMN: (81, 75, 60),
+    Season.WINTER: (85, 79, 71),
+}
 SEASON_CROP = {
     Season.SPRING: (96, 138, 62),
     Season.SUMMER: (62, 118, 52),
@@ -1138,10 +1215,10 @@ SEASON_CROP = {
     Season.WINTER: (104, 120, 70),  # winter wheat seedlings
 }
 SEASON_TREE = {
-    Season.SPRING: (70, 118, 58),
-    Season.SUMMER: (44, 86, 44),
-    Season.AUTUMN: (120, 104, 52),
-    Season.WINTER: (96, 84, 70),
+    Season.SPRING: (67, 91, 59),
+    Season.SUMMER: (46, 67, 45),
+    Season.AUTUMN: (92, 83, 56),
+    Season.WINTER: (74, 68, 60),
 }
 
 
@@ -1220,7 +1297,7 @@ def _generate_cell(district: District, i: int, j: int) -> tuple[Surface, ...]:
                     raw.append((SurfaceKind.TREE, tree, LAYER_OBJECT, SEASON_TREE[season], 8.0))
     else:
         min_e, min_n, max_e, max_n = cell.bounds
-        raw.append((SurfaceKind.GROUND, cell, LAYER_LAND, (70, 78, 54), 0.0))
+        raw.append((SurfaceKind.GROUND, cell, LAYER_LAND, SEASON_GROUND[season], 0.0))
         n = min_n
         while n < max_n:
             width = rng.uniform(18.0, 60.0)

@@ -69,6 +69,8 @@ def _rasterise_truth(
             # Even-odd filling of one polygon's exterior and holes, as the renderer does.
             cv2.fillPoly(mask, rings, int(cls), cv2.LINE_8, 4)
             cv2.polylines(edges, rings, True, 1, 2, cv2.LINE_8, 4)
+    # The polygons were cut 5 cm inside the footprint: the frame's outermost pixels are edges.
+    edges[:2, :] = edges[-2:, :] = edges[:, :2] = edges[:, -2:] = 1
     return mask, edges.astype(bool)
 
 

@@ -1,0 +1,100 @@
+"""What makes renders look like the real reference photos: graded earthworks, overcast light,
+soft transitions of texture as well as colour, a camera whose noise is in brightness."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import shapely
+
+from sim.camera import ViewGeometry, camera_preset
+from sim.kinds import GroundTruthClass, SiteKind, SurfaceKind
+from sim.render import SensorEffects, _sensor_tile, _surface_maps, render
+from sim.shots import pose_at, view_for
+from sim.world import District, generate_district
+
+
+@pytest.fixture(scope="module")
+def many_sites() -> District:
+    return generate_district(5, n_sites=60, extent_m=8_000.0)
+
+
+def test_some_unkempt_construction_sites_are_graded_earth_with_weeds(many_sites: District) -> None:
+    """The real photos show a whole plot of bare earth, weeds left in patches: some sites
+    are like that, the earth labelled exposed soil and the weeds background."""
+    graded = []
+    for site in many_sites.sites:
+        if site.kind is not SiteKind.CONSTRUCTION or site.compliant:
+            continue
+        soil = shapely.union_all(
+            [
+                p.geometry
+                for p in many_sites.patches
+                if p.site_id == site.site_id and p.gt_class is GroundTruthClass.EXPOSED_SOIL
+            ]
+        )
+        if soil.area >= 0.5 * site.geometry.area:
+            graded.append(site.site_id)
+            weeds = [
+                s
+                for s in many_sites.fixed_surfaces
+                if s.site_id == site.site_id and s.kind is SurfaceKind.GROUND
+            ]
+            assert all(s.gt_class is GroundTruthClass.BACKGROUND for s in weeds)
+            # Weeds are not soil: most of their area (all but where a later heap or net lies
+            # over them) is outside every soil patch.
+            weed_area = sum(w.geometry.area for w in weeds)
+            assert sum(w.geometry.difference(soil).area for w in weeds) >= 0.5 * weed_area
+    assert len(graded) >= 2, graded
+
+
+def _view_over_something_tall(district: District) -> ViewGeometry:
+    raised = next(s for s in district.fixed_surfaces if s.height_m >= 5.0 and s.site_id)
+    centre = raised.geometry.centroid
+    return view_for(
+        district, camera_preset("m3e", 0.2), pose_at(district, centre.x, centre.y, 100.0)
+    )
+
+
+def test_overcast_days_have_weak_shadows(district: District) -> None:
+    sunny = replace(district, environment=replace(district.environment, overcast=0.0))
+    cloudy = replace(district, environment=replace(district.environment, overcast=1.0))
+    assert sunny.environment.shadow_gain == pytest.approx(0.5)
+    assert cloudy.environment.shadow_gain == pytest.approx(0.9)
+    view = _view_over_something_tall(sunny)
+    neutral = SensorEffects.neutral()
+    lit = render(sunny, view, seed=1, sensor=neutral).bgr.astype(np.float32) + 1.0
+    dim = render(cloudy, view, seed=1, sensor=neutral).bgr.astype(np.float32) + 1.0
+    ratio = (dim / lit).mean(axis=2)
+    # Shadowed ground is much brighter under cloud (0.9 / 0.5 of lit ground), the rest alike.
+    assert float(np.median(ratio)) == pytest.approx(1.0, abs=0.05)
+    assert float((ratio > 1.5).mean()) > 0.005, "no shadow lifted by the cloud"
+
+
+def test_sensor_noise_is_mostly_in_brightness() -> None:
+    tile = _sensor_tile(3).astype(np.float32)
+    luma = tile.mean(axis=2)
+    chroma = tile - luma[:, :, None]
+    assert float(chroma.std()) < 0.35 * float(luma.std())
+
+
+def test_texture_grades_across_soft_edges_and_steps_across_hard_ones() -> None:
+    kind = np.full((64, 128), int(SurfaceKind.BARE_SOIL), dtype=np.uint8)
+    kind[:, 64:] = int(SurfaceKind.GROUND)
+    kind[:32, :] = np.where(
+        np.arange(128) < 64, int(SurfaceKind.ROOF_RED), int(SurfaceKind.CONCRETE)
+    )
+    soft = np.where(np.isin(kind, [int(SurfaceKind.BARE_SOIL), int(SurfaceKind.GROUND)]), 255, 0)
+    _, _, macro, _ = _surface_maps(kind, soft.astype(np.uint8), 6.0)
+    row_soft, row_hard = macro[56], macro[8]
+    soil_value, grass_value = row_soft[0], row_soft[-1]
+    assert soil_value != pytest.approx(grass_value)
+    # Between soft kinds the weight passes through values between the two over pixels ...
+    between = (row_soft > min(soil_value, grass_value) + 1e-4) & (
+        row_soft < max(soil_value, grass_value) - 1e-4
+    )
+    assert between.sum() >= 6
+    # ... and across a hard edge (roof to concrete) it steps.
+    assert len(np.unique(np.round(row_hard, 5))) == 2
