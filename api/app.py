@@ -47,7 +47,9 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
     unless ``worker`` is False, an in-process job worker runs while the app is up."""
     if migrate:
         upgrade(settings.database.url)
-    engine = make_engine(settings.database.url, settings.database.echo)
+    engine = make_engine(
+        settings.database.url, settings.database.echo, settings.database.sqlite_synchronous
+    )
     sessions = session_factory(engine)
     if settings.queue.url:  # scaled out: Celery workers run the jobs and deliveries
         from api.queue import Broker

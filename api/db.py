@@ -19,8 +19,14 @@ class Base(DeclarativeBase):
     """Declarative base of every table."""
 
 
-def make_engine(url: str, echo: bool = False) -> Engine:
-    """An engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout."""
+def make_engine(url: str, echo: bool = False, sqlite_synchronous: str = "normal") -> Engine:
+    """An engine for ``url``; SQLite files get WAL, foreign keys, a busy timeout and
+    ``sqlite_synchronous`` (see `DatabaseSettings`: "normal" syncs the log at checkpoints,
+    not at every commit)."""
+    if sqlite_synchronous not in ("normal", "full"):
+        raise ValueError(
+            f"sqlite_synchronous must be 'normal' or 'full', not {sqlite_synchronous!r}"
+        )
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -31,6 +37,7 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         def _sqlite_pragmas(connection: Any, _record: Any) -> None:
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={sqlite_synchronous.upper()}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=5000")
             # Reads through a memory map (no read() call per page) and a larger page cache:

@@ -92,7 +92,11 @@ class Broker:
 
 def dispatching_sessions(settings: Settings) -> sessionmaker[Any]:
     """Sessions whose committed jobs and deliveries are sent to the queue."""
-    sessions = session_factory(make_engine(settings.database.url, settings.database.echo))
+    sessions = session_factory(
+        make_engine(
+            settings.database.url, settings.database.echo, settings.database.sqlite_synchronous
+        )
+    )
     sessions.configure(info={"dispatch": Broker(settings)})
     return sessions
 
