@@ -76,6 +76,7 @@ def analyze_command(
             tolerance_floor_m=settings.georeferencing.match_tolerance_m,
             quality=settings.quality,
             positions=positions,
+            sites_only=settings.detection.sites_only,
             on_frame=on_frame,
         )
     minimum = settings.quality.min_site_coverage

@@ -18,9 +18,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import geopandas as gpd
 import numpy as np
 import shapely
+from numpy.typing import NDArray
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
@@ -35,6 +37,7 @@ from geo.georef import (
     CameraPose,
     footprint,
     georeference_polygon,
+    ground_to_pixel,
     intrinsics_from_meta,
     pose_from_meta,
 )
@@ -54,6 +57,9 @@ from vision.errors import VisionError
 
 FRAME_SUFFIXES = (".jpg", ".jpeg")
 PROBLEM_CLASSES = ("exposed_soil", "road_dust")
+# With `sites_only`, ground this far beyond a site (and the match tolerance) is still
+# detected: a single-GNSS frame may be placed metres off, and soil at a site's edge matters.
+SITE_MARGIN_M = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,7 @@ class PreparedFrame:
     pose: CameraPose
     footprint: BaseGeometry
     decoded: DecodedFrame
+    region: NDArray[np.bool_] | None = None  # pixels to detect in (None: all of them)
 
 
 @dataclass(slots=True)
@@ -153,8 +160,13 @@ class FlightAnalyzer:
         tolerance_floor_m: float = 0.0,
         quality: QualitySettings | None = None,
         positions: MrkPositions | None = None,
+        sites_only: bool = False,
     ) -> None:
         self.detector = detector
+        # Detect only in the tiles that show a site (with `SITE_MARGIN_M`): faster over
+        # surveys that see much countryside, but no off-site findings for analysts.
+        self.sites_only = sites_only
+        self._site_reach: BaseGeometry | None = None
         self.positions = positions  # RTK positions of a DJI .MRK file, better than the EXIF
         self.placed_by_mrk = 0
         self.not_in_mrk: list[str] = []  # frames an MRK file was there for but did not name
@@ -207,14 +219,40 @@ class FlightAnalyzer:
         except (GeoError, VisionError) as exc:
             self.rejected.append(RejectedFrame(frame_id, str(exc)))
             return None
-        return PreparedFrame(frame_id, camera, pose, seen, decoded)
+        region = self._site_region(camera, pose, seen, decoded) if self.sites_only else None
+        return PreparedFrame(frame_id, camera, pose, seen, decoded, region)
+
+    def _site_region(
+        self, camera: CameraIntrinsics, pose: CameraPose, seen: BaseGeometry, frame: DecodedFrame
+    ) -> NDArray[np.bool_] | None:
+        """The pixels of the decoded frame within reach of a registered site (None: all)."""
+        height, width = frame.bgr.shape[:2]
+        if self._sites_union is None:
+            return np.zeros((height, width), dtype=bool)
+        if self._site_reach is None:
+            self._site_reach = self._sites_union.buffer(self.tolerance_floor_m + SITE_MARGIN_M)
+        near = shapely.segmentize(self._site_reach.intersection(seen), 2.0)
+        mask = np.zeros((height, width), dtype=np.uint8)
+        for polygon in getattr(near, "geoms", [near]):
+            if polygon.is_empty or polygon.geom_type != "Polygon":
+                continue
+            rings = []
+            for ring in (polygon.exterior, *polygon.interiors):
+                pixels = ground_to_pixel(np.asarray(ring.coords), camera, pose)
+                if not np.isfinite(pixels).all():  # behind the camera: detect everything
+                    return None
+                rings.append(np.round(pixels / frame.to_full_frame * 16).astype(np.int32))
+            cv2.fillPoly(mask, rings, 1, cv2.LINE_8, 4)  # even-odd: holes stay empty
+        return mask.astype(bool)
 
     def place(self, prepared: PreparedFrame | None) -> list[Observation]:
         """The second half of `add_frame`: detection and georeferencing of a prepared frame."""
         if prepared is None:
             return []
         try:
-            found = self.detector.detect_image(prepared.decoded.bgr, prepared.decoded.to_full_frame)
+            found = self.detector.detect_image(
+                prepared.decoded.bgr, prepared.decoded.to_full_frame, prepared.region
+            )
         except VisionError as exc:
             self.rejected.append(RejectedFrame(prepared.frame_id, str(exc)))
             return []
@@ -306,6 +344,7 @@ def analyze_frames(
     tolerance_floor_m: float = 0.0,
     quality: QualitySettings | None = None,
     positions: MrkPositions | None = None,
+    sites_only: bool = False,
     on_frame: Callable[[Path], object] = lambda path: None,
 ) -> FlightAnalysis:
     """Detect, georeference, match and merge over ``frames``; see the module docstring.
@@ -320,6 +359,7 @@ def analyze_frames(
         tolerance_floor_m=tolerance_floor_m,
         quality=quality,
         positions=positions,
+        sites_only=sites_only,
     )
 
     # The next frame is read, checked and decoded in a second thread while this one is

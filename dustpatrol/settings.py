@@ -189,6 +189,11 @@ class DetectionSettings(_Section):
     in_service: bool = Field(
         True, description="the service detects in uploaded frames (off: clients analyse)"
     )
+    sites_only: bool = Field(
+        False,
+        description="detect only in the parts of a frame within 15 m (plus the match "
+        "tolerance) of a registered site: faster over countryside, no off-site findings",
+    )
     live_findings: bool = Field(
         True,
         description="findings (and notices) from the frames analysed so far while a flight "

@@ -114,8 +114,14 @@ class Detector:
         found = self.model(tiles, conf=self.conf, iou=self.iou)
         return [TileMasks(r.masks, r.class_id, r.confidence, r.offsets) for r in found]
 
-    def detect_image(self, image_bgr: UInt8Image, to_full_frame: float = 1.0) -> Detections:
-        """Detections in an image already at the analysis resolution."""
+    def detect_image(
+        self,
+        image_bgr: UInt8Image,
+        to_full_frame: float = 1.0,
+        region: NDArray[np.bool_] | None = None,
+    ) -> Detections:
+        """Detections in an image already at the analysis resolution; given ``region`` (a
+        mask of the image), only the tiles holding some of it are run."""
         height, width = image_bgr.shape[:2]
         whole = (-(-height // 32) * 32, -(-width // 32) * 32)  # padded to multiples of 32
         tile: int | tuple[int, int] = self.model.imgsz
@@ -129,6 +135,7 @@ class Detector:
             class_names=self.class_names,
             batch=self.batch,
             to_full_frame=to_full_frame,
+            region=region,
         )
 
     def detect(

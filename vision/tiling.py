@@ -71,8 +71,10 @@ def detect_tiled(
     batch: int = 8,
     min_area_px: float = 4.0,
     to_full_frame: float = 1.0,
+    region: NDArray[np.bool_] | None = None,
 ) -> Detections:
-    """Detections of ``model`` over the whole of ``image_bgr``.
+    """Detections of ``model`` over the whole of ``image_bgr`` (or, given ``region``, a mask
+    of the image's size, over the tiles that hold any of it: the others are not run).
 
     ``model`` takes a list of BGR tiles (``tile`` square, or ``tile`` = (height, width)) and
     returns their `TileMasks`. Images smaller than a tile are padded (with the mean colour):
@@ -96,7 +98,14 @@ def detect_tiled(
     own_y, own_x = _owned(ys, tile_h, ph), _owned(xs, tile_w, pw)
     label = np.zeros((ph, pw), dtype=np.uint8)  # class id + 1, 0 = nothing
     score = np.zeros((ph, pw), dtype=np.float32)
-    jobs = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
+    if region is not None and region.shape != (height, width):
+        raise VisionError(f"region mask {region.shape} is not the image's {(height, width)}")
+    jobs = [
+        (iy, ix)
+        for iy in range(len(ys))
+        for ix in range(len(xs))
+        if region is None or region[ys[iy] : ys[iy] + tile_h, xs[ix] : xs[ix] + tile_w].any()
+    ]
     for start in range(0, len(jobs), batch):
         chunk = jobs[start : start + batch]
         tiles = [

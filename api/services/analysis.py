@@ -67,6 +67,7 @@ def detect_frame(session: Session, payload: dict[str, Any], settings: Settings) 
         target_gsd_m=settings.detection.target_gsd_m,
         tolerance_floor_m=settings.georeferencing.match_tolerance_m,
         quality=settings.quality,
+        sites_only=settings.detection.sites_only,
     )
     try:
         with frame_file(settings, frame) as path:

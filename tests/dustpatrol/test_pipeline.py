@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from dustpatrol.cli import app
-from dustpatrol.pipeline import analyze_frames, frame_gsd_m
+from dustpatrol.pipeline import FlightAnalysis, analyze_frames, frame_gsd_m
 from geo.sites import load_sites
 from sim.camera import PoseNoise, camera_preset
 from sim.export import write_district
@@ -17,6 +18,7 @@ from sim.kinds import GnssMode
 from sim.shots import pose_at, shoot
 from sim.world import generate_district
 from vision.detect import Detector
+from vision.tiling import TileMasks
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "dustpatrol-seg.onnx"
@@ -165,3 +167,45 @@ def test_decoding_ahead_changes_nothing(flight: tuple[Path, Path], tmp_path: Pat
     assert [(f.site_id, f.class_name, round(f.area_m2, 3)) for f in overlapped.findings] == [
         (f.site_id, f.class_name, round(f.area_m2, 3)) for f in sequential.findings
     ]
+
+
+def test_sites_only_finds_the_same_site_findings_in_fewer_tiles(
+    flight: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Detecting only near sites changes nothing a site is told, and skips the tiles that
+    show nothing but countryside: the flight's frames plus one half off a site's edge."""
+    frames, sites = flight
+    registry = load_sites(sites).sites
+    district = generate_district(9001, n_sites=12, extent_m=3_000.0)
+    site = district.site(str(registry["site_id"].iloc[0]))
+    _, min_n, max_e, max_n = site.geometry.bounds
+    shot = shoot(
+        district,
+        pose_at(district, max_e + 30.0, (min_n + max_n) / 2, 100.0),
+        camera_preset("m3e", 0.4),
+        PoseNoise(GnssMode.RTK_FIXED),
+        seed=7,
+    )
+    paths = sorted(frames.iterdir())
+    (tmp_path / "DJI_0100.JPG").write_bytes(shot.jpeg)
+    paths.append(tmp_path / "DJI_0100.JPG")
+    detector = Detector(MODEL)
+    tiles = {"run": 0}
+    run_tiles = detector._tiles
+
+    def counting(batch: list[np.ndarray]) -> list[TileMasks]:
+        tiles["run"] += len(batch)
+        return run_tiles(batch)
+
+    detector._tiles = counting  # type: ignore[method-assign]
+    whole = analyze_frames(paths, registry, detector)
+    whole_tiles, tiles["run"] = tiles["run"], 0
+    near = analyze_frames(paths, registry, detector, sites_only=True)
+    assert 0 < tiles["run"] < whole_tiles
+
+    def on_sites(result: FlightAnalysis) -> list[tuple[str | None, str, float]]:
+        return sorted(
+            (f.site_id, f.class_name, round(f.area_m2, 1)) for f in result.findings if f.site_id
+        )
+
+    assert on_sites(near) == on_sites(whole) != []

@@ -148,3 +148,26 @@ def test_detections_select_and_merge_like_arrays() -> None:
     assert len(found[np.array([], dtype=np.int64)]) == 0
     with pytest.raises(VisionError, match="different class names"):
         Detections.merge([found, Detections.empty(("other",))])
+
+
+def test_a_region_runs_only_the_tiles_that_hold_some_of_it() -> None:
+    image = canvas()
+    cv2.circle(image, (120, 120), 60, COLOURS[0], -1)  # in the first tile only
+    cv2.circle(image, (880, 600), 60, COLOURS[2], -1)  # in the last tile only
+    seen: list[int] = []
+
+    def counting(tiles: list[np.ndarray]) -> list[TileMasks]:
+        seen.append(len(tiles))
+        return threshold_model(tiles)
+
+    region = np.zeros(image.shape[:2], dtype=bool)
+    region[100:140, 100:140] = True
+    found = detect_tiled(image, counting, tile=384, overlap=64, class_names=NAMES, region=region)
+    assert sum(seen) == 1  # of 3 x 2 tiles
+    assert found.class_name == ["exposed_soil"]  # the patch outside the region is not looked for
+    everywhere = detect_tiled(image, threshold_model, tile=384, overlap=64, class_names=NAMES)
+    assert sorted(everywhere.class_name) == ["covered_soil", "exposed_soil"]
+    with pytest.raises(VisionError, match="region mask"):
+        detect_tiled(
+            image, threshold_model, tile=384, overlap=64, class_names=NAMES, region=region[:10]
+        )
