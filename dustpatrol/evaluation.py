@@ -61,7 +61,7 @@ class PixelCounts:
 class Evaluation:
     per_class: dict[str, PixelCounts] = field(default_factory=dict)
     frames: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float | None] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -153,16 +153,24 @@ def _truth(class_mask: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return np.where(class_mask == 255, 0, class_mask).astype(np.uint8)
 
 
+# Confidence thresholds below the detector's at which the real photos are measured again: a
+# diagnostic of whether the model ranks real soil above real grass at all (the operating
+# threshold is never chosen on these photos).
+REAL_SWEEP_CONFIDENCES = (0.03, 0.05, 0.1)
+
+
 def evaluate_real(
     detector: Detector, folder: Path, out: Path | None = None, gsd_m: float = COMPARE_GSD_M
 ) -> Evaluation:
     """Exposed-soil IoU and precision on the marked pixels of the real reference photos,
-    analysed at ``gsd_m``; overlays into ``out/real_overlays``."""
+    analysed at ``gsd_m`` (and again at `REAL_SWEEP_CONFIDENCES`); overlays into
+    ``out/real_overlays``."""
     soil_name = "exposed_soil"
     result = Evaluation({soil_name: PixelCounts()})
     vegetation_pixels = 0
     vegetation_called = dict.fromkeys(detector.class_names, 0)
-    for sample in real_samples(folder, gsd_m):
+    samples = real_samples(folder, gsd_m)
+    for sample in samples:
         height, width = sample.bgr.shape[:2]
         found = detector.detect_image(sample.bgr)
         labels = rasterise(found, width, height)
@@ -186,6 +194,21 @@ def evaluate_real(
     if vegetation_pixels:
         for name, count in vegetation_called.items():
             result.extra[f"vegetation called {name}"] = count / vegetation_pixels
+    operating = detector.conf
+    try:
+        for confidence in REAL_SWEEP_CONFIDENCES:
+            detector.conf = confidence
+            counts = PixelCounts()
+            for sample in samples:
+                height, width = sample.bgr.shape[:2]
+                labels = rasterise(detector.detect_image(sample.bgr), width, height)
+                marked = sample.regions["exposed_soil"] | sample.regions["vegetation"]
+                soil_id = detector.class_names.index(soil_name) + 1
+                counts.add((labels == soil_id) & marked, sample.regions["exposed_soil"] & marked)
+            result.extra[f"{soil_name} IoU at confidence {confidence:g}"] = counts.iou
+            result.extra[f"{soil_name} precision at confidence {confidence:g}"] = counts.precision
+    finally:
+        detector.conf = operating
     return result
 
 

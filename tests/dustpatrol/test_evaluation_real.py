@@ -1,0 +1,25 @@
+"""The real-photo measure of `dustpatrol train evaluate`: IoU and precision of exposed soil on
+the hand-marked pixels, the confidence sweep, the overlays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dustpatrol.evaluation import REAL_SWEEP_CONFIDENCES, evaluate_real
+from vision.detect import Detector
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL = ROOT / "tests" / "vision" / "data" / "real_reference"
+
+
+def test_real_photos_are_measured_at_the_operating_point_and_below(tmp_path: Path) -> None:
+    detector = Detector(ROOT / "models" / "dustpatrol-seg-int8.onnx", conf=0.25)
+    summary = evaluate_real(detector, REAL, tmp_path).summary()
+    assert summary["frames"] == 8
+    soil = summary["classes"]["exposed_soil"]  # type: ignore[index]
+    assert soil["truth_pixels"] > 100_000
+    for confidence in REAL_SWEEP_CONFIDENCES:
+        iou = summary[f"exposed_soil IoU at confidence {confidence:g}"]
+        assert iou is None or 0.0 <= iou <= 1.0  # type: ignore[operator]
+    assert detector.conf == 0.25  # the sweep leaves the detector as it was
+    assert len(list((tmp_path / "real_overlays").glob("*.jpg"))) == 8
