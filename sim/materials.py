@@ -67,11 +67,11 @@ FADED_NET = (1.25, 1.15, 1.2)
 
 MATERIALS: dict[SurfaceKind, Material] = {
     SurfaceKind.GROUND: Material(
-        grain=0.12,
-        clods=0.04,
+        grain=0.18,
+        clods=0.1,
         tracks=0.05,
         stains=0.12,
-        macro=0.2,
+        macro=0.32,
         alt_tone=DRY_GRASS,
         soft_edge=True,
     ),
