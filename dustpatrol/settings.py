@@ -185,7 +185,13 @@ class DetectionSettings(_Section):
         0.17, ge=0.0, lt=0.9, description="fraction of the model's tile shared by neighbours"
     )
     min_confidence: float = Field(0.25, ge=0.0, le=1.0)
-    threads: int = Field(2, ge=1, le=256, description="ONNX Runtime threads per detector")
+    threads: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) - 1),
+        ge=1,
+        le=256,
+        description="ONNX Runtime threads per detector (default: the cores but one, which "
+        "decodes the next frame meanwhile; on 2 cores one thread detects as fast as two)",
+    )
     in_service: bool = Field(
         True, description="the service detects in uploaded frames (off: clients analyse)"
     )

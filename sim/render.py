@@ -539,7 +539,7 @@ def _soft_mask(kind: UInt8Image) -> UInt8Image:
     return np.asarray(cv2.LUT(kind, _TABLES["soft"]), dtype=np.uint8)
 
 
-def _soften(image: UInt8Image | FloatImage, soft: UInt8Image, sigma_px: float) -> None:
+def _soften(image: UInt8Image, soft: UInt8Image, sigma_px: float) -> None:
     """Blend natural ground into its neighbours, in place: ``image`` blurred by ``sigma_px``
     is copied where ``soft`` is set (earth fading into grass).
 
@@ -549,29 +549,13 @@ def _soften(image: UInt8Image | FloatImage, soft: UInt8Image, sigma_px: float) -
     if sigma_px < 0.7:
         return
     height, width = soft.shape
-    factor = max(1, min(8, int(sigma_px // 1.5)))
+    factor = max(1, min(4, int(sigma_px // 1.5)))
     small = cv2.resize(
         image, (math.ceil(width / factor), math.ceil(height / factor)), interpolation=cv2.INTER_AREA
     )
     blurred_small = cv2.GaussianBlur(small, (0, 0), sigma_px / factor)
     blurred = cv2.resize(blurred_small, (width, height), interpolation=cv2.INTER_LINEAR)
     cv2.copyTo(blurred, soft, image)
-
-
-def _surface_maps(kind: UInt8Image, soft: UInt8Image, sigma_px: float) -> tuple[FloatImage, ...]:
-    """Per-pixel texture weights of each surface kind (fine, coarse, macro, alternate tone),
-    graded across soft edges like the colours, so that no texture steps where earth meets
-    grass."""
-    kind4 = cv2.merge([kind] * 4)
-    maps = (
-        _f32(cv2.LUT(kind4, _TABLES["fine"])),
-        _f32(cv2.LUT(kind4, _TABLES["coarse"])),
-        _f32(cv2.LUT(kind, _TABLES["macro"])),
-        _f32(cv2.LUT(cv2.merge([kind] * 3), _TABLES["tone"])),
-    )
-    for weights in maps:
-        _soften(weights, soft, sigma_px)
-    return maps
 
 
 def _shade(
@@ -624,14 +608,11 @@ def _shade(
 
     kind_half = np.asarray(cv2.resize(kind, half_size, interpolation=cv2.INTER_NEAREST), np.uint8)
     shadow_half = cv2.resize(shadow, half_size, interpolation=cv2.INTER_NEAREST)
-    sigma_px = SOFT_EDGE_M / view.camera.gsd_m(view.height_m)
-    fine_w, coarse_w, macro_w, tone_w = _surface_maps(
-        kind_half, _soft_mask(kind_half), sigma_px / 2.0
-    )
-    gain = np.einsum("ijk,ijk->ij", fine, fine_w)
-    gain += np.einsum("ijk,ijk->ij", coarse, coarse_w)
+    kind_half4 = cv2.merge([kind_half] * 4)
+    gain = np.einsum("ijk,ijk->ij", fine, _f32(cv2.LUT(kind_half4, _TABLES["fine"])))
+    gain += np.einsum("ijk,ijk->ij", coarse, _f32(cv2.LUT(kind_half4, _TABLES["coarse"])))
     macro_half = cv2.resize(low_macro, half_size)
-    gain += _f32(cv2.multiply(macro_half[:, :, 0], macro_w))
+    gain += _f32(cv2.multiply(macro_half[:, :, 0], cv2.LUT(kind_half, _TABLES["macro"])))
     gain = np.clip(gain + 1.0, 0.15, None)
     gain *= _f32(cv2.resize(low_scale, half_size))
     shadow_lut = np.ones((1, 256), dtype=np.float32)
@@ -641,7 +622,8 @@ def _shade(
 
     # The alternate tone (wet soil, dry grass, faded net) comes in blotches of slow noise.
     tone_mix = np.clip(0.5 + 0.9 * macro_half[:, :, 1], 0.0, 1.0)[:, :, None]
-    tone = 1.0 + tone_mix * (tone_w - 1.0)
+    tone = _f32(cv2.LUT(cv2.merge([kind_half] * 3), _TABLES["tone"]))
+    tone = 1.0 + tone_mix * (tone - 1.0)
 
     warm = (1.0 - 0.06 * env.warmth, 1.0, 1.0 + 0.06 * env.warmth)
     balance = np.array(warm, dtype=np.float32) * np.array(
@@ -650,7 +632,7 @@ def _shade(
     # 8-bit fixed point: gain 1.0 is 100, so gains up to 2.5 survive.
     gain_bgr = cv2.convertScaleAbs(tone * gain[:, :, None] * balance, alpha=100.0)
     gain_full = cv2.resize(gain_bgr, (width, height), interpolation=cv2.INTER_LINEAR)
-    _soften(bgr, _soft_mask(kind), sigma_px)
+    _soften(bgr, _soft_mask(kind), SOFT_EDGE_M / view.camera.gsd_m(view.height_m))
     color = cv2.multiply(bgr, gain_full, scale=1.0 / 100.0)
     haze_bgr = np.array([205.0, 200.0, 196.0], dtype=np.float32)
     low_add = cv2.convertScaleAbs(_f32((1.0 - transmission)[:, :, None] * haze_bgr))

@@ -11,7 +11,7 @@ import shapely
 
 from sim.camera import ViewGeometry, camera_preset
 from sim.kinds import GroundTruthClass, SiteKind, SurfaceKind
-from sim.render import SensorEffects, _sensor_tile, _surface_maps, render
+from sim.render import SensorEffects, _sensor_tile, render
 from sim.shots import pose_at, view_for
 from sim.world import District, generate_district
 
@@ -78,23 +78,3 @@ def test_sensor_noise_is_mostly_in_brightness() -> None:
     luma = tile.mean(axis=2)
     chroma = tile - luma[:, :, None]
     assert float(chroma.std()) < 0.35 * float(luma.std())
-
-
-def test_texture_grades_across_soft_edges_and_steps_across_hard_ones() -> None:
-    kind = np.full((64, 128), int(SurfaceKind.BARE_SOIL), dtype=np.uint8)
-    kind[:, 64:] = int(SurfaceKind.GROUND)
-    kind[:32, :] = np.where(
-        np.arange(128) < 64, int(SurfaceKind.ROOF_RED), int(SurfaceKind.CONCRETE)
-    )
-    soft = np.where(np.isin(kind, [int(SurfaceKind.BARE_SOIL), int(SurfaceKind.GROUND)]), 255, 0)
-    _, _, macro, _ = _surface_maps(kind, soft.astype(np.uint8), 6.0)
-    row_soft, row_hard = macro[56], macro[8]
-    soil_value, grass_value = row_soft[0], row_soft[-1]
-    assert soil_value != pytest.approx(grass_value)
-    # Between soft kinds the weight passes through values between the two over pixels ...
-    between = (row_soft > min(soil_value, grass_value) + 1e-4) & (
-        row_soft < max(soil_value, grass_value) - 1e-4
-    )
-    assert between.sum() >= 6
-    # ... and across a hard edge (roof to concrete) it steps.
-    assert len(np.unique(np.round(row_hard, 5))) == 2
