@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from typer.testing import CliRunner
 
 from dustpatrol.cli import app
@@ -169,6 +170,16 @@ def test_decoding_ahead_changes_nothing(flight: tuple[Path, Path], tmp_path: Pat
     ]
 
 
+class CountingDetector(Detector):
+    """The detector, counting the tiles it runs the model on."""
+
+    tiles_run = 0
+
+    def _tiles(self, tiles: list[NDArray[np.uint8]]) -> list[TileMasks]:
+        self.tiles_run += len(tiles)
+        return super()._tiles(tiles)
+
+
 def test_sites_only_finds_the_same_site_findings_in_fewer_tiles(
     flight: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -189,19 +200,11 @@ def test_sites_only_finds_the_same_site_findings_in_fewer_tiles(
     paths = sorted(frames.iterdir())
     (tmp_path / "DJI_0100.JPG").write_bytes(shot.jpeg)
     paths.append(tmp_path / "DJI_0100.JPG")
-    detector = Detector(MODEL)
-    tiles = {"run": 0}
-    run_tiles = detector._tiles
-
-    def counting(batch: list[np.ndarray]) -> list[TileMasks]:
-        tiles["run"] += len(batch)
-        return run_tiles(batch)
-
-    detector._tiles = counting  # type: ignore[method-assign]
+    detector = CountingDetector(MODEL)
     whole = analyze_frames(paths, registry, detector)
-    whole_tiles, tiles["run"] = tiles["run"], 0
+    whole_tiles, detector.tiles_run = detector.tiles_run, 0
     near = analyze_frames(paths, registry, detector, sites_only=True)
-    assert 0 < tiles["run"] < whole_tiles
+    assert 0 < detector.tiles_run < whole_tiles
 
     def on_sites(result: FlightAnalysis) -> list[tuple[str | None, str, float]]:
         return sorted(
