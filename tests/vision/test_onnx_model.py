@@ -121,7 +121,7 @@ def test_a_dynamic_model_runs_a_whole_frame_in_one_pass(dynamic_model: Path) -> 
         # a larger frame (the tile and its mirror images around it) in one pass: what the
         # detector returns, in frame pixels, is what the model's own masks say there (masks
         # cut to their boxes and put back at their offsets, merged, outlined)
-        frame = cv2.copyMakeBorder(tile, 384, 0, 768, 0, cv2.BORDER_REFLECT)
+        frame = np.asarray(cv2.copyMakeBorder(tile, 384, 0, 768, 0, cv2.BORDER_REFLECT), np.uint8)
         placed = _painted(dynamic.detect_image(frame), frame.shape[:2])
         raw = segmenter([frame], conf=dynamic.conf, iou=dynamic.iou)[0]
         expected = np.zeros(frame.shape[:2], dtype=np.uint8)
