@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.camera import PoseNoise, camera_preset
-from sim.compare import COMPARE_GSD_M, real_samples
+from sim.compare import COMPARE_GSD_M, Sample, real_samples
 from sim.kinds import GnssMode, GroundTruthClass
 from sim.preview import CLASS_COLOURS
 from sim.shots import pose_at, shoot
@@ -153,6 +153,17 @@ def _truth(class_mask: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return np.where(class_mask == 255, 0, class_mask).astype(np.uint8)
 
 
+def _count_soil(detector: Detector, sample: Sample, counts: PixelCounts) -> NDArray[np.uint8]:
+    """Detect in one real photo and add its exposed-soil pixels, on the marked pixels only,
+    to ``counts``; returns the class-id + 1 image of what was found."""
+    height, width = sample.bgr.shape[:2]
+    labels = rasterise(detector.detect_image(sample.bgr), width, height)
+    soil_id = detector.class_names.index("exposed_soil") + 1
+    marked = sample.regions["exposed_soil"] | sample.regions["vegetation"]
+    counts.add((labels == soil_id) & marked, sample.regions["exposed_soil"] & marked)
+    return labels
+
+
 # Confidence thresholds below the detector's at which the real photos are measured again: a
 # diagnostic of whether the model ranks real soil above real grass at all (the operating
 # threshold is never chosen on these photos).
@@ -171,13 +182,7 @@ def evaluate_real(
     vegetation_called = dict.fromkeys(detector.class_names, 0)
     samples = real_samples(folder, gsd_m)
     for sample in samples:
-        height, width = sample.bgr.shape[:2]
-        found = detector.detect_image(sample.bgr)
-        labels = rasterise(found, width, height)
-        soil_id = detector.class_names.index(soil_name) + 1
-        marked = sample.regions["exposed_soil"] | sample.regions["vegetation"]
-        predicted = (labels == soil_id) & marked
-        result.per_class[soil_name].add(predicted, sample.regions["exposed_soil"] & marked)
+        labels = _count_soil(detector, sample, result.per_class[soil_name])
         vegetation = sample.regions["vegetation"]
         vegetation_pixels += int(vegetation.sum())
         for class_id, name in enumerate(detector.class_names):
@@ -200,11 +205,7 @@ def evaluate_real(
             detector.conf = confidence
             counts = PixelCounts()
             for sample in samples:
-                height, width = sample.bgr.shape[:2]
-                labels = rasterise(detector.detect_image(sample.bgr), width, height)
-                marked = sample.regions["exposed_soil"] | sample.regions["vegetation"]
-                soil_id = detector.class_names.index(soil_name) + 1
-                counts.add((labels == soil_id) & marked, sample.regions["exposed_soil"] & marked)
+                _count_soil(detector, sample, counts)
             result.extra[f"{soil_name} IoU at confidence {confidence:g}"] = counts.iou
             result.extra[f"{soil_name} precision at confidence {confidence:g}"] = counts.precision
     finally:

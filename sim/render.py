@@ -368,21 +368,12 @@ def _render_pinhole(
             contours = _contours(visible, h_local, ce, cn)
             if not contours:
                 continue
+            filled: Contours = []
             if drawn is surface.geometry:
-                _fill(
-                    bgr, kind, classes, contours, surface.color_rgb, surface.kind, surface.gt_class
-                )
+                filled = contours
             elif drawn is not None and not (part := drawn.intersection(footprint)).is_empty:
-                part_contours = _contours(part, h_local, ce, cn)
-                _fill(
-                    bgr,
-                    kind,
-                    classes,
-                    part_contours,
-                    surface.color_rgb,
-                    surface.kind,
-                    surface.gt_class,
-                )
+                filled = _contours(part, h_local, ce, cn)
+            _fill(bgr, kind, classes, filled, surface.color_rgb, surface.kind, surface.gt_class)
             if surface.relief_m != 0.0:  # relief follows the whole surface (a heap under a net)
                 _add_relief(relief, contours, surface.relief_m, view)
             if surface.height_m > 0.0:

@@ -585,6 +585,7 @@ SOIL_COLOURS = (
     (131, 126, 117),  # grey fill
 )
 NET_GREEN = (46, 110, 62)
+SITE_GRASS = (54, 58, 45)  # grass and weeds on a plot: untouched corners, regrowth, old fields
 NET_BLACK = (44, 46, 48)
 
 
@@ -738,7 +739,7 @@ class _SiteBuilder:
         elif choice == "gravel":
             self.add(SurfaceKind.GRAVEL, cell, LAYER_SITE_BLOCK, (128, 124, 118))
         elif choice == "grass":  # an untouched corner of the plot
-            self.add(SurfaceKind.GROUND, cell, LAYER_SITE_BLOCK, (54, 58, 45))
+            self.add(SurfaceKind.GROUND, cell, LAYER_SITE_BLOCK, SITE_GRASS)
         elif choice == "weeds":  # weeds grown back on graded earth, in ragged patches
             for _ in range(int(rng.integers(1, 4))):
                 patch = _blob(
@@ -753,7 +754,7 @@ class _SiteBuilder:
                     SurfaceKind.GROUND,
                     patch.intersection(cell.buffer(2.0)),
                     LAYER_SITE_BLOCK,
-                    (54, 58, 45),
+                    SITE_GRASS,
                 )
         elif choice == "rubble":
             self.add(SurfaceKind.RUBBLE, cell, LAYER_SITE_BLOCK, (158, 152, 144))
@@ -935,7 +936,7 @@ def _site_layout(
             GroundTruthClass.EXPOSED_SOIL,
         )
     elif kind is SiteKind.CONSTRUCTION and rng.random() < 0.4:  # works on a former field
-        base_kind, base_rgb = SurfaceKind.GROUND, (54, 58, 45)
+        base_kind, base_rgb = SurfaceKind.GROUND, SITE_GRASS
     site.add(
         base_kind,
         box(min_u - 1, min_v - 1, max_u + 1, max_v + 1),
