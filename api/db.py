@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event, text
+from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -47,7 +48,48 @@ def make_engine(url: str, echo: bool = False, sqlite_synchronous: str = "normal"
             cursor.close()
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    engine = create_engine(url, echo=echo)
+    _ping_after_idle(engine)
+    return engine
+
+
+# A pooled PostgreSQL connection idle longer than this is tested before use.
+IDLE_PING_S = 5.0
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Test a pooled connection before use only when it has been idle a while.
+
+    SQLAlchemy's ``pool_pre_ping`` tests every checkout: a round trip per request, a quarter
+    of a short read's time. A connection in steady use has just proved itself; one that sat
+    idle may have been cut (a server restart, a firewall's timeout) and is tested, and
+    replaced when dead, before a request gets it. A server restart under load fails the
+    requests in flight once; the pool then drops all its connections (disconnect detection).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _test_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+            dbapi_connection.rollback()  # no round trip unless the ping opened a transaction
+        except Exception as error:  # any failure: the pool retries with a new connection
+            raise exc.DisconnectionError(f"a pooled connection was dead: {error}") from error
+
+
+def read_outside_transaction(session: Session) -> None:
+    """Let the session's next reads run without a transaction on PostgreSQL (autocommit):
+    a one-statement read then costs one round trip, not three (BEGIN, the query, ROLLBACK).
+    Only for work that writes nothing, and only before the session has its connection
+    (afterwards, and on SQLite, this does nothing); each statement sees its own snapshot."""
+    if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 @contextmanager

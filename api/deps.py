@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.db import read_outside_transaction
 from api.errors import AuthenticationError, ForbiddenError
 from api.models.users import ApiKey, Role, User
 from api.principals import KeyRecord, Principals
@@ -34,13 +35,18 @@ T = TypeVar("T")
 
 
 async def run_short(session: Session, function: Callable[..., T], *args: Any) -> T:
-    """Run a short, bounded piece of database work (one indexed query) for an async route:
+    """Run a short, bounded read (one indexed query; it must write nothing) for an async route:
     on the event loop with SQLite (a local file: shorter than the hop to a worker thread
     and back), in a worker thread with PostgreSQL, whose network round trips (or a stall:
     a checkpoint, a lock) must not hold up every other request of the process."""
     if session.get_bind().dialect.name == "sqlite":
         return function(*args)
-    return await run_in_threadpool(function, *args)
+
+    def outside_transaction() -> T:
+        read_outside_transaction(session)
+        return function(*args)
+
+    return await run_in_threadpool(outside_transaction)
 
 
 async def get_current_user(

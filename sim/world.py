@@ -586,7 +586,8 @@ SOIL_COLOURS = (
 )
 NET_GREEN = (46, 110, 62)
 SITE_GRASS = (54, 58, 45)  # grass and weeds on a plot: untouched corners, regrowth, old fields
-NET_BLACK = (44, 46, 48)
+NET_BLACK = (52, 52, 50)  # black HDPE, greyed by dust
+SITE_GRAVEL = (128, 122, 110)  # packed gravel and hardcore, brown with the site's dust
 
 
 class _SiteBuilder:
@@ -664,6 +665,34 @@ class _SiteBuilder:
     def soil(self) -> tuple[int, int, int]:
         return SOIL_COLOURS[int(self.rng.integers(len(SOIL_COLOURS)))]
 
+    def edge_point(self) -> tuple[float, float]:
+        """A random point a few metres inside the (local) bounding box's edge."""
+        min_u, min_v, max_u, max_v = self.local_bounds
+        rng = self.rng
+        side = int(rng.integers(4))
+        along = float(rng.uniform(0.1, 0.9))
+        u = min_u + along * (max_u - min_u) if side < 2 else (min_u + 3 if side == 2 else max_u - 3)
+        v = (
+            min_v + along * (max_v - min_v)
+            if side >= 2
+            else (min_v + 3 if side == 0 else max_v - 3)
+        )
+        return (u, v)
+
+    def haul_road(self, start: tuple[float, float], end: tuple[float, float]) -> None:
+        """A curving road of bare earth between two local points, packed and dried paler than
+        the ground around it by the trucks (its ruts come from the soil's track texture)."""
+        rng = self.rng
+        min_u, min_v, max_u, max_v = self.local_bounds
+        bend = np.array([rng.uniform(min_u, max_u), rng.uniform(min_v, max_v)])
+        t = np.linspace(0.0, 1.0, 32)[:, None]
+        a, b = np.array(start), np.array(end)
+        curve = (1 - t) ** 2 * a + 2 * (1 - t) * t * bend + t**2 * b
+        road = LineString(curve).buffer(rng.uniform(2.5, 4.5), quad_segs=4)
+        pale = float(rng.uniform(1.08, 1.28))
+        rgb = tuple(min(255, round(c * pale)) for c in self.soil())
+        self.add(SurfaceKind.BARE_SOIL, road, LAYER_SITE_BLOCK, rgb, GroundTruthClass.EXPOSED_SOIL)
+
     def fill_block(self, choice: str, cell: BaseGeometry) -> None:
         rng = self.rng
         c = cell.centroid
@@ -737,7 +766,7 @@ class _SiteBuilder:
                     SurfaceKind.WATER, puddle.intersection(cell), LAYER_SITE_DETAIL, (70, 82, 88)
                 )
         elif choice == "gravel":
-            self.add(SurfaceKind.GRAVEL, cell, LAYER_SITE_BLOCK, (128, 124, 118))
+            self.add(SurfaceKind.GRAVEL, cell, LAYER_SITE_BLOCK, SITE_GRAVEL)
         elif choice == "grass":  # an untouched corner of the plot
             self.add(SurfaceKind.GROUND, cell, LAYER_SITE_BLOCK, SITE_GRASS)
         elif choice == "weeds":  # weeds grown back on graded earth, in ragged patches
@@ -786,7 +815,7 @@ class _SiteBuilder:
                 height_m=height,
             )
         elif choice == "materials":
-            self.add(SurfaceKind.GRAVEL, cell, LAYER_SITE_BLOCK, (128, 124, 118))
+            self.add(SurfaceKind.GRAVEL, cell, LAYER_SITE_BLOCK, SITE_GRAVEL)
             self._materials(cell)
         elif choice == "offices":
             self.add(SurfaceKind.CONCRETE, cell, LAYER_SITE_BLOCK, (168, 166, 160))
@@ -907,7 +936,7 @@ class _SiteBuilder:
 
 
 SITE_BASE = {
-    SiteKind.CONSTRUCTION: (SurfaceKind.GRAVEL, (132, 128, 120)),
+    SiteKind.CONSTRUCTION: (SurfaceKind.GRAVEL, SITE_GRAVEL),
     SiteKind.DEMOLITION: (SurfaceKind.RUBBLE, (150, 146, 138)),
     SiteKind.FACTORY: (SurfaceKind.CONCRETE, (168, 166, 160)),
     SiteKind.COAL_YARD: (SurfaceKind.CONCRETE, (120, 118, 114)),
@@ -999,25 +1028,13 @@ def _site_layout(
 
     dusty_kinds = (SiteKind.CONSTRUCTION, SiteKind.DEMOLITION, SiteKind.COAL_YARD)
     if earthworks or (not compliant and kind in dusty_kinds and rng.random() < 0.6):
-        # A haul road of bare earth, rutted by trucks, from the paved road into the site.
-        end_u = rng.uniform(min_u + 10, max_u - 10)
-        end_v = rng.uniform(road_end_v, max_v - 8)
-        bend = (rng.uniform(min_u, max_u), rng.uniform(min_v, max_v))
-        t = np.linspace(0.0, 1.0, 24)[:, None]
-        start = np.array([exit_u, road_end_v - 2.0])
-        curve = (
-            (1 - t) ** 2 * start
-            + 2 * (1 - t) * t * np.array(bend)
-            + t**2 * np.array([end_u, end_v])
-        )
-        haul = LineString(curve).buffer(rng.uniform(3.0, 5.0), quad_segs=4)
-        site.add(
-            SurfaceKind.BARE_SOIL,
-            haul,
-            LAYER_SITE_BLOCK,
-            site.soil(),
-            GroundTruthClass.EXPOSED_SOIL,
-        )
+        # Haul roads of bare earth from the paved road into the works; on graded earth more
+        # of them wind across the plot (the pale curving dirt roads of the reference photos).
+        start = (exit_u, road_end_v - 2.0)
+        end = (rng.uniform(min_u + 10, max_u - 10), rng.uniform(road_end_v, max_v - 8))
+        site.haul_road(start, end)
+        for _ in range(int(rng.integers(1, 3)) if earthworks else 0):
+            site.haul_road(site.edge_point(), site.edge_point())
 
     for _ in range(int(rng.integers(0, 4))):  # excavators, loaders and muck trucks
         u, v = rng.uniform(min_u + 8, max_u - 8), rng.uniform(min_v + 8, max_v - 8)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from api.db import read_outside_transaction
 from api.deps import BBox, CurrentUser, SessionDep
 from api.models.notices import FindingClass
 from api.services.mapdata import map_data
@@ -46,6 +47,7 @@ def get_map_data(
     """Sites (coloured by their most pressing notice), findings with their photos, flight
     tracks and frame footprints, as GeoJSON FeatureCollections. At most 5,000 sites come at
     once (`truncated` says when there were more: ask again with the view's `bbox`)."""
+    read_outside_transaction(session)
     return map_data(
         session,
         user,

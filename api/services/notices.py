@@ -437,17 +437,16 @@ def visible_findings(user: User) -> Select[Finding]:
 
 
 def _next_number(session: Session, series: str) -> str:
-    """The next number of ``series`` (``GX-2026-000124``). The counter row is created if
-    missing and incremented with UPDATE ... RETURNING, which holds its row lock until the
-    transaction ends: two concurrent issues can never get the same number."""
+    """The next number of ``series`` (``GX-2026-000124``): one upsert that creates the
+    counter row at 1 or increments it, and returns the value. The row stays locked until the
+    transaction ends, so two concurrent issues can never get the same number."""
     dialect = session.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(NoticeCounter).values(series=series, last=0).on_conflict_do_nothing())
+    statement = insert(NoticeCounter).values(series=series, last=1)
     last = session.execute(
-        update(NoticeCounter)
-        .where(NoticeCounter.series == series)
-        .values(last=NoticeCounter.last + 1)
-        .returning(NoticeCounter.last)
+        statement.on_conflict_do_update(
+            index_elements=[NoticeCounter.series], set_={"last": NoticeCounter.last + 1}
+        ).returning(NoticeCounter.last)
     ).scalar_one()
     return f"{series}-{last:06d}"
 
