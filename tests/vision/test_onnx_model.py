@@ -112,7 +112,8 @@ def test_a_dynamic_model_runs_a_whole_frame_in_one_pass(dynamic_model: Path) -> 
     segmenter = OnnxSegmenter(dynamic_model)
     assert segmenter.dynamic and segmenter.imgsz == 384
     static, dynamic = Detector(MODEL), Detector(dynamic_model)
-    for tile_path in TILES[:3]:
+    classes_placed: set[int] = set()
+    for tile_path in TILES:
         tile = np.asarray(cv2.imread(str(tile_path)), dtype=np.uint8)
         # the same weights on the same tile: the same answer from either export
         same = _painted(dynamic.detect_image(tile), tile.shape[:2])
@@ -128,6 +129,9 @@ def test_a_dynamic_model_runs_a_whole_frame_in_one_pass(dynamic_model: Path) -> 
         for index in np.argsort(raw.confidence):  # the most confident mask on top
             expected[raw.full_masks()[index]] = int(raw.class_id[index]) + 1
         assert (placed == expected).mean() > 0.98
-        assert len(np.unique(expected)) > 1  # the frame shows something to place
+        classes_placed |= set(np.unique(expected).tolist()) - {0}
+    # Some frame showed something to place (the shipped weights vary in what they see in
+    # these mirrored frames, well outside the 384 px crops they were trained on).
+    assert classes_placed
     with pytest.raises(VisionError, match="multiples of 32"):
         segmenter([np.zeros((100, 100, 3), dtype=np.uint8)])
