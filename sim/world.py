@@ -957,14 +957,20 @@ def _site_layout(
     min_u, min_v, max_u, max_v = site.local_bounds
     base_kind, base_rgb = SITE_BASE[kind]
     base_gt = GroundTruthClass.BACKGROUND
-    earthworks = kind is SiteKind.CONSTRUCTION and not compliant and rng.random() < 0.45
-    if earthworks:  # the whole plot graded earth, weeds left in patches (as in the real photos)
+    # Unkempt construction sites: 40 % at the earthworks stage (the whole plot graded earth,
+    # weeds left in patches), 25 % idle and overgrown (weeds everywhere but the pale dirt roads
+    # the trucks keep bare, stacked materials): the two looks of the real reference photos.
+    # Other construction sites are on gravel or, 40 % of them, on a former field (weeds).
+    works = kind is SiteKind.CONSTRUCTION
+    roll = rng.random() if works and not compliant else 1.0
+    earthworks, overgrown = roll < 0.4, 0.4 <= roll < 0.65
+    if earthworks:
         base_kind, base_rgb, base_gt = (
             SurfaceKind.BARE_SOIL,
             site.soil(),
             GroundTruthClass.EXPOSED_SOIL,
         )
-    elif kind is SiteKind.CONSTRUCTION and rng.random() < 0.4:  # works on a former field
+    elif overgrown or (works and rng.random() < 0.4):
         base_kind, base_rgb = SurfaceKind.GROUND, SITE_GRASS
     site.add(
         base_kind,
@@ -1009,7 +1015,13 @@ def _site_layout(
     n_u = max(1, int((max_u - min_u) // block))
     n_v = max(1, int((max_v - min_v) // block))
     du, dv = (max_u - min_u) / n_u, (max_v - min_v) / n_v
-    shares = EARTHWORKS_SHARES if earthworks else _block_shares(kind, compliant)
+    shares = (
+        EARTHWORKS_SHARES
+        if earthworks
+        else OVERGROWN_SHARES
+        if overgrown
+        else _block_shares(kind, compliant)
+    )
     names = list(shares)
     probs = np.array([shares[n] for n in names])
     road_margin = internal_road.buffer(1.5)
@@ -1027,13 +1039,13 @@ def _site_layout(
             site.fill_block(names[int(rng.choice(len(names), p=probs / probs.sum()))], cell_area)
 
     dusty_kinds = (SiteKind.CONSTRUCTION, SiteKind.DEMOLITION, SiteKind.COAL_YARD)
-    if earthworks or (not compliant and kind in dusty_kinds and rng.random() < 0.6):
+    if earthworks or overgrown or (not compliant and kind in dusty_kinds and rng.random() < 0.6):
         # Haul roads of bare earth from the paved road into the works; on graded earth more
         # of them wind across the plot (the pale curving dirt roads of the reference photos).
         start = (exit_u, road_end_v - 2.0)
         end = (rng.uniform(min_u + 10, max_u - 10), rng.uniform(road_end_v, max_v - 8))
         site.haul_road(start, end)
-        for _ in range(int(rng.integers(1, 3)) if earthworks else 0):
+        for _ in range(int(rng.integers(1, 3)) if earthworks or overgrown else 0):
             site.haul_road(site.edge_point(), site.edge_point())
 
     for _ in range(int(rng.integers(0, 4))):  # excavators, loaders and muck trucks
@@ -1122,6 +1134,17 @@ EARTHWORKS_SHARES = {
     "materials": 0.13,
     "offices": 0.05,
     "frame": 0.07,
+}
+
+# An idle construction site grown over: weeds, stacked pipes and materials, a few bare
+# patches and heaps between the haul roads.
+OVERGROWN_SHARES = {
+    "weeds": 0.5,
+    "materials": 0.22,
+    "soil": 0.12,
+    "net": 0.08,
+    "offices": 0.04,
+    "pit": 0.04,
 }
 
 

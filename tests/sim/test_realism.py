@@ -50,6 +50,33 @@ def test_some_unkempt_construction_sites_are_graded_earth_with_weeds(many_sites:
     assert len(graded) >= 2, graded
 
 
+def test_some_idle_construction_sites_are_overgrown_with_pale_haul_roads(
+    many_sites: District,
+) -> None:
+    """The real photos' other look: weedy ground crossed by two or more bare dirt roads the
+    trucks keep open, labelled exposed soil, the weeds around them background."""
+    overgrown = []
+    for site in many_sites.sites:
+        if site.kind is not SiteKind.CONSTRUCTION or site.compliant:
+            continue
+        own = [s for s in many_sites.fixed_surfaces if s.site_id == site.site_id]
+        weedy_base = any(
+            s.kind is SurfaceKind.GROUND and s.geometry.covers(site.geometry.buffer(-1.0))
+            for s in own
+        )
+        roads = [
+            s
+            for s in own
+            if s.kind is SurfaceKind.BARE_SOIL
+            and s.geometry.length >= 60.0
+            and s.geometry.area / s.geometry.length <= 4.8  # a strip under ~9.6 m wide
+        ]
+        if weedy_base and len(roads) >= 2:
+            overgrown.append(site.site_id)
+            assert all(r.gt_class is GroundTruthClass.EXPOSED_SOIL for r in roads)
+    assert len(overgrown) >= 2, overgrown
+
+
 def _view_over_something_tall(district: District) -> ViewGeometry:
     raised = next(s for s in district.fixed_surfaces if s.height_m >= 5.0 and s.site_id)
     centre = raised.geometry.centroid
