@@ -217,6 +217,25 @@ def resume_command(
     typer.echo(f"best weights: {best}")
 
 
+@train_app.command("average")
+def average_command(
+    ctx: typer.Context,
+    weights: Annotated[
+        list[Path], typer.Option("--weights", help="A checkpoint (.pt); give two or more.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Averaged checkpoint to write (.pt).")],
+    share: Annotated[
+        list[float] | None,
+        typer.Option(help="Weight of each checkpoint in its order (default equal; sum 1)."),
+    ] = None,
+) -> None:
+    """Average fine-tunes of one model into one checkpoint (a model soup)."""
+    from vision.training import average_weights
+
+    path = average_weights(weights, out, _config_dir(ctx), share or ())
+    typer.echo(f"averaged {len(weights)} checkpoints into {path}")
+
+
 @train_app.command("export")
 def export_command(
     ctx: typer.Context,

@@ -241,6 +241,64 @@ def resume(run_dir: Path, config_dir: Path, threads: int = 2) -> Path:
     return best
 
 
+def average_weights(
+    checkpoints: Sequence[Path], out: Path, config_dir: Path, shares: Sequence[float] = ()
+) -> Path:
+    """Average the weights of checkpoints of one architecture (a "model soup"): typically two
+    fine-tunes along one line, whose average often generalises better than either. ``shares``
+    weigh them (default equal; they must add up to 1). Writes a checkpoint that exports and
+    fine-tunes like any other; the sources and shares are kept in it."""
+    if len(checkpoints) < 2:
+        raise VisionError("averaging needs at least two checkpoints (--weights A --weights B)")
+    shares = list(shares) or [1.0 / len(checkpoints)] * len(checkpoints)
+    if len(shares) != len(checkpoints):
+        raise VisionError(
+            f"{len(shares)} shares for {len(checkpoints)} checkpoints: give one share each"
+        )
+    if any(share <= 0 for share in shares) or abs(sum(shares) - 1.0) > 1e-6:
+        raise VisionError(f"shares {shares} must be positive and add up to 1")
+    for path in checkpoints:
+        if not path.is_file():
+            raise VisionError(f"weights {path} do not exist")
+    prepare_offline(config_dir, 1)
+    _import_yolo(1)
+    import torch
+
+    loaded = [torch.load(path, map_location="cpu", weights_only=False) for path in checkpoints]
+    models = [(checkpoint.get("ema") or checkpoint["model"]).float() for checkpoint in loaded]
+    states = [model.state_dict() for model in models]
+    reference = states[0]
+    for path, state in zip(checkpoints[1:], states[1:], strict=True):
+        if state.keys() != reference.keys() or any(
+            state[key].shape != reference[key].shape for key in reference
+        ):
+            raise VisionError(
+                f"{path} is not the same architecture as {checkpoints[0]}: only checkpoints "
+                "of one model (fine-tunes of the same weights) can be averaged"
+            )
+    averaged = {
+        key: sum(share * state[key] for share, state in zip(shares, states, strict=True))
+        if value.is_floating_point()
+        else states[-1][key]  # counters such as BatchNorm's batches seen
+        for key, value in reference.items()
+    }
+    models[-1].load_state_dict(averaged)
+    checkpoint = dict(loaded[-1])
+    checkpoint.update(
+        model=models[-1].half(),
+        ema=None,
+        optimizer=None,
+        epoch=-1,
+        dustpatrol_average=[
+            {"weights": str(path), "share": share}
+            for path, share in zip(checkpoints, shares, strict=True)
+        ],
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, out)
+    return out
+
+
 def export_onnx(
     weights: Path,
     imgsz: int,

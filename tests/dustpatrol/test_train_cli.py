@@ -150,3 +150,70 @@ def test_fine_tuning_starts_from_the_given_weights(
     moved = sum(float((after[k] - v).norm() ** 2) for k, v in before.items())
     size = sum(float(v.norm() ** 2) for v in before.values())
     assert (moved / size) ** 0.5 < 0.01, f"the weights moved by {(moved / size) ** 0.5:.2f}"
+
+
+def test_averaged_weights_sit_between_their_sources_and_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model soup of the shipped weights and a shifted copy lies where the shares put it,
+    keeps where it came from, and exports like a trained checkpoint."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("DUSTPATROL_PATHS__DATA_DIR", str(tmp_path / "var"))
+    start = Path(__file__).resolve().parents[2] / "models" / "dustpatrol-seg.pt"
+    checkpoint = torch.load(start, map_location="cpu", weights_only=False)
+    model = (checkpoint.get("ema") or checkpoint["model"]).float()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.5)
+    shifted = tmp_path / "shifted.pt"
+    torch.save({**checkpoint, "model": model.half(), "ema": None}, shifted)
+    soup = tmp_path / "soup.pt"
+    result = runner.invoke(
+        app,
+        [
+            "train", "average", "--weights", str(start), "--weights", str(shifted),
+            "--share", "0.75", "--share", "0.25", "--out", str(soup),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    def parameters(path: Path) -> dict[str, Any]:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+        return {k: v.float() for k, v in (loaded.get("ema") or loaded["model"]).named_parameters()}
+
+    a, b, mixed = parameters(start), parameters(shifted), parameters(soup)
+    for key, value in a.items():
+        assert torch.allclose(mixed[key], 0.75 * value + 0.25 * b[key], atol=2e-3), key
+    saved = torch.load(soup, map_location="cpu", weights_only=False)
+    assert [s["share"] for s in saved["dustpatrol_average"]] == [0.75, 0.25]
+    exported = runner.invoke(
+        app, ["train", "export", "--weights", str(soup), "--out", str(tmp_path / "soup.onnx"),
+              "--no-dynamic"],
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "soup.onnx").stat().st_size > 1_000_000
+
+
+def test_averaging_refuses_what_cannot_be_averaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("DUSTPATROL_PATHS__DATA_DIR", str(tmp_path / "var"))
+    start = Path(__file__).resolve().parents[2] / "models" / "dustpatrol-seg.pt"
+    other = tmp_path / "other.pt"
+    torch.save({"model": torch.nn.Linear(2, 2), "ema": None}, other)
+    out = tmp_path / "soup.pt"
+
+    def average(*args: str) -> str:
+        result = runner.invoke(app, ["train", "average", *args, "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        return result.output
+
+    assert "not the same architecture" in average("--weights", str(start), "--weights", str(other))
+    assert "at least two" in average("--weights", str(start))
+    assert "do not exist" in average("--weights", str(start), "--weights", str(tmp_path / "x.pt"))
+    shares = average(
+        "--weights", str(start), "--weights", str(start), "--share", "0.5", "--share", "0.7"
+    )
+    assert "add up to 1" in shares
+    assert not out.exists()

@@ -101,10 +101,15 @@ def dynamic_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _painted(found: Detections, shape: tuple[int, int]) -> np.ndarray:
+    """Each detection's polygon filled with its class id + 1, its holes left out."""
     canvas = np.zeros(shape, dtype=np.uint8)
     for index in range(len(found)):
-        ring = np.round(found.rings[index][0]).astype(np.int32)
-        cv2.fillPoly(canvas, [ring], int(found.class_id[index]) + 1)
+        exterior, *holes = (np.round(ring).astype(np.int32) for ring in found.rings[index])
+        inside = np.zeros(shape, dtype=np.uint8)
+        cv2.fillPoly(inside, [exterior], 1)
+        for hole in holes:
+            cv2.fillPoly(inside, [hole], 0)
+        canvas[inside > 0] = int(found.class_id[index]) + 1
     return canvas
 
 
