@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -94,7 +95,7 @@ def ingest(
         try:
             return _ingest(session, settings, flight_id, collection)
         except IntegrityError:
-            session.rollback()
+            _roll_back(session)
             return _ingest(session, settings, flight_id, collection)
 
 
@@ -110,7 +111,7 @@ def _ingest(
     sites = _sites_named(session, collection["features"])
     created, unchanged = 0, 0
     unknown: set[str] = set()
-    issued: list[str] = []
+    issued: list[Notice] = []
     for index, feature in enumerate(collection["features"]):
         finding = _finding_from_feature(flight_id, index, feature, sites, unknown)
         if (
@@ -125,9 +126,13 @@ def _ingest(
         _issue_unconfirmed(session, settings, finding, issued)
     session.flush()
     verify_with_flight(session, flight_id)
+    _number_issued(session, settings)
     session.commit()
     return FindingsIngested(
-        created=created, unchanged=unchanged, unknown_sites=sorted(unknown), notices_issued=issued
+        created=created,
+        unchanged=unchanged,
+        unknown_sites=sorted(unknown),
+        notices_issued=[notice.number for notice in issued],
     )
 
 
@@ -197,16 +202,20 @@ def sync_flight(
             if gone.id not in kept and gone.review == FindingReview.PENDING.value:
                 session.delete(gone)
         session.flush()
-        issued: list[str] = []
+        issued: list[Notice] = []
         for finding in touched:
             if finding.notice_id is None:
                 _issue_unconfirmed(session, settings, finding, issued)
         session.flush()
         if final:
             verify_with_flight(session, flight_id)
+        _number_issued(session, settings)
         session.commit()
     return FindingsIngested(
-        created=created, unchanged=unchanged, unknown_sites=sorted(unknown), notices_issued=issued
+        created=created,
+        unchanged=unchanged,
+        unknown_sites=sorted(unknown),
+        notices_issued=[notice.number for notice in issued],
     )
 
 
@@ -226,15 +235,15 @@ def _sites_named(session: Session, features: list[Any]) -> dict[str, Site]:
 
 
 def _issue_unconfirmed(
-    session: Session, settings: Settings, finding: Finding, issued: list[str]
+    session: Session, settings: Settings, finding: Finding, issued: list[Notice]
 ) -> None:
     """Without required confirmation the rules run at once; a notice they issue or attach the
     finding to is added to ``issued`` (once)."""
     if settings.notices.require_confirmation:
         return
     notice = apply_rules(session, settings, finding, actor=None)
-    if notice is not None and notice.number not in issued:
-        issued.append(notice.number)
+    if notice is not None and all(notice is not known for known in issued):
+        issued.append(notice)
 
 
 def _same_patch(finding: Finding, stored: list[Finding]) -> Finding | None:
@@ -363,14 +372,13 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
     site = session.get(Site, finding.site_id)
     assert site is not None
     now = datetime.now(UTC)
-    number = _next_number(session, f"{settings.notices.number_prefix}-{now.year}")
     hours = settings.notices.deadline_hours[finding.finding_class]
     deadline = now + timedelta(hours=hours)
     zh, en = CLASS_NAMES[finding.finding_class]
     name = site.name or site.site_id
     local_deadline = local_time(deadline, settings)
     notice = Notice(
-        number=number,
+        number=f"~{uuid.uuid4().hex[:29]}",  # provisional: `_number_issued` numbers it
         site_id=site.id,
         bureau_id=site.bureau_id,
         finding_class=finding.finding_class,
@@ -391,8 +399,7 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
     )
     session.add(notice)
     session.flush()
-    ledger.account(session, site.id, notice.bureau_id, None, _ledger_share(notice))
-    announce(session, notice.bureau_id, "notice.issued", _webhook_payload(notice, site))
+    session.info.setdefault(_UNNUMBERED, []).append(notice)
     session.add(
         NoticeEvent(
             notice_id=notice.id,
@@ -404,6 +411,30 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
         )
     )
     return notice
+
+
+_UNNUMBERED = "dustpatrol.unnumbered_notices"
+
+
+def _number_issued(session: Session, settings: Settings) -> None:
+    """Number the notices issued in this transaction, add their shares to the ledger and
+    queue their webhook messages: the last writes before the commit. The series' counter row
+    and the bureau's ledger total are the rows every concurrent issue waits on, so they are
+    locked here, for the commit's round trip, not from the first notice through the rest of
+    the request (findings, rules, the flight's verification)."""
+    for notice in session.info.pop(_UNNUMBERED, []):
+        series = f"{settings.notices.number_prefix}-{as_utc(notice.issued_at).year}"
+        notice.number = _next_number(session, series)
+        ledger.account(session, notice.site_id, notice.bureau_id, None, _ledger_share(notice))
+        site = session.get(Site, notice.site_id)
+        announce(session, notice.bureau_id, "notice.issued", _webhook_payload(notice, site))
+    session.flush()
+
+
+def _roll_back(session: Session) -> None:
+    """Roll back, forgetting the notices the transaction issued (they are gone with it)."""
+    session.rollback()
+    session.info.pop(_UNNUMBERED, None)
 
 
 def _ledger_share(notice: Notice) -> dict[str, float]:
@@ -461,7 +492,7 @@ def review(
     try:
         return _review(session, settings, finding_id, confirm, user)
     except IntegrityError:
-        session.rollback()
+        _roll_back(session)
         return _review(session, settings, finding_id, confirm, user)
 
 
@@ -483,6 +514,7 @@ def _review(
     set_committed_value(finding, "review", decided)
     if confirm:
         apply_rules(session, settings, finding, actor=user)
+        _number_issued(session, settings)
     session.commit()
     return finding_public(session, finding)
 

@@ -420,3 +420,48 @@ def test_the_bureau_reports_rectification_with_photos(imported: World) -> None:
     )
     assert upload_photo(b"not a jpeg").status_code == 422
     assert upload_photo(frame_jpeg(), imported.login("urban")).status_code == 404
+
+
+def test_a_notice_is_numbered_and_accounted_last_before_the_commit(imported: World) -> None:
+    """The series' counter row and the bureau's ledger total are what concurrent issues wait
+    on: they are written after everything else the request does (findings, rules, the
+    flight's verification), so they stay locked for the commit only."""
+    from sqlalchemy import event, select
+
+    from api.db import make_engine, session_factory
+    from api.models.notices import BureauLedgerTotal, Notice
+    from api.services.notices import ingest
+
+    settings = imported.settings.model_copy(
+        update={
+            "notices": imported.settings.notices.model_copy(update={"require_confirmation": False})
+        }
+    )
+    flight = new_flight(imported)
+    collection = findings_for(imported, "S1", "road_dust", 6.0)
+    collection["features"] += findings_for(imported, "S2", "exposed_soil", 12.0)["features"]
+    engine = make_engine(settings.database.url)
+    writes: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        writes.append(" ".join(statement.split()).lower())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    event.listen(engine, "commit", lambda _conn: writes.append("commit"))
+    try:
+        with session_factory(engine)() as session:
+            result = ingest(session, settings, flight, collection)
+            numbers = result.notices_issued
+            stored = set(session.scalars(select(Notice.number)))
+            issued = session.scalar(select(BureauLedgerTotal.issued))
+    finally:
+        engine.dispose()
+    assert len(numbers) == 2 and all(n.startswith("GX-") for n in numbers)
+    assert stored == set(numbers)  # no provisional number was left behind
+    assert issued == 2
+    first = next(i for i, s in enumerate(writes) if "notice_counters" in s)
+    last_write = max(i for i, s in enumerate(writes) if s.startswith("commit"))
+    tail = writes[first:last_write]
+    allowed = ("notice_counters", "update notices set number", "ledger_", "outbox", "bureaus")
+    strays = [s[:80] for s in tail if not any(word in s for word in allowed)]
+    assert strays == [], f"between numbering and commit: {strays}"
