@@ -28,14 +28,16 @@ def markdown_report(report: dict[str, Any], findings: Path, world: Path) -> str:
         f"{sites['true_positive']} | {sites['false_positive']} | {_fmt(sites['precision'])} | "
         f"{_fmt(sites['recall'])} |\n",
         "| class | sites with it (truth) | sites with it (found) | median IoU | "
-        "median area error | median position error |",
-        "|---|---:|---:|---:|---:|---:|",
+        "median area error | median position error (placed patches) | site centroid offset |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, figures in report["classes"].items():
         lines.append(
             f"| {name} | {figures['site_classes_true']} | {figures['site_classes_found']} | "
             f"{_fmt(figures['median_iou'])} | {_fmt(figures['median_area_error'], '{:.1%}')} | "
-            f"{_fmt(figures['median_position_error_m'], '{:.2f} m')} |"
+            f"{_fmt(figures['median_position_error_m'], '{:.2f} m')} "
+            f"({figures['placed_patches']}) | "
+            f"{_fmt(figures['median_centroid_offset_m'], '{:.2f} m')} |"
         )
     lines.append(
         f"\nProblem findings outside every site: {report['off_site_problem_findings']}. "

@@ -4,8 +4,12 @@ patch, compared with what is really on the ground.
 Site level: a site violates when the truth holds exposed soil or road dust above the notice
 rules' minimum area; it is reported when a finding of that class above the same minimum (and
 the rules' minimum confidence) was matched to it. Patch level: per site and class, the union of
-the findings against the union of the true patches: IoU, area error and the distance between
-their centroids (position error).
+the findings against the union of the true patches: IoU and area error. Position error is
+measured where it means where a patch was placed, not how it was outlined: each true patch
+(a connected part of the truth) is paired with the found patch that overlaps it best, and when
+that pair's IoU is at least `MATCH_IOU` the distance between their centroids is one position
+error. The distance between the centroids of the two unions (``centroid_offset_m``) is kept
+beside it: it also moves with every missed or spurious patch of the site.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sim.kinds import GroundTruthClass
 from sim.world import District
 
 PROBLEMS = ("exposed_soil", "road_dust")
+MATCH_IOU = 0.5  # a found patch this similar to a true one is the same patch, placed
 CLASS_OF = {
     GroundTruthClass.EXPOSED_SOIL: "exposed_soil",
     GroundTruthClass.ROAD_DUST: "road_dust",
@@ -37,6 +42,29 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 
 def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def _parts(geometry: BaseGeometry) -> list[BaseGeometry]:
+    return [g for g in getattr(geometry, "geoms", [geometry]) if not g.is_empty]
+
+
+def patch_offsets(truth: BaseGeometry, seen: BaseGeometry) -> list[float]:
+    """Centroid distance (m) of every true patch to the found patch that overlaps it best,
+    for the pairs whose IoU is at least `MATCH_IOU` (one position error per placed patch)."""
+    found = _parts(seen)
+    offsets: list[float] = []
+    for part in _parts(truth):
+        best, best_iou = None, 0.0
+        for candidate in found:
+            if not part.intersects(candidate):
+                continue
+            union = part.union(candidate).area
+            iou = part.intersection(candidate).area / union if union else 0.0
+            if iou > best_iou:
+                best, best_iou = candidate, iou
+        if best is not None and best_iou >= MATCH_IOU:
+            offsets.append(round(part.centroid.distance(best.centroid), 3))
+    return offsets
 
 
 def evaluate_findings(
@@ -94,7 +122,11 @@ def evaluate_findings(
             union = true_area.union(seen).area
             entry["iou"] = round(true_area.intersection(seen).area / union, 4) if union else 0.0
             entry["area_error"] = round(abs(seen.area - true_area.area) / true_area.area, 4)
-            entry["position_error_m"] = round(true_area.centroid.distance(seen.centroid), 3)
+            entry["centroid_offset_m"] = round(true_area.centroid.distance(seen.centroid), 3)
+            offsets = patch_offsets(true_area, seen)
+            entry["patch_offsets_m"] = offsets
+            if offsets:
+                entry["position_error_m"] = _median(offsets)
         patches.append(entry)
     return _report(
         evaluated=len(chosen),
@@ -125,7 +157,14 @@ def _report(
             "site_classes_found": sum(1 for p in rows if p["found_m2"] > 0),
             "median_iou": _median([p["iou"] for p in matched]),
             "median_area_error": _median([p["area_error"] for p in matched]),
-            "median_position_error_m": _median([p["position_error_m"] for p in matched]),
+            # over placed patches (every site's), not over sites
+            "median_position_error_m": _median(
+                [offset for p in matched for offset in p.get("patch_offsets_m", [])]
+            ),
+            "placed_patches": sum(len(p.get("patch_offsets_m", [])) for p in matched),
+            "median_centroid_offset_m": _median(
+                [p["centroid_offset_m"] for p in matched if "centroid_offset_m" in p]
+            ),
         }
     return {
         "sites": {
