@@ -41,6 +41,12 @@ def dataset_command(
     randomise: Annotated[
         bool, typer.Option(help="Domain randomisation (colour, blur, noise, JPEG).")
     ] = True,
+    compliant_weight: Annotated[
+        float,
+        typer.Option(
+            help="How much likelier a compliant site is as a frame's centre (hard negatives)."
+        ),
+    ] = 1.0,
 ) -> None:
     """Render a YOLO-seg dataset from simulated districts (split by district)."""
     spec = DatasetSpec(
@@ -51,6 +57,7 @@ def dataset_command(
         imgsz=imgsz,
         gsd_m=gsd,
         randomise=randomise,
+        compliant_weight=compliant_weight,
     )
     console = Console(stderr=True)
     with progress_bar(console) as progress:
@@ -73,6 +80,8 @@ def dataset_command(
                 "--gsd",
                 str(gsd),
                 "--randomise" if randomise else "--no-randomise",
+                "--compliant-weight",
+                str(compliant_weight),
                 "--out",
                 str(out),
             ],

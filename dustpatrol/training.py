@@ -23,7 +23,7 @@ from dustpatrol.errors import DustpatrolError
 from sim.camera import PoseNoise, camera_preset
 from sim.kinds import GnssMode, GroundTruthClass
 from sim.shots import pose_at, shoot
-from sim.world import District, generate_district
+from sim.world import District, Site, generate_district
 from vision.augment import randomise
 from vision.labels import dataset_folders, mask_instances, write_data_yaml, yolo_label_lines
 
@@ -54,6 +54,10 @@ class DatasetSpec:
     district_extent_m: float = 3_000.0
     oblique_share: float = 0.25
     randomise: bool = True
+    # How much likelier a compliant site is than a violating one as a frame's centre: above 1
+    # the set holds more of the hard negatives of compliant sites (gravel, stained concrete,
+    # rubble under no notice), which the end-to-end false alarms come from.
+    compliant_weight: float = 1.0
 
     def validate(self) -> None:
         if not self.seeds:
@@ -68,6 +72,11 @@ class DatasetSpec:
             raise DustpatrolError(f"ground resolution {self.gsd_m} m/px is outside 0.01..0.5")
         if self.frames_per_district < 1 or self.crops_per_frame < 1:
             raise DustpatrolError("frames per district and crops per frame must be at least 1")
+        if not 0.1 <= self.compliant_weight <= 10.0:
+            raise DustpatrolError(
+                f"compliant-site weight {self.compliant_weight} is outside 0.1..10 "
+                "(1 picks every site alike)"
+            )
 
     def split_of(self, seed: int) -> str:
         return "val" if seed % self.val_every == 0 else "train"
@@ -106,12 +115,21 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(seeds))
 
 
+def pick_site(sites: Sequence[Site], rng: np.random.Generator, compliant_weight: float) -> Site:
+    """A site to centre a frame on; compliant ones ``compliant_weight`` times as likely. At
+    weight 1 it draws exactly as sets rendered before the weight existed did."""
+    if compliant_weight == 1.0:
+        return sites[int(rng.integers(len(sites)))]
+    weights = np.array([compliant_weight if site.compliant else 1.0 for site in sites])
+    return sites[int(rng.choice(len(sites), p=weights / weights.sum()))]
+
+
 def _frame_pose(
     district: District, rng: np.random.Generator, spec: DatasetSpec
 ) -> tuple[float, float, float, float, float]:
     """(east, north, altitude, yaw, pitch) of one training frame."""
     if rng.random() < 0.8:
-        site = district.sites[int(rng.integers(len(district.sites)))]
+        site = pick_site(district.sites, rng, spec.compliant_weight)
         centre = site.geometry.centroid
         east = centre.x + rng.normal(0.0, 40.0)
         north = centre.y + rng.normal(0.0, 40.0)

@@ -8,12 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from dustpatrol.cli import app
 from dustpatrol.errors import DustpatrolError
-from dustpatrol.training import DatasetSpec, parse_seeds
+from dustpatrol.training import DatasetSpec, parse_seeds, pick_site
+from sim.world import generate_district
 
 runner = CliRunner()
 
@@ -38,6 +40,35 @@ def test_validation_districts_are_never_training_districts() -> None:
     spec = DatasetSpec(seeds=parse_seeds("1-30"), out=Path("unused"))
     val = {s for s in spec.seeds if spec.split_of(s) == "val"}
     assert val == {7, 14, 21, 28}
+
+
+def test_compliant_sites_can_be_favoured_as_frame_centres() -> None:
+    sites = generate_district(3, n_sites=20, extent_m=2_500.0).sites
+    compliant = sum(site.compliant for site in sites) / len(sites)
+    assert 0.1 < compliant < 0.9
+
+    def share(weight: float, rng: np.random.Generator) -> float:
+        picks = [pick_site(sites, rng, weight).compliant for _ in range(4_000)]
+        return sum(picks) / len(picks)
+
+    # weight 1 draws exactly what sets made before the weight did (they stay reproducible)
+    plain, weighted = np.random.default_rng(5), np.random.default_rng(5)
+    before = [sites[int(plain.integers(len(sites)))].site_id for _ in range(50)]
+    assert [pick_site(sites, weighted, 1.0).site_id for _ in range(50)] == before
+    # weight 3: compliant sites three times as likely as violating ones
+    expected = 3 * compliant / (3 * compliant + (1 - compliant))
+    assert share(3.0, np.random.default_rng(1)) == pytest.approx(expected, abs=0.03)
+    assert share(1.0, np.random.default_rng(1)) == pytest.approx(compliant, abs=0.03)
+
+
+def test_a_compliant_weight_out_of_range_is_refused(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["train", "dataset", "--seeds", "1-7", "--compliant-weight", "0", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 1
+    assert "compliant-site weight 0.0 is outside 0.1..10" in result.output
+    assert not any(tmp_path.iterdir()), "nothing is written for a refused set"
 
 
 @pytest.fixture(scope="module")
