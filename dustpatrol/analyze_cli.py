@@ -77,6 +77,8 @@ def analyze_command(
             quality=settings.quality,
             positions=positions,
             sites_only=settings.detection.sites_only,
+            vote_share=settings.georeferencing.merge_vote_share,
+            vote_max_uncertainty_m=settings.georeferencing.merge_vote_max_uncertainty_m,
             on_frame=on_frame,
         )
     minimum = settings.quality.min_site_coverage

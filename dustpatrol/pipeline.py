@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -161,8 +161,13 @@ class FlightAnalyzer:
         quality: QualitySettings | None = None,
         positions: MrkPositions | None = None,
         sites_only: bool = False,
+        vote_share: float = 0.0,
+        vote_max_uncertainty_m: float = math.inf,
     ) -> None:
         self.detector = detector
+        # > 0: a finding's outline is where that share of the frames that saw it agree
+        self.vote_share = vote_share
+        self.vote_max_uncertainty_m = vote_max_uncertainty_m
         # Detect only in the tiles that show a site (with `SITE_MARGIN_M`): faster over
         # surveys that see much countryside, but no off-site findings for analysts.
         self.sites_only = sites_only
@@ -177,7 +182,7 @@ class FlightAnalyzer:
         self.crs: CRS | None = None
         self._sites_union: BaseGeometry | None = None
         self.placed: list[Observation] = []  # on the ground, not yet matched to a site
-        self.footprints: list[BaseGeometry] = []
+        self.footprints: dict[str, BaseGeometry] = {}  # what each analysed frame saw
         self.rejected: list[RejectedFrame] = []
         self.analysed = 0
 
@@ -256,7 +261,7 @@ class FlightAnalyzer:
         except VisionError as exc:
             self.rejected.append(RejectedFrame(prepared.frame_id, str(exc)))
             return []
-        self.footprints.append(prepared.footprint)
+        self.footprints[prepared.frame_id] = prepared.footprint
         self.analysed += 1
         names = self.detector.class_names
         camera, pose = prepared.camera, prepared.pose
@@ -289,7 +294,13 @@ class FlightAnalyzer:
         if self.crs is None:  # no frame could be placed: nothing to match
             return FlightAnalysis(crs=CRS.from_epsg(4326), rejected=list(self.rejected))
         result = match_and_merge(
-            self.placed, self.footprints, self.sites, self.crs, self.tolerance_floor_m
+            self.placed,
+            self.footprints,
+            self.sites,
+            self.crs,
+            self.tolerance_floor_m,
+            vote_share=self.vote_share,
+            vote_max_uncertainty_m=self.vote_max_uncertainty_m,
         )
         result.rejected = list(self.rejected)
         result.frames_analysed = self.analysed
@@ -300,13 +311,18 @@ class FlightAnalyzer:
 
 def match_and_merge(
     placed: Sequence[Observation],
-    footprints: Sequence[BaseGeometry],
+    footprints: Mapping[str, BaseGeometry],
     sites: gpd.GeoDataFrame,
     crs: CRS,
     tolerance_floor_m: float = 0.0,
+    *,
+    vote_share: float = 0.0,
+    vote_max_uncertainty_m: float = math.inf,
 ) -> FlightAnalysis:
     """Ground observations (in ``crs``) matched to ``sites`` with a tolerance from their
-    uncertainty, merged across frames into findings; coverage of each site by ``footprints``.
+    uncertainty, merged across frames into findings (outlined by a vote of the frames that
+    saw them when ``vote_share`` > 0, see `geo.vote`); coverage of each site by
+    ``footprints`` (the ground each analysed frame saw, by frame id).
     The second half of the pipeline, shared by the CLI and the service's flight job."""
     result = FlightAnalysis(crs=crs, detections=len(placed))
     if not len(sites):
@@ -330,8 +346,10 @@ def match_and_merge(
                     flag=flag,
                 )
             )
-        result.findings = merge_observations(observations, crs)
-    result.coverage = site_coverage(sites, list(footprints), result.findings, crs)
+        result.findings = merge_observations(
+            observations, crs, footprints, vote_share, vote_max_uncertainty_m
+        )
+    result.coverage = site_coverage(sites, list(footprints.values()), result.findings, crs)
     return result
 
 
@@ -345,6 +363,8 @@ def analyze_frames(
     quality: QualitySettings | None = None,
     positions: MrkPositions | None = None,
     sites_only: bool = False,
+    vote_share: float = 0.0,
+    vote_max_uncertainty_m: float = math.inf,
     on_frame: Callable[[Path], object] = lambda path: None,
 ) -> FlightAnalysis:
     """Detect, georeference, match and merge over ``frames``; see the module docstring.
@@ -360,6 +380,8 @@ def analyze_frames(
         quality=quality,
         positions=positions,
         sites_only=sites_only,
+        vote_share=vote_share,
+        vote_max_uncertainty_m=vote_max_uncertainty_m,
     )
 
     # The next frame is read, checked and decoded in a second thread while this one is

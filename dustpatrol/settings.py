@@ -216,6 +216,23 @@ class GeoreferencingSettings(_Section):
     yaw_std_deg: float = Field(0.5, ge=0.0, le=10.0, description="heading error, 1 sigma")
     tilt_std_deg: float = Field(0.2, ge=0.0, le=10.0, description="pitch/roll error, 1 sigma")
     match_tolerance_m: float = Field(2.0, ge=0.0, le=100.0)
+    merge_vote_share: float = Field(
+        0.34,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "a finding seen by several frames is outlined where at least this share of the "
+            "frames that saw the ground called it so (0: the union of every frame's outline)"
+        ),
+    )
+    merge_vote_max_uncertainty_m: float = Field(
+        5.0,
+        ge=0.0,
+        description=(
+            "frames vote on a patch only when its observations' median position uncertainty "
+            "(95 %) is at most this; above it (single-point GNSS) the union is kept"
+        ),
+    )
 
 
 class QualitySettings(_Section):

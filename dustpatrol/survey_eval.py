@@ -168,6 +168,8 @@ def evaluate_surveys(
                 target_gsd_m=settings.detection.target_gsd_m,
                 tolerance_floor_m=settings.georeferencing.match_tolerance_m,
                 quality=settings.quality,
+                vote_share=settings.georeferencing.merge_vote_share,
+                vote_max_uncertainty_m=settings.georeferencing.merge_vote_max_uncertainty_m,
             )
             collection = findings_geojson(analysis.findings)
             (folder.parent / "findings.geojson").write_text(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -26,6 +26,7 @@ from shapely.geometry.base import BaseGeometry
 from geo import _kernels as kernels
 from geo.crs import WGS84, transform_geometry
 from geo.errors import GeoError
+from geo.vote import voted_outline
 
 FULL_OVERLAP = 1.0 - 1e-9
 
@@ -384,9 +385,23 @@ def combine_confidence(per_frame: Sequence[float]) -> float:
     return 1.0 - remaining
 
 
-def merge_observations(observations: Sequence[Observation], crs: CRS) -> list[Finding]:
+def merge_observations(
+    observations: Sequence[Observation],
+    crs: CRS,
+    footprints: Mapping[str, BaseGeometry] | None = None,
+    vote_share: float = 0.0,
+    vote_max_uncertainty_m: float = math.inf,
+) -> list[Finding]:
     """Merge observations of the same class and site that overlap, or lie within the smaller
-    of their uncertainties of each other, into `Finding` s (union polygon, area in m²)."""
+    of their uncertainties of each other, into `Finding` s (area in m²).
+
+    A finding's outline is the union of its observations; with ``footprints`` (the ground
+    each frame saw, by frame id) and a ``vote_share`` above 0, it is the ground that at least
+    that share of the frames which saw it called this class (`geo.vote`), and a patch no
+    point of which gets enough votes is no finding. Frames vote only where they agree on
+    where things are: a patch whose observations' median uncertainty is above
+    ``vote_max_uncertainty_m`` (single-point positions, metres apart from frame to frame)
+    keeps the union."""
     if not CRS(crs).is_projected:
         raise MatchError(f"merging needs a projected CRS in metres, got {CRS(crs).name}")
     if not observations:
@@ -418,7 +433,14 @@ def merge_observations(observations: Sequence[Observation], crs: CRS) -> list[Fi
     findings = []
     for indices in members.values():
         group = [observations[i] for i in indices]
-        union = shapely.union_all(polygons[indices])
+        union: BaseGeometry
+        placed_well = float(np.median([o.uncertainty_m for o in group])) <= vote_max_uncertainty_m
+        if footprints is not None and vote_share > 0.0 and placed_well:
+            union = voted_outline([(o.frame_id, o.polygon) for o in group], footprints, vote_share)
+            if union.is_empty:
+                continue  # seen by too few of the frames that looked: outvoted
+        else:
+            union = shapely.union_all(polygons[indices])
         if not isinstance(union, Polygon | MultiPolygon):
             union = MultiPolygon([g for g in getattr(union, "geoms", []) if isinstance(g, Polygon)])
         best_per_frame: dict[str, float] = {}

@@ -202,11 +202,17 @@ def _merged(
                 pixel_box=(row.pixel_box[0], row.pixel_box[1], row.pixel_box[2], row.pixel_box[3]),
             )
         )
-    footprints = [
-        transform_geometry(shape(json.loads(f.footprint_geojson or "null")), WGS84, crs)
+    footprints = {
+        f.filename: transform_geometry(shape(json.loads(f.footprint_geojson or "null")), WGS84, crs)
         for f in analysed
-    ]
+    }
     result = match_and_merge(
-        placed, footprints, sites_frame(session), crs, settings.georeferencing.match_tolerance_m
+        placed,
+        footprints,
+        sites_frame(session),
+        crs,
+        settings.georeferencing.match_tolerance_m,
+        vote_share=settings.georeferencing.merge_vote_share,
+        vote_max_uncertainty_m=settings.georeferencing.merge_vote_max_uncertainty_m,
     )
     return findings_geojson(result.findings)

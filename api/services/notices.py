@@ -149,10 +149,10 @@ def sync_flight(
     ``collection`` (findings a client posted for the flight are left alone). A stored
     finding of the same site and class that overlaps a new one is that finding, updated in
     place (its id, review and notice stay: a patch seen by more frames grows, it is not found
-    again); new ones are added; unreviewed ones the analysis no longer has (merged into a
-    neighbour) are removed. The rules run on every finding without a notice; rectified
-    notices are verified against the flight when it is final. Runs of the same flight take
-    turns (the flight's row is locked)."""
+    again); new ones are added; unreviewed ones without a notice that the analysis no longer
+    has (merged into a neighbour, or outvoted by later frames) are removed. The rules run on
+    every finding without a notice; rectified notices are verified against the flight when
+    it is final. Runs of the same flight take turns (the flight's row is locked)."""
     with write_turn(session):
         flight = session.scalar(
             select(Flight)
@@ -199,7 +199,13 @@ def sync_flight(
                     setattr(same, name, getattr(finding, name))
             touched.append(same)
         for gone in stored:
-            if gone.id not in kept and gone.review == FindingReview.PENDING.value:
+            # A finding with a notice is that notice's evidence: it stays, even when frames
+            # that came later outvoted it (see `geo.vote`); an analyst can reject it.
+            if (
+                gone.id not in kept
+                and gone.review == FindingReview.PENDING.value
+                and gone.notice_id is None
+            ):
                 session.delete(gone)
         session.flush()
         issued: list[Notice] = []

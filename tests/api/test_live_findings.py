@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from api.db import make_engine, session_factory
 from api.models.notices import Finding
+from api.services.notices import sync_flight
 from dustpatrol.settings import Settings
 from sim.camera import PoseNoise, camera_preset
 from sim.export import write_district
@@ -23,6 +24,8 @@ from sim.shots import pose_at, shoot
 from sim.world import District, generate_district
 from tests.api.conftest import World
 from tests.api.test_flights_api import new_flight, upload
+from tests.api.test_notices_api import findings_for
+from tests.api.test_sites_api import imported as imported
 from tests.api.test_sites_api import upload as upload_sites
 
 
@@ -119,3 +122,29 @@ def test_findings_and_notices_come_during_the_flight_and_grow_in_place(
     assert len(keys) == len(set(keys)) and {n["number"] for n in notices} <= {
         n["number"] for n in after
     }
+
+
+def test_a_finding_with_a_notice_outlives_a_later_run_that_no_longer_has_it(
+    imported: World,
+) -> None:
+    """Frames that come later may outvote a patch (the vote of `geo.vote`): a finding the
+    rules already issued a notice for stays as the notice's evidence; one without goes."""
+    flight = new_flight(imported)
+    soil = findings_for(imported, "S1", "exposed_soil", 10.0)
+    net = findings_for(imported, "S1", "covered_soil", 10.0, shift=20.0)
+    both = {"type": "FeatureCollection", "features": soil["features"] + net["features"]}
+    sessions = session_factory(make_engine(imported.settings.database.url))
+    with sessions() as session:
+        first = sync_flight(session, imported.settings, flight, both, final=False)
+    assert first.created == 2 and len(first.notices_issued) == 1
+    with sessions() as session:
+        sync_flight(session, imported.settings, flight, _empty(), final=False)
+    with sessions() as session:
+        rows = session.scalars(select(Finding).where(Finding.flight_id == flight)).all()
+        assert [(row.finding_class, row.notice_id is not None) for row in rows] == [
+            ("exposed_soil", True)
+        ]
+
+
+def _empty() -> dict[str, Any]:
+    return {"type": "FeatureCollection", "features": []}
