@@ -50,11 +50,13 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
     engine = make_engine(
         settings.database.url, settings.database.echo, settings.database.sqlite_synchronous
     )
-    sessions = session_factory(engine)
+    sessions = session_factory(
+        engine, short_reads_in_thread=settings.database.short_reads_in_thread
+    )
     if settings.queue.url:  # scaled out: Celery workers run the jobs and deliveries
         from api.queue import Broker
 
-        sessions.configure(info={"dispatch": Broker(settings)})
+        sessions.configure(info={**sessions.kw["info"], "dispatch": Broker(settings)})
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -130,8 +130,14 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def session_factory(engine: Engine) -> sessionmaker[Any]:
-    return sessionmaker(engine, expire_on_commit=False)
+# `Session.info` key: run short reads on PostgreSQL in a worker thread (see `api.deps.run_short`)
+SHORT_READS_IN_THREAD = "short_reads_in_thread"
+
+
+def session_factory(engine: Engine, *, short_reads_in_thread: bool = False) -> sessionmaker[Any]:
+    return sessionmaker(
+        engine, expire_on_commit=False, info={SHORT_READS_IN_THREAD: short_reads_in_thread}
+    )
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -97,7 +97,7 @@ def dispatching_sessions(settings: Settings) -> sessionmaker[Any]:
             settings.database.url, settings.database.echo, settings.database.sqlite_synchronous
         )
     )
-    sessions.configure(info={"dispatch": Broker(settings)})
+    sessions.configure(info={**sessions.kw["info"], "dispatch": Broker(settings)})
     return sessions
 
 

@@ -68,6 +68,11 @@ class DatabaseSettings(_Section):
     # failure of the machine may undo the last moments' commits. "full": fsync every commit
     # (about 2-5 ms each here), durable across power failures too.
     sqlite_synchronous: Literal["normal", "full"] = "normal"
+    # PostgreSQL only. Short reads (a notice list page, a ledger, map data) run on the event
+    # loop by default: faster with a worker per core and the database nearby; true moves them
+    # to a worker thread, so that a stalled query holds up no other request of the process
+    # (better with a single worker, or a database across a network).
+    short_reads_in_thread: bool = False
 
     @field_validator("url")
     @classmethod

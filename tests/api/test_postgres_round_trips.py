@@ -4,6 +4,7 @@ pooled connection cut while idle is replaced before a request gets it."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,3 +90,43 @@ def test_an_idle_connection_cut_by_the_server_is_replaced(
     with sessions() as session:
         assert session.scalar(text("SELECT 1")) == 1
         assert session.scalar(text("SELECT pg_backend_pid()")) != first_pid
+
+
+def test_short_reads_run_on_the_event_loop_unless_set_to_a_thread(engine: Engine) -> None:
+    """One round trip on the loop beats the hop to a worker thread and back (see
+    `api.deps.run_short`); ``database.short_reads_in_thread`` restores the hop."""
+
+    def where(session: Session) -> tuple[str, TransactionStatus]:
+        session.scalar(text("SELECT 1"))
+        return threading.current_thread().name, _transaction_status(session)
+
+    async def read(session: Session) -> tuple[str, str, TransactionStatus]:
+        name, status = await run_short(session, where, session)
+        return threading.current_thread().name, name, status
+
+    with session_factory(engine)() as session:
+        loop, ran, status = asyncio.run(read(session))
+    assert ran == loop and status is TransactionStatus.IDLE
+    with session_factory(engine, short_reads_in_thread=True)() as session:
+        loop, ran, status = asyncio.run(read(session))
+    assert ran != loop and status is TransactionStatus.IDLE
+
+
+def test_the_queue_keeps_the_read_setting_of_the_service(tmp_path: Any) -> None:
+    from api.app import create_app
+    from api.db import SHORT_READS_IN_THREAD
+    from dustpatrol.settings import Settings
+
+    with new_postgres_database("dp_reads") as url:
+        settings = Settings.model_validate(
+            {
+                "database": {"url": url, "short_reads_in_thread": True},
+                "paths": {"data_dir": str(tmp_path / "var")},
+                "queue": {"url": "redis://127.0.0.1:1/0"},
+            }
+        )
+        app = create_app(settings, worker=False)
+        with app.state.sessions() as session:
+            assert session.info[SHORT_READS_IN_THREAD] is True
+            assert "dispatch" in session.info
+        app.state.engine.dispose()
