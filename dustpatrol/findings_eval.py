@@ -44,6 +44,11 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _iou(a: BaseGeometry, b: BaseGeometry) -> float:
+    union = a.union(b).area
+    return a.intersection(b).area / union if union else 0.0
+
+
 def _parts(geometry: BaseGeometry) -> list[BaseGeometry]:
     return [g for g in getattr(geometry, "geoms", [geometry]) if not g.is_empty]
 
@@ -58,8 +63,7 @@ def patch_offsets(truth: BaseGeometry, seen: BaseGeometry) -> list[float]:
         for candidate in found:
             if not part.intersects(candidate):
                 continue
-            union = part.union(candidate).area
-            iou = part.intersection(candidate).area / union if union else 0.0
+            iou = _iou(part, candidate)
             if iou > best_iou:
                 best, best_iou = candidate, iou
         if best is not None and best_iou >= MATCH_IOU:
@@ -119,8 +123,7 @@ def evaluate_findings(
             "found_m2": round(seen.area, 2) if seen is not None else 0.0,
         }
         if true_area is not None and seen is not None:
-            union = true_area.union(seen).area
-            entry["iou"] = round(true_area.intersection(seen).area / union, 4) if union else 0.0
+            entry["iou"] = round(_iou(true_area, seen), 4)
             entry["area_error"] = round(abs(seen.area - true_area.area) / true_area.area, 4)
             entry["centroid_offset_m"] = round(true_area.centroid.distance(seen.centroid), 3)
             offsets = patch_offsets(true_area, seen)

@@ -434,8 +434,11 @@ def merge_observations(
     for indices in members.values():
         group = [observations[i] for i in indices]
         union: BaseGeometry
-        placed_well = float(np.median([o.uncertainty_m for o in group])) <= vote_max_uncertainty_m
-        if footprints is not None and vote_share > 0.0 and placed_well:
+        if (
+            footprints is not None
+            and vote_share > 0.0
+            and float(np.median([o.uncertainty_m for o in group])) <= vote_max_uncertainty_m
+        ):
             union = voted_outline([(o.frame_id, o.polygon) for o in group], footprints, vote_share)
             if union.is_empty:
                 continue  # seen by too few of the frames that looked: outvoted
