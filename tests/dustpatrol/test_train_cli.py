@@ -156,8 +156,9 @@ def test_training_without_a_dataset_says_how_to_make_one(tmp_path: Path) -> None
 def test_fine_tuning_starts_from_the_given_weights(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ultralytics drops the loaded weights when told pretrained=False: a fine-tune at a
-    vanishing learning rate must end where it started, not at a fresh initialisation."""
+    """ultralytics drops the loaded weights when told pretrained=False, and its warm-up
+    starts the biases at a rate of 0.1: a fine-tune at a vanishing learning rate, warm-up
+    included, must end where it started, biases too, not at a fresh initialisation."""
     torch = pytest.importorskip("torch")
     monkeypatch.setenv("DUSTPATROL_PATHS__DATA_DIR", str(tmp_path / "var"))
     start = Path(__file__).resolve().parents[2] / "models" / "dustpatrol-seg.pt"
@@ -165,9 +166,9 @@ def test_fine_tuning_starts_from_the_given_weights(
     result = runner.invoke(
         app,
         [
-            "train", "model", "--data", str(dataset / "data.yaml"), "--epochs", "1",
-            "--imgsz", "256", "--batch", "4", "--lr0", "1e-9", "--weights", str(start),
-            "--out", str(run),
+            "train", "model", "--data", str(dataset / "data.yaml"), "--epochs", "2",
+            "--warmup", "1", "--imgsz", "256", "--batch", "4", "--nominal-batch", "4",
+            "--lr0", "1e-9", "--weights", str(start), "--out", str(run),
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -181,6 +182,10 @@ def test_fine_tuning_starts_from_the_given_weights(
     moved = sum(float((after[k] - v).norm() ** 2) for k, v in before.items())
     size = sum(float(v.norm() ** 2) for v in before.values())
     assert (moved / size) ** 0.5 < 0.01, f"the weights moved by {(moved / size) ** 0.5:.2f}"
+    biases = [k for k in before if k.endswith(".bias")]
+    assert biases
+    shift = max(float((after[k] - before[k]).abs().max()) for k in biases)
+    assert shift < 1e-3, f"a bias moved by {shift:.3f} in the warm-up"
 
 
 def test_averaged_weights_sit_between_their_sources_and_export(
