@@ -24,7 +24,9 @@ class GroundTruthClass(IntEnum):
       of a half-covered heap. Sparse weeds on bare earth still count; a lawn with a few bare
       spots does not.
     * ``road_dust`` -- soil or dust carried onto a hard surface (concrete, asphalt): the muddy
-      wheel tracks and spill fans that run from a site gate along its road.
+      wheel tracks and spill fans that run from a site gate along its road, with the browner
+      film of dust the wheels spread between and beside their tracks: the dirty stretch of
+      road as an inspector outlines it, not each tyre print.
     * ``covered_soil`` -- earth under dust net (green or black HDPE mesh), including where the
       net is slack, faded, patched or weighted with sandbags; compliant, counted for coverage.
     * ``background`` -- everything else, including look-alikes that are not a site's soil:

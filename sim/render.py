@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 from shapely import affinity
-from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry import GeometryCollection, MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from sim.camera import CameraModel, ViewGeometry
@@ -181,9 +181,10 @@ def _contours(
 
     Each polygon is filled on its own: filling the rings of several parts at once counts
     edge crossings across parts, and where parts meet at a vertex that lies on a scanline the
-    count goes wrong for the rest of that row.
+    count goes wrong for the rest of that row. An intersection can come back as a geometry
+    collection (polygons with the lines or points where they only touch): its polygons count.
     """
-    polygons = geometry.geoms if isinstance(geometry, MultiPolygon) else [geometry]
+    polygons = _polygons(geometry)
     scale = float(1 << SHIFT_BITS)
     groups = []
     for polygon in polygons:
@@ -196,6 +197,14 @@ def _contours(
             group.append(np.round(pixels * scale).astype(np.int32))
         groups.append(group)
     return groups
+
+
+def _polygons(geometry: BaseGeometry) -> list[Polygon]:
+    if isinstance(geometry, Polygon):
+        return [geometry]
+    if isinstance(geometry, MultiPolygon | GeometryCollection):
+        return [p for part in geometry.geoms for p in _polygons(part)]
+    return []
 
 
 def _fill_contours(

@@ -523,19 +523,27 @@ def _wheel_tracks(
     pairs: int = 2,
     gauge_m: float = 1.9,
     width_m: float = 0.6,
-) -> BaseGeometry:
+    film_m: float = 0.5,
+) -> tuple[BaseGeometry, BaseGeometry]:
     """Pairs of wavy wheel tracks starting at ``start`` and heading ``direction_deg``
-    (counter-clockwise from the local u axis), thinning out along their length."""
+    (counter-clockwise from the local u axis), and the dust film they leave: the ground
+    between and beside each pair's wheels, out to ``film_m`` beyond their outer edges."""
     heading = math.radians(direction_deg)
     du, dv = math.cos(heading), math.sin(heading)
     nu, nv = -dv, du
     tracks: list[BaseGeometry] = []
+    films: list[BaseGeometry] = []
     for _ in range(pairs):
         lateral = rng.normal(0.0, 1.0)
         drift = rng.normal(0.0, 0.02)
         run = length_m * rng.uniform(0.5, 1.0)
         steps = np.linspace(0.0, run, max(4, int(run / 1.5)))
         wobble = np.cumsum(rng.normal(0.0, 0.05, len(steps))) + drift * steps
+        axle = [
+            (start[0] + du * t + nu * (lateral + o), start[1] + dv * t + nv * (lateral + o))
+            for t, o in zip(steps, wobble, strict=True)
+        ]
+        films.append(LineString(axle).buffer(gauge_m / 2 + width_m / 2 + film_m, cap_style="round"))
         for side in (-0.5, 0.5):
             offset = lateral + side * gauge_m + wobble
             points = [
@@ -544,7 +552,7 @@ def _wheel_tracks(
             ]
             track = LineString(points).buffer(width_m / 2.0, cap_style="round", quad_segs=3)
             tracks.append(track)
-    return shapely.union_all(tracks)
+    return shapely.union_all(tracks), shapely.union_all(films)
 
 
 def _clean_area(geometry: BaseGeometry) -> Area | None:
@@ -615,6 +623,48 @@ class _SiteBuilder:
         self.local_outline = local
         self.local_bounds: tuple[float, float, float, float] = local.bounds
 
+    def road_dust(
+        self,
+        fan: BaseGeometry,
+        start: tuple[float, float],
+        direction_deg: float,
+        length_m: float,
+        pairs: int,
+        road: BaseGeometry,
+    ) -> None:
+        """Muddy wheel tracks and a spill fan on a paved ``road``, over the dust film the
+        wheels spread between and beside their tracks.
+
+        The film is what an inspector outlines as the dirty stretch of road, so it is
+        labelled road dust with the tracks: it is visibly browner than the clean paving
+        (a third to three fifths of the way from the concrete's colour to the mud's). Its
+        width and tone come from a generator of their own, so adding it changed no other
+        draw of the district (districts keep their layout from before it existed).
+        """
+        own = _rng("dust-film", self.site_id, *np.round(self.centre.coords[0], 1))
+        reach = float(own.uniform(0.2, 0.9))  # beyond the outer edges of the tracks
+        tracks, film = _wheel_tracks(
+            start, direction_deg, length_m, self.rng, pairs=pairs, film_m=reach
+        )
+        share = float(own.uniform(0.35, 0.6))
+        concrete, mud = np.array((170, 168, 162)), np.array((122, 102, 80))
+        tone = [int(c) for c in np.round(concrete + share * (mud - concrete))]
+        self.add(
+            SurfaceKind.ROAD_DUST,
+            film.intersection(road),
+            LAYER_SITE_DETAIL,
+            tone,
+            GroundTruthClass.ROAD_DUST,
+            colour_rng=own,
+        )
+        self.add(
+            SurfaceKind.ROAD_DUST,
+            shapely.union(fan, tracks).intersection(road),
+            LAYER_SITE_DETAIL,
+            (122, 102, 80),
+            GroundTruthClass.ROAD_DUST,
+        )
+
     def to_world(self, geometry: BaseGeometry) -> BaseGeometry:
         rotated = affinity.rotate(geometry, self.angle_deg, origin=(0, 0))
         return affinity.translate(rotated, self.centre.x, self.centre.y)
@@ -631,8 +681,10 @@ class _SiteBuilder:
         relief_m: float = 0.0,
         floating: bool = False,
         min_area_m2: float = 0.5,
+        colour_rng: np.random.Generator | None = None,
     ) -> None:
-        """Add a surface given in site-local coordinates, clipped to the site outline."""
+        """Add a surface given in site-local coordinates, clipped to the site outline; its
+        colour is ``rgb`` varied by ``colour_rng`` (default: the site's generator)."""
         # Cleaned as the truth is, so that no needle sliver is drawn that the truth drops; a
         # labelled patch also loses strips under 10 cm wide (where a track grazes a road's
         # edge), which the rasteriser draws as a dotted line that the exported truth lacks.
@@ -646,7 +698,7 @@ class _SiteBuilder:
         if gt is not GroundTruthClass.BACKGROUND:
             self._patch_number += 1
             patch_id = f"{self.site_id}-P{self._patch_number:03d}"
-        color = _jitter(rgb, self.rng)
+        color = _jitter(rgb, self.rng if colour_rng is None else colour_rng)
         self.surfaces.append(
             Surface(
                 kind,
@@ -1000,14 +1052,7 @@ def _site_layout(
         )
         if not compliant:
             fan = _blob(exit_u, min_v + 3.0, rng.uniform(1.5, 2.5), rng, 1.8, 0.0)
-            tracks = _wheel_tracks((exit_u, min_v), 90.0, max_v - min_v, rng, pairs=1)
-            site.add(
-                SurfaceKind.ROAD_DUST,
-                shapely.union(fan, tracks).intersection(internal_road),
-                LAYER_SITE_DETAIL,
-                (122, 102, 80),
-                GroundTruthClass.ROAD_DUST,
-            )
+            site.road_dust(fan, (exit_u, min_v), 90.0, max_v - min_v, 1, internal_road)
         return site.surfaces, (exit_world.x, exit_world.y)
 
     # Blocks on a grid, leaving the internal road free.
@@ -1092,16 +1137,8 @@ def _site_layout(
         fan = _blob(
             exit_u + rng.normal(0, 1.0), min_v + rng.uniform(2.0, 5.0), rng.uniform(2.0, 4.5), rng
         )
-        tracks = _wheel_tracks(
-            (exit_u, road_end_v), -90.0, road_end_v - min_v, rng, pairs=int(rng.integers(1, 4))
-        )
-        site.add(
-            SurfaceKind.ROAD_DUST,
-            shapely.union(fan, tracks).intersection(internal_road),
-            LAYER_SITE_DETAIL,
-            (122, 102, 80),
-            GroundTruthClass.ROAD_DUST,
-        )
+        pairs = int(rng.integers(1, 4))
+        site.road_dust(fan, (exit_u, road_end_v), -90.0, road_end_v - min_v, pairs, internal_road)
 
     if kind in (SiteKind.CONSTRUCTION, SiteKind.DEMOLITION, SiteKind.COAL_YARD):
         # Hoarding panels along the whole boundary but the gate, where a wheel-wash bay is.

@@ -115,3 +115,16 @@ def test_sliver_geometry_is_cleaned_before_export() -> None:
     cleaned = _clean_area(square.difference(needle))
     assert cleaned is not None and cleaned.is_valid
     assert cleaned.area == pytest.approx(100.0, abs=0.01)
+
+
+def test_polygons_in_a_geometry_collection_are_drawn() -> None:
+    """An intersection that also touches along a line comes back as a collection: its
+    polygons must still be drawn (they were skipped whole, leaving truth the frame lacked)."""
+    from sim.render import _contours, _fill_contours
+
+    square = shapely.box(0, 0, 10, 10)
+    collection = shapely.GeometryCollection([square, shapely.LineString([(10, 0), (20, 0)])])
+    contours = _contours(collection, np.eye(3), 0.0, 0.0)
+    image = np.zeros((20, 20), dtype=np.uint8)
+    _fill_contours(image, contours, 1)
+    assert 90 <= int(image.sum()) <= 121

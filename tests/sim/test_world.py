@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -274,3 +275,45 @@ def test_look_alikes_are_background(big_district: District) -> None:
     found = [s for s in big_district.surfaces_in(region) if s.kind in look_alikes]
     assert len({s.kind for s in found}) >= 5
     assert all(s.gt_class is GroundTruthClass.BACKGROUND for s in found)
+
+
+def test_road_dust_is_the_dusty_stretch_of_road_not_only_the_wheel_tracks(
+    big_district: District,
+) -> None:
+    """Wheels spread a dust film between and beside their tracks: the truth is the stretch
+    an inspector outlines (several metres wide), drawn browner than the clean paving, so the
+    label stays what is visible."""
+    from sim.kinds import SurfaceKind
+
+    by_site: dict[str, list[Any]] = {}
+    for surface in big_district.fixed_surfaces:
+        if surface.kind is SurfaceKind.ROAD_DUST:
+            assert surface.gt_class is GroundTruthClass.ROAD_DUST
+            by_site.setdefault(str(surface.site_id), []).append(surface)
+    assert len(by_site) >= 5
+
+    def brown(rgb: tuple[int, int, int]) -> int:
+        return rgb[0] - rgb[2]
+
+    films = [surfaces[0] for surfaces in by_site.values()]  # drawn first, the tracks over it
+    paving = [
+        s
+        for s in big_district.fixed_surfaces
+        if s.kind is SurfaceKind.CONCRETE and s.site_id in by_site
+    ]
+    assert np.mean([brown(f.color_rgb) for f in films]) > 8 + np.mean(
+        [brown(s.color_rgb) for s in paving]
+    )
+    truth_area = tracks_area = 0.0
+    for site_id, surfaces in by_site.items():
+        truth = shapely.union_all(
+            [p.geometry for p in big_district.patches if p.site_id == site_id and
+             p.gt_class is GroundTruthClass.ROAD_DUST]
+        )  # fmt: skip
+        # A 0.6 m track alone vanishes when shrunk by 0.9 m; the film between a pair of
+        # wheels (gauge 1.9 m) does not.
+        assert not truth.buffer(-0.9).is_empty, site_id
+        truth_area += truth.area
+        tracks_area += surfaces[-1].geometry.area  # the tracks and the spill fan
+    # The film between and beside the wheels is labelled too (the tracks alone were the truth).
+    assert truth_area > 1.5 * tracks_area
