@@ -125,7 +125,7 @@ def _ingest(
         created += 1
         _issue_unconfirmed(session, settings, finding, issued)
     session.flush()
-    verify_with_flight(session, flight_id)
+    verify_with_flight(session, settings, flight_id)
     _number_issued(session, settings)
     session.commit()
     return FindingsIngested(
@@ -214,7 +214,7 @@ def sync_flight(
                 _issue_unconfirmed(session, settings, finding, issued)
         session.flush()
         if final:
-            verify_with_flight(session, flight_id)
+            verify_with_flight(session, settings, flight_id)
         _number_issued(session, settings)
         session.commit()
     return FindingsIngested(
@@ -827,11 +827,15 @@ def _compare_and_set(session: Session, notice: Notice, **values: Any) -> bool:
     return True
 
 
-def verify_with_flight(session: Session, flight_id: int) -> list[str]:
+def verify_with_flight(session: Session, settings: Settings, flight_id: int) -> list[str]:
     """Check rectified notices against a later flight: if its frames saw (nearly) the whole
     site and found no problem of the notice's class there, the notice is verified; if they
-    found one, it goes back to the bureau (acknowledged). Returns the notices touched."""
+    found one, it goes back to the bureau (acknowledged). A problem is judged by the rules
+    that issue notices (minimum area and confidence): what would not have issued the notice
+    does not reopen it. Returns the notices touched."""
     from api.services.coverage import seen_by, site_coverage_share
+
+    rules = settings.notices
 
     seen_lonlat = seen_by(session, flight_id)
     if seen_lonlat is None:
@@ -847,12 +851,17 @@ def verify_with_flight(session: Session, flight_id: int) -> list[str]:
         if coverage < VERIFY_MIN_COVERAGE:
             continue
         problem = session.scalar(
-            select(Finding.id).where(
+            select(Finding.id)
+            .where(
                 Finding.flight_id == flight_id,
                 Finding.site_id == site.id,
                 Finding.finding_class == notice.finding_class,
                 Finding.review != FindingReview.REJECTED.value,
+                Finding.area_m2 >= rules.min_area_m2.get(notice.finding_class, 0.0),
+                Finding.confidence >= rules.min_confidence,
             )
+            .order_by(Finding.area_m2.desc())
+            .limit(1)
         )
         if problem is None:
             moved = _record(

@@ -338,6 +338,23 @@ def test_a_later_flight_that_finds_the_problem_again_reopens_it(imported: World)
     assert len(notice["findings"]) == 2
 
 
+def test_what_would_issue_no_notice_does_not_send_a_rectified_one_back(imported: World) -> None:
+    """Verification judges a later flight's findings by the rules that issue notices: a
+    speck below the minimum area (road dust: 10 m²) or a patch below the minimum confidence
+    (0.5) would not have issued this notice, so it does not reopen it either."""
+    number = issued_notice(imported)
+    move(imported, "housing", number, "rectified")
+    flight = _flight_seeing(imported, "S1")
+    speck = findings_for(imported, "S1", "road_dust", 2.0, shift=50.0)  # 4 m²
+    unsure = findings_for(imported, "S1", "road_dust", 7.0, confidence=0.3, shift=70.0)
+    both = {"type": "FeatureCollection", "features": speck["features"] + unsure["features"]}
+    response = post(imported, flight, both)
+    assert response.status_code == 200 and response.json()["created"] == 2, response.text
+    notice = imported.client.get(f"/notices/{number}", headers=imported.login("analyst")).json()
+    assert notice["state"] == "verified", notice["events"][-1]
+    assert "no road_dust" in notice["events"][-1]["note"]
+
+
 def test_notices_are_listed_a_page_at_a_time_with_filters(imported: World) -> None:
     numbers = [issued_notice(imported, site) for site in ("S1", "S2", "S3")]
     move(imported, "housing", numbers[1], "rectified")
