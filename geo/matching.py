@@ -378,11 +378,15 @@ class Finding:
 
 
 def combine_confidence(per_frame: Sequence[float]) -> float:
-    """Independent looks: 1 - Π(1 - c) over frames (each frame's best confidence once)."""
-    remaining = 1.0
-    for confidence in per_frame:
-        remaining *= 1.0 - min(max(confidence, 0.0), 1.0)
-    return 1.0 - remaining
+    """A finding's confidence: the mean of the frames' confidences (each frame's best once).
+
+    Overlapping frames are not independent looks: the model sees the same ground alike
+    in each, so its mistakes repeat from frame to frame. Combined as independent looks
+    (1 - Π(1 - c)), three frames at 0.44-0.68 made 0.95; on held-out districts that made
+    most false alarms pass the notice rules (see the README's evaluation)."""
+    if not per_frame:
+        return 0.0
+    return sum(min(max(c, 0.0), 1.0) for c in per_frame) / len(per_frame)
 
 
 def merge_observations(

@@ -66,7 +66,7 @@ def test_findings_and_notices_come_during_the_flight_and_grow_in_place(
     write_district(district, tmp_path / "world")
     assert upload_sites(world, tmp_path / "world" / "sites.geojson", who="admin").status_code == 200  # type: ignore[attr-defined]
     # A site with graded soil the shipped model finds from either frame (several hundred m²,
-    # confidence over the rules' 0.5): a violation, so a notice while the flight goes on.
+    # confidence over the rules' minimum): a violation, so a notice while the flight goes on.
     site = next(s for s in district.sites if s.site_id == "S0002")
     centre = site.geometry.centroid
     flight = new_flight(world)

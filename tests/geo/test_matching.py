@@ -142,7 +142,7 @@ def test_overlapping_observations_of_one_patch_become_one_finding() -> None:
     assert big.class_name == "exposed_soil" and big.site_id == "A"
     expected_union = shapely.union_all([o.polygon for o in observations[:3]]).area
     assert big.area_m2 == pytest.approx(expected_union)
-    assert big.confidence == pytest.approx(1 - 0.4 * 0.3 * 0.5)
+    assert big.confidence == pytest.approx((0.6 + 0.7 + 0.5) / 3)
     assert [e.frame_id for e in big.evidence] == ["f2", "f1", "f3"]
 
 
@@ -155,7 +155,12 @@ def test_same_patch_in_different_sites_is_not_merged() -> None:
 
 
 def test_confidence_combination_counts_each_frame_once() -> None:
-    assert combine_confidence([0.5, 0.5]) == pytest.approx(0.75)
+    # Frames that see the same ground are not independent looks: two unsure frames make an
+    # unsure finding (as independent looks 0.44 and 0.68 made 0.82), one sure frame among
+    # unsure ones does not make it sure.
+    assert combine_confidence([0.5, 0.5]) == pytest.approx(0.5)
+    assert combine_confidence([0.44, 0.68]) == pytest.approx(0.56)
+    assert combine_confidence([0.9, 0.3, 0.3]) == pytest.approx(0.5)
     assert combine_confidence([]) == 0.0
     twice_same_frame = [
         observation("f1", square_at(0, 0), conf=0.5),
