@@ -29,7 +29,13 @@ from dustpatrol.client import FlightUpload, FolderUploader, ServiceClient
 from dustpatrol.errors import DustpatrolError
 from dustpatrol.findings_eval import evaluate_findings
 from dustpatrol.pipeline import shared_detector
-from dustpatrol.settings import DatabaseSettings, PathsSettings, ServerSettings, Settings
+from dustpatrol.settings import (
+    DatabaseSettings,
+    NoticesSettings,
+    PathsSettings,
+    ServerSettings,
+    Settings,
+)
 from dustpatrol.survey_eval import launch_point, registry_frame
 from missions.fly import FlightOptions, Progress, fly
 from missions.model import DroneProfile, PatrolPlan, SurveySettings
@@ -73,13 +79,21 @@ class FlightResult:
     seconds: float
     after_landing_s: float  # from the last sortie's end to the findings being made
 
-    def found(self) -> set[tuple[str, str]]:
-        """(site, class) of every finding on a site."""
-        return {
-            (f["properties"]["site_id"], f["properties"]["class"])
-            for f in self.findings["features"]
-            if f["properties"]["site_id"]
-        }
+    def problems(self, rules: NoticesSettings) -> set[tuple[str, str]]:
+        """(site, class) of every finding on a site that the notice ``rules`` act on (a
+        problem class, large and sure enough): what issues a notice, or reopens one."""
+        found = set()
+        for feature in self.findings["features"]:
+            properties = feature["properties"]
+            name = properties["class"]
+            if (
+                properties["site_id"]
+                and name in rules.min_area_m2
+                and properties["area_m2"] >= rules.min_area_m2[name]
+                and properties["confidence"] >= rules.min_confidence
+            ):
+                found.add((properties["site_id"], name))
+        return found
 
 
 @dataclass(slots=True)

@@ -61,8 +61,9 @@ def test_the_loop_runs_from_district_to_closed_notices(demo: Run) -> None:
     assert sum(f["analysis"] == "done" for f in frames) > first.frames / 2
     stored = admin.get("/findings", flight=first.flight_id)
     assert len(stored) == len(first.findings["features"]) > 0
-    # each notice's fate follows what the verification flight found at its site
-    found_again = second.found()
+    # each notice's fate follows what the verification flight found at its site, judged by
+    # the rules that issue notices
+    found_again = second.problems(Settings().notices)
     for number in result.notices_issued:
         notice = admin.get(f"/notices/{number}")
         states = [e["to_state"] for e in notice["events"]]
