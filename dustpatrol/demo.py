@@ -82,18 +82,11 @@ class FlightResult:
     def problems(self, rules: NoticesSettings) -> set[tuple[str, str]]:
         """(site, class) of every finding on a site that the notice ``rules`` act on (a
         problem class, large and sure enough): what issues a notice, or reopens one."""
-        found = set()
-        for feature in self.findings["features"]:
-            properties = feature["properties"]
-            name = properties["class"]
-            if (
-                properties["site_id"]
-                and name in rules.min_area_m2
-                and properties["area_m2"] >= rules.min_area_m2[name]
-                and properties["confidence"] >= rules.min_confidence
-            ):
-                found.add((properties["site_id"], name))
-        return found
+        return {
+            (p["site_id"], p["class"])
+            for p in (f["properties"] for f in self.findings["features"])
+            if p["site_id"] and rules.acts_on(p["class"], p["area_m2"], p["confidence"])
+        }
 
 
 @dataclass(slots=True)

@@ -100,10 +100,8 @@ def evaluate_findings(
             continue
         polygon = transform_geometry(shape(feature["geometry"]), WGS84, district.crs)
         found.setdefault((site, name), []).append(polygon)
-        if (
-            name in PROBLEMS
-            and properties["area_m2"] >= minimum.get(name, 0.0)
-            and properties["confidence"] >= settings.notices.min_confidence
+        if name in PROBLEMS and settings.notices.acts_on(
+            name, properties["area_m2"], properties["confidence"]
         ):
             reported.add(site)
     violating = {

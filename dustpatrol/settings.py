@@ -313,6 +313,15 @@ class NoticesSettings(_Section):
                 raise ValueError(f"{class_name}: {number} must not be negative")
         return value
 
+    def acts_on(self, finding_class: str, area_m2: float, confidence: float) -> bool:
+        """Whether a finding of this class, this large and this sure, calls for a notice
+        (issues one, or sends a rectified one back to its bureau)."""
+        return (
+            finding_class in self.deadline_hours
+            and area_m2 >= self.min_area_m2.get(finding_class, 0.0)
+            and confidence >= self.min_confidence
+        )
+
 
 class FlightSettings(_Section):
     """Flight execution and pre-flight checks."""

@@ -353,11 +353,8 @@ def apply_rules(
     """Attach the finding to its site's open notice of that class, or issue one; None when
     the rules say no notice (compliant class, too small, too unsure, off-site)."""
     rules = settings.notices
-    if finding.site_id is None or finding.finding_class not in rules.deadline_hours:
-        return None
-    if (
-        finding.area_m2 < rules.min_area_m2.get(finding.finding_class, 0.0)
-        or finding.confidence < rules.min_confidence
+    if finding.site_id is None or not rules.acts_on(
+        finding.finding_class, finding.area_m2, finding.confidence
     ):
         return None
     notice = session.scalar(
