@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from dustpatrol.client import FlightUpload, FolderUploader, ServiceClient
 from dustpatrol.errors import DustpatrolError
-from dustpatrol.findings_eval import evaluate_findings
+from dustpatrol.findings_eval import evaluate_findings, true_problems
 from dustpatrol.pipeline import shared_detector
 from dustpatrol.settings import (
     DatabaseSettings,
@@ -302,6 +302,29 @@ def confirm_findings(analyst: ServiceClient, flight_id: int) -> int:
     return confirmed
 
 
+def verification_against_truth(
+    notices: list[dict[str, Any]],
+    reported: list[str],
+    after: District,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The fate of each notice reported rectified against the truth after the bureaus' work:
+    a notice should go back to its bureau exactly when its problem is still on the ground."""
+    still = true_problems(after, settings)
+    judged = [n for n in notices if n["number"] in reported]
+    back = {n["number"] for n in judged if n["state"] == "acknowledged"}
+    closed = {n["number"] for n in judged if n["state"] in ("verified", "closed")}
+    unrectified = {n["number"] for n in judged if (n["site"], n["finding_class"]) in still}
+    return {
+        "not_rectified": len(unrectified),
+        "rectified": len(judged) - len(unrectified),
+        "sent_back_rightly": sorted(back & unrectified),
+        "sent_back_wrongly": sorted(back - unrectified),
+        "closed_wrongly": sorted(closed & unrectified),
+        "not_verified": sorted({n["number"] for n in judged} - back - closed),
+    }
+
+
 def rectification_photo(district: District, site_id: str, folder: Path) -> Path:
     """What the site's operator photographs after the work: a low view of the site."""
     centre = district.site(site_id).geometry.centroid
@@ -449,11 +472,18 @@ def _loop(
             path.write_bytes(admin.get(f"/flights/{flight.flight_id}/report.pdf"))
             reports.append(path)
     evaluation = evaluate_findings(first.findings, district, settings)
+    evaluation["verification"] = verification_against_truth(
+        admin.get("/notices", limit=500), reported, after, settings
+    )
     (spec.out / "evaluation.json").write_text(json.dumps(evaluation, indent=1), encoding="utf-8")
-    scores = evaluation["sites"]
+    scores, checked = evaluation["sites"], evaluation["verification"]
     say(
         f"7/7 patrol 1 against the truth: {scores['true_positive']} of {scores['violating']} "
-        f"violating sites reported, {scores['false_positive']} compliant sites reported"
+        f"violating sites reported, {scores['false_positive']} compliant sites reported; "
+        f"verification: {len(checked['sent_back_rightly'])} of {checked['not_rectified']} "
+        "notices whose problem is still there went back to the bureau, "
+        f"{len(checked['sent_back_wrongly'])} of {checked['rectified']} rectified ones went "
+        f"back on a false alarm ({', '.join(checked['sent_back_wrongly']) or 'none'})"
     )
     for client in (admin, inspector, analyst):
         client.close()

@@ -50,6 +50,13 @@ def demo_command(
             f"{sites_eval['true_positive']} found, {sites_eval['false_positive']} false alarms "
             f"(report: {out / 'evaluation.json'})"
         )
+        checked = result.evaluation["verification"]
+        console.print(
+            f"verification against the truth: {len(checked['sent_back_rightly'])} of "
+            f"{checked['not_rectified']} unrectified notices back to the bureau, "
+            f"{len(checked['sent_back_wrongly'])} of {checked['rectified']} rectified ones "
+            "back on a false alarm"
+        )
         if serve:
             console.print("\nthe service keeps running; Ctrl-C stops it")
             while service.thread.is_alive():

@@ -71,6 +71,25 @@ def patch_offsets(truth: BaseGeometry, seen: BaseGeometry) -> list[float]:
     return offsets
 
 
+def true_problems(
+    district: District, settings: Settings, site_ids: Iterable[str] | None = None
+) -> set[tuple[str, str]]:
+    """(site, class) of each problem the truth of ``district`` holds on the sites ``site_ids``
+    (default: all) at or above the notice rules' minimum area of its class."""
+    chosen = set(site_ids) if site_ids is not None else {s.site_id for s in district.sites}
+    parts: dict[tuple[str, str], list[BaseGeometry]] = {}
+    for patch in district.patches:
+        name = CLASS_OF.get(patch.gt_class)
+        if name in PROBLEMS and patch.site_id in chosen:
+            parts.setdefault((patch.site_id, name), []).append(patch.geometry)
+    minimum = settings.notices.min_area_m2
+    return {
+        key
+        for key, found in parts.items()
+        if shapely.union_all(found).area >= minimum.get(key[1], 0.0)
+    }
+
+
 def evaluate_findings(
     collection: dict[str, Any],
     district: District,
@@ -81,7 +100,6 @@ def evaluate_findings(
     `dustpatrol analyze` writes and the service serves them) over the sites ``site_ids``
     (default: every site of the district)."""
     chosen = set(site_ids) if site_ids is not None else {s.site_id for s in district.sites}
-    minimum = settings.notices.min_area_m2
     truth: dict[tuple[str, str], list[BaseGeometry]] = {}
     for patch in district.patches:
         name = CLASS_OF.get(patch.gt_class)
@@ -104,11 +122,7 @@ def evaluate_findings(
             name, properties["area_m2"], properties["confidence"]
         ):
             reported.add(site)
-    violating = {
-        site
-        for (site, name), parts in truth.items()
-        if name in PROBLEMS and shapely.union_all(parts).area >= minimum.get(name, 0.0)
-    }
+    violating = {site for site, _ in true_problems(district, settings, chosen)}
     patches: list[dict[str, Any]] = []
     for key in sorted(set(truth) | set(found)):
         site, name = key

@@ -87,6 +87,15 @@ def test_the_loop_runs_from_district_to_closed_notices(demo: Run) -> None:
         assert path.read_bytes().startswith(b"%PDF")
     evaluation = json.loads((spec.out / "evaluation.json").read_text())
     assert evaluation["sites"]["violating"] > 0
+    # the verification judged against the truth after the bureaus' work: every notice
+    # reported rectified is counted once, as rectified or not, and each reopened one as
+    # rightly or wrongly sent back
+    checked = evaluation["verification"]
+    assert checked["rectified"] + checked["not_rectified"] == len(result.notices_issued)
+    assert sorted(checked["sent_back_rightly"] + checked["sent_back_wrongly"]) == sorted(
+        result.notices_reopened
+    )
+    assert checked["not_rectified"] >= 1  # the bureau that claimed work it did not do
     assert any(line.startswith("7/7") for line in said)
 
 
