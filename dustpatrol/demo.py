@@ -448,7 +448,8 @@ def _loop(
     else:
         say("6/7 no notices, no verification flight")
     closed, reopened = [], []
-    for notice in admin.get("/notices", limit=500):
+    verified = admin.get("/notices", limit=500)
+    for notice in verified:
         if notice["state"] == "verified":
             analyst.post(
                 f"/notices/{notice['number']}/transitions",
@@ -472,9 +473,7 @@ def _loop(
             path.write_bytes(admin.get(f"/flights/{flight.flight_id}/report.pdf"))
             reports.append(path)
     evaluation = evaluate_findings(first.findings, district, settings)
-    evaluation["verification"] = verification_against_truth(
-        admin.get("/notices", limit=500), reported, after, settings
-    )
+    evaluation["verification"] = verification_against_truth(verified, reported, after, settings)
     (spec.out / "evaluation.json").write_text(json.dumps(evaluation, indent=1), encoding="utf-8")
     scores, checked = evaluation["sites"], evaluation["verification"]
     say(

@@ -71,23 +71,37 @@ def patch_offsets(truth: BaseGeometry, seen: BaseGeometry) -> list[float]:
     return offsets
 
 
+def _chosen(district: District, site_ids: Iterable[str] | None) -> set[str]:
+    return set(site_ids) if site_ids is not None else {s.site_id for s in district.sites}
+
+
+def _truth_parts(district: District, chosen: set[str]) -> dict[tuple[str, str], list[BaseGeometry]]:
+    """The true patches of the sites ``chosen``, by (site, class)."""
+    truth: dict[tuple[str, str], list[BaseGeometry]] = {}
+    for patch in district.patches:
+        name = CLASS_OF.get(patch.gt_class)
+        if name and patch.site_id in chosen:
+            truth.setdefault((patch.site_id, name), []).append(patch.geometry)
+    return truth
+
+
+def _problems(
+    truth: dict[tuple[str, str], list[BaseGeometry]], settings: Settings
+) -> set[tuple[str, str]]:
+    minimum = settings.notices.min_area_m2
+    return {
+        (site, name)
+        for (site, name), parts in truth.items()
+        if name in PROBLEMS and shapely.union_all(parts).area >= minimum.get(name, 0.0)
+    }
+
+
 def true_problems(
     district: District, settings: Settings, site_ids: Iterable[str] | None = None
 ) -> set[tuple[str, str]]:
     """(site, class) of each problem the truth of ``district`` holds on the sites ``site_ids``
     (default: all) at or above the notice rules' minimum area of its class."""
-    chosen = set(site_ids) if site_ids is not None else {s.site_id for s in district.sites}
-    parts: dict[tuple[str, str], list[BaseGeometry]] = {}
-    for patch in district.patches:
-        name = CLASS_OF.get(patch.gt_class)
-        if name in PROBLEMS and patch.site_id in chosen:
-            parts.setdefault((patch.site_id, name), []).append(patch.geometry)
-    minimum = settings.notices.min_area_m2
-    return {
-        key
-        for key, found in parts.items()
-        if shapely.union_all(found).area >= minimum.get(key[1], 0.0)
-    }
+    return _problems(_truth_parts(district, _chosen(district, site_ids)), settings)
 
 
 def evaluate_findings(
@@ -99,12 +113,8 @@ def evaluate_findings(
     """Site- and patch-level scores of the findings in ``collection`` (GeoJSON in lon/lat, as
     `dustpatrol analyze` writes and the service serves them) over the sites ``site_ids``
     (default: every site of the district)."""
-    chosen = set(site_ids) if site_ids is not None else {s.site_id for s in district.sites}
-    truth: dict[tuple[str, str], list[BaseGeometry]] = {}
-    for patch in district.patches:
-        name = CLASS_OF.get(patch.gt_class)
-        if name and patch.site_id in chosen:
-            truth.setdefault((patch.site_id, name), []).append(patch.geometry)
+    chosen = _chosen(district, site_ids)
+    truth = _truth_parts(district, chosen)
     found: dict[tuple[str, str], list[BaseGeometry]] = {}
     off_site = 0
     reported: set[str] = set()
@@ -122,7 +132,7 @@ def evaluate_findings(
             name, properties["area_m2"], properties["confidence"]
         ):
             reported.add(site)
-    violating = {site for site, _ in true_problems(district, settings, chosen)}
+    violating = {site for site, _ in _problems(truth, settings)}
     patches: list[dict[str, Any]] = []
     for key in sorted(set(truth) | set(found)):
         site, name = key

@@ -833,7 +833,6 @@ def verify_with_flight(session: Session, settings: Settings, flight_id: int) -> 
     from api.services.coverage import seen_by, site_coverage_share
 
     rules = settings.notices
-
     seen_lonlat = seen_by(session, flight_id)
     if seen_lonlat is None:
         return []
@@ -847,20 +846,20 @@ def verify_with_flight(session: Session, settings: Settings, flight_id: int) -> 
         coverage = site_coverage_share(site, seen_lonlat)
         if coverage < VERIFY_MIN_COVERAGE:
             continue
-        problem = session.scalar(
-            select(Finding.id)
+        seen = session.scalars(
+            select(Finding)
             .where(
                 Finding.flight_id == flight_id,
                 Finding.site_id == site.id,
                 Finding.finding_class == notice.finding_class,
                 Finding.review != FindingReview.REJECTED.value,
-                Finding.area_m2 >= rules.min_area_m2.get(notice.finding_class, 0.0),
-                Finding.confidence >= rules.min_confidence,
             )
             .order_by(Finding.area_m2.desc())
-            .limit(1)
+        ).all()
+        finding = next(
+            (f for f in seen if rules.acts_on(f.finding_class, f.area_m2, f.confidence)), None
         )
-        if problem is None:
+        if finding is None:
             moved = _record(
                 session,
                 notice,
@@ -872,10 +871,9 @@ def verify_with_flight(session: Session, settings: Settings, flight_id: int) -> 
                 session,
                 notice,
                 NoticeState.ACKNOWLEDGED,
-                f"flight {flight_id} found {notice.finding_class} again (finding {problem})",
+                f"flight {flight_id} found {notice.finding_class} again (finding {finding.id})",
             )
-            finding = session.get(Finding, problem)
-            if moved and finding is not None:
+            if moved:
                 finding.notice_id = notice.id
                 finding.bureau_id = notice.bureau_id
         if moved:  # else someone moved it meanwhile: their transition stands

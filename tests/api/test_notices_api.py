@@ -341,7 +341,7 @@ def test_a_later_flight_that_finds_the_problem_again_reopens_it(imported: World)
 def test_what_would_issue_no_notice_does_not_send_a_rectified_one_back(imported: World) -> None:
     """Verification judges a later flight's findings by the rules that issue notices: a
     speck below the minimum area (road dust: 10 m²) or a patch below the minimum confidence
-    (0.5) would not have issued this notice, so it does not reopen it either."""
+    (0.4) would not have issued this notice, so it does not reopen it either."""
     number = issued_notice(imported)
     move(imported, "housing", number, "rectified")
     flight = _flight_seeing(imported, "S1")
