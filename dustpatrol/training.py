@@ -21,9 +21,11 @@ import numpy as np
 
 from dustpatrol.errors import DustpatrolError
 from sim.camera import PoseNoise, camera_preset
+from sim.errors import SimError
 from sim.kinds import GnssMode, GroundTruthClass
 from sim.shots import pose_at, shoot
 from sim.world import District, Site, generate_district
+from sim.world import parse_seeds as district_seeds
 from vision.augment import randomise
 from vision.labels import dataset_folders, mask_instances, write_data_yaml, yolo_label_lines
 
@@ -92,27 +94,12 @@ class DistrictResult:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"1-60"``, ``"3,5,9"`` or a mix (``"1-10,20"``) as a tuple of seeds."""
-    seeds: list[int] = []
+    """``"1-60"``, ``"3,5,9"`` or a mix (``"1-10,20"``) as a tuple of seeds
+    (`sim.world.parse_seeds`, its errors as ours)."""
     try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part:
-                low, high = (int(v) for v in part.split("-", 1))
-                if high < low:
-                    raise DustpatrolError(f"seed range {part!r} runs backwards")
-                seeds.extend(range(low, high + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise DustpatrolError(
-            f"cannot read seeds {text!r}: give a range such as 1-60 or a list such as 1,2,5"
-        ) from None
-    if not seeds:
-        raise DustpatrolError("no seeds given: pass a range such as --seeds 1-60")
-    return tuple(dict.fromkeys(seeds))
+        return district_seeds(text)
+    except SimError as error:
+        raise DustpatrolError(str(error)) from None
 
 
 def pick_site(sites: Sequence[Site], rng: np.random.Generator, compliant_weight: float) -> Site:

@@ -14,7 +14,7 @@ from sim.errors import SimError
 from sim.export import load_district, write_district
 from sim.kinds import GnssMode
 from sim.shots import pose_at, shoot, write_shot
-from sim.world import DEFAULT_ORIGIN_LAT, DEFAULT_ORIGIN_LON, generate_district
+from sim.world import DEFAULT_ORIGIN_LAT, DEFAULT_ORIGIN_LON, generate_district, parse_seeds
 
 sim_app = typer.Typer(help="The simulated district: worlds and frames.", no_args_is_help=True)
 
@@ -133,20 +133,37 @@ def preview_command(
 @sim_app.command("compare")
 def compare_command(
     real: Annotated[Path, typer.Argument(help="Folder of real photos with regions.json.")],
-    world: Annotated[Path, typer.Option("--world", help="A folder written by `sim world`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the sheet and the table.")],
-    count: Annotated[int, typer.Option(help="Number of renders.")] = 8,
+    world: Annotated[
+        Path | None, typer.Option("--world", help="A folder written by `sim world`.")
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --world: small districts of these seeds (e.g. 78-87), the median "
+            "of each statistic over them (every season and picture style)."
+        ),
+    ] = None,
+    count: Annotated[int, typer.Option(help="Number of renders (per district).")] = 8,
 ) -> None:
     """Renders beside real photos at one ground resolution: a contact sheet and a table of
     image statistics (colour, gradients, spectrum, edge width) of soil and vegetation."""
     from sim.compare import compare
 
+    if (world is None) == (seeds is None):
+        raise SimError("give either --world FOLDER or --seeds A-B (not both)")
     console = Console(stderr=True)
-    with console.status("loading district"):
-        district = load_district(world)
+    with console.status("loading district" if world else "generating districts"):
+        if world is not None:
+            districts = [load_district(world)]
+        else:
+            districts = [
+                generate_district(seed, n_sites=10, extent_m=2_000.0)
+                for seed in parse_seeds(seeds or "")
+            ]
     with _progress(console) as progress:
-        task = progress.add_task("rendering", total=count)
-        comparison = compare(real, district, out, count, lambda: progress.advance(task))
+        task = progress.add_task("rendering", total=count * len(districts))
+        comparison = compare(real, districts, out, count, lambda: progress.advance(task))
     typer.echo(comparison.markdown(), nl=False)
     typer.echo(f"contact sheet: {out / 'contact_sheet.png'}")
 

@@ -288,20 +288,42 @@ def describe_conditions(district: District) -> str:
     )
 
 
+def median_statistics(per_district: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each statistic's median over districts (over those that have it)."""
+    names = sorted({name for stats in per_district for name in stats})
+    return {
+        name: float(np.median([stats[name] for stats in per_district if name in stats]))
+        for name in names
+    }
+
+
 def compare(
     real_folder: Path,
-    district: District,
+    districts: District | Sequence[District],
     out: Path,
     count: int = 8,
     on_render: Callable[[], object] = lambda: None,
 ) -> Comparison:
-    """Write ``contact_sheet.png``, ``statistics.md`` and ``statistics.json`` into ``out``."""
+    """Write ``contact_sheet.png``, ``statistics.md`` and ``statistics.json`` into ``out``.
+
+    With several districts, ``count`` renders of each and the median of each statistic over
+    the districts: the renders' weather and picture style are drawn per district, so one
+    district's table measures its day as much as the materials (the sheet shows the first
+    district's renders)."""
     out.mkdir(parents=True, exist_ok=True)
     real = real_samples(real_folder)
-    renders = render_samples(district, count, on_render=on_render)
-    comparison = Comparison(
-        region_statistics(real), region_statistics(renders), describe_conditions(district)
-    )
+    chosen = [districts] if isinstance(districts, District) else list(districts)
+    if not chosen:
+        raise SimError("compare needs at least one district")
+    rendered = [render_samples(d, count, on_render=on_render) for d in chosen]
+    if len(chosen) == 1:
+        statistics, conditions = region_statistics(rendered[0]), describe_conditions(chosen[0])
+    else:
+        statistics = median_statistics([region_statistics(r) for r in rendered])
+        seeds = ", ".join(str(d.params.seed) for d in chosen)
+        conditions = f"median over {len(chosen)} districts (seeds {seeds}), {count} renders each"
+    renders = rendered[0]
+    comparison = Comparison(region_statistics(real), statistics, conditions)
     if not cv2.imwrite(str(out / "contact_sheet.png"), contact_sheet(real, renders)):
         raise SimError(f"could not write {out / 'contact_sheet.png'}")
     (out / "statistics.md").write_text(comparison.markdown(), encoding="utf-8")

@@ -333,7 +333,7 @@ def _environment(rng: np.random.Generator) -> Environment:
         warmth=float(rng.uniform(-0.6, 0.6)),
         texture_offset_m=(float(rng.uniform(0.0, 5000.0)), float(rng.uniform(0.0, 5000.0))),
         # Overcast and hazy days flatten colour; some cameras are set to a muted style.
-        saturation=float(rng.uniform(0.5, 1.0)),
+        saturation=float(rng.uniform(0.75, 1.15)),
         contrast=float(rng.uniform(0.8, 1.1)),
         overcast=float(rng.uniform(0.5, 1.0)) if rng.random() < 0.35 else 0.0,
     )
@@ -1450,3 +1450,27 @@ def _generate_cell(district: District, i: int, j: int) -> tuple[Surface, ...]:
         if area is not None and area.area >= 0.5:
             surfaces.append(Surface(kind, area, layer, _jitter(rgb, rng, 8.0), height_m=height))
     return tuple(surfaces)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"1-60"``, ``"3,5,9"`` or a mix (``"1-10,20"``) as a tuple of seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part:
+                low, high = (int(v) for v in part.split("-", 1))
+                if high < low:
+                    raise SimError(f"seed range {part!r} runs backwards")
+                seeds.extend(range(low, high + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise SimError(
+            f"cannot read seeds {text!r}: give a range such as 1-60 or a list such as 1,2,5"
+        ) from None
+    if not seeds:
+        raise SimError("no seeds given: pass a range such as --seeds 1-60")
+    return tuple(dict.fromkeys(seeds))

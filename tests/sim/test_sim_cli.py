@@ -1,4 +1,4 @@
-"""`dustpatrol sim world`, `sim shoot` and `sim preview` as a user runs them."""
+"""`dustpatrol sim world`, `sim shoot`, `sim preview` and `sim compare` as a user runs them."""
 
 from __future__ import annotations
 
@@ -180,3 +180,32 @@ def test_preview_writes_nadir_and_oblique_pngs(world_dir: Path, tmp_path: Path) 
     names = sorted(p.name for p in tmp_path.glob("*.png"))
     assert len(names) == 2
     assert names[0].endswith("-nadir.png") and names[1].endswith("-oblique.png")
+
+
+REAL = Path(__file__).resolve().parents[1] / "vision" / "data" / "real_reference"
+
+
+def test_compare_over_several_districts_prints_their_median(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["sim", "compare", str(REAL), "--seeds", "78-79", "--count", "1", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "median over 2 districts (seeds 78, 79), 1 renders each" in result.output
+    assert (tmp_path / "statistics.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "give either --world FOLDER or --seeds A-B"),
+        (["--seeds", "1-2", "--world", "x"], "give either --world FOLDER or --seeds A-B"),
+        (["--seeds", "9-1"], "runs backwards"),
+    ],
+)
+def test_compare_needs_one_source_of_renders(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["sim", "compare", str(REAL), "--out", str(tmp_path), *arguments])
+    assert result.exit_code == 1
+    assert message in result.output
