@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import shapely
-from numpy.typing import NDArray
 from pyproj import CRS, Transformer
 from shapely import affinity
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
@@ -334,7 +333,7 @@ def _environment(rng: np.random.Generator) -> Environment:
         warmth=float(rng.uniform(-0.6, 0.6)),
         texture_offset_m=(float(rng.uniform(0.0, 5000.0)), float(rng.uniform(0.0, 5000.0))),
         # Overcast and hazy days flatten colour; some cameras are set to a muted style.
-        saturation=float(rng.uniform(0.75, 1.15)),
+        saturation=float(rng.uniform(0.5, 1.0)),
         contrast=float(rng.uniform(0.8, 1.1)),
         overcast=float(rng.uniform(0.5, 1.0)) if rng.random() < 0.35 else 0.0,
     )
@@ -741,48 +740,10 @@ class _SiteBuilder:
         t = np.linspace(0.0, 1.0, 32)[:, None]
         a, b = np.array(start), np.array(end)
         curve = (1 - t) ** 2 * a + 2 * (1 - t) * t * bend + t**2 * b
-        half_width = rng.uniform(2.5, 4.5)
-        road = LineString(curve).buffer(half_width, quad_segs=4)
+        road = LineString(curve).buffer(rng.uniform(2.5, 4.5), quad_segs=4)
         pale = float(rng.uniform(1.08, 1.28))
         rgb = tuple(min(255, round(c * pale)) for c in self.soil())
         self.add(SurfaceKind.BARE_SOIL, road, LAYER_SITE_BLOCK, rgb, GroundTruthClass.EXPOSED_SOIL)
-        self._ruts(curve, half_width, rgb, road)
-
-    def _ruts(
-        self,
-        curve: NDArray[np.float64],
-        half_width: float,
-        rgb: Sequence[int],
-        road: BaseGeometry,
-    ) -> None:
-        """The wheel paths trucks wear along a haul road: one or two lanes of paired ruts,
-        darker than the packed road (compacted, often damp), wandering a little. Bare earth
-        like the road, so labelled exposed soil with it: the model must learn that tracked
-        earth is soil, not the dust film on paving. Drawn from a generator of their own, so
-        the district's other draws are unchanged."""
-        own = _rng("ruts", self.site_id, *np.round(curve[0], 1))
-        tangent = np.gradient(curve, axis=0)
-        tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-9)
-        normal = np.column_stack([-tangent[:, 1], tangent[:, 0]])
-        lanes = [0.0] if half_width < 3.2 or own.random() < 0.4 else [-1.6, 1.6]
-        gauge = float(own.uniform(1.8, 2.4))
-        shade = float(own.uniform(0.72, 0.88))
-        tone = [round(c * shade) for c in rgb]
-        ruts: list[BaseGeometry] = []
-        for lane in lanes:
-            wander = np.cumsum(own.normal(0.0, 0.08, len(curve))) + lane
-            for side in (-0.5, 0.5):
-                offset = (wander + side * gauge)[:, None]
-                line = LineString(curve + normal * offset)
-                ruts.append(line.buffer(float(own.uniform(0.35, 0.6)), quad_segs=3))
-        self.add(
-            SurfaceKind.BARE_SOIL,
-            shapely.union_all(ruts).intersection(road),
-            LAYER_SITE_BLOCK,  # after the road in its layer: above it, below what comes later
-            tone,
-            GroundTruthClass.EXPOSED_SOIL,
-            colour_rng=own,
-        )
 
     def fill_block(self, choice: str, cell: BaseGeometry) -> None:
         rng = self.rng
