@@ -68,6 +68,8 @@ OPEN_STATES = frozenset(
 OPEN_NOTICE_CONDITION = "state IN ({})".format(
     ", ".join(f"'{state.value}'" for state in NoticeState if state in OPEN_STATES)
 )
+# What a bureau's inbox lists of a notice besides its id (see `api.services.notices`).
+INBOX_COLUMNS = ("number", "site_id", "finding_class", "state", "issued_at", "deadline")
 # Notices neither rectified, nor marked overdue, nor seen past their deadline by the
 # housekeeping (nor rejected): whether their deadline has passed depends on the clock, so the
 # ledger counts them at query time. Housekeeping keeps them few.
@@ -111,13 +113,17 @@ class Notice(Base):
         Index("ix_notices_state_deadline", "state", "deadline"),
         Index("ix_notices_issued_at", "issued_at"),
         # The open notices in id order, per bureau and for staff: a page of an inbox reads
-        # only open rows, however many closed ones lie between them.
+        # only open rows, however many closed ones lie between them. On PostgreSQL the
+        # bureau's index carries the columns a list shows, so a page is an index-only scan
+        # (without them the planner preferred the staff index and filtered ten rows for each
+        # one kept: 0.55 ms a page against 0.2 ms).
         Index(
             "ix_notices_open_bureau_id",
             "bureau_id",
             "id",
             sqlite_where=text(OPEN_NOTICE_CONDITION),
             postgresql_where=text(OPEN_NOTICE_CONDITION),
+            postgresql_include=list(INBOX_COLUMNS),
         ),
         Index(
             "ix_notices_open_id",
