@@ -30,9 +30,11 @@ COARSE_TILE = 1024
 MACRO_TEXEL_M = 0.5  # brightness blotches and tone mixing: 256 texels = 128 m
 MACRO_TILE = 256
 
-# The weights below were set by eye; this factor scales all fine and coarse texture so that
-# gradient statistics match real photos at the analysis resolution (`sim compare`).
-TEXTURE_STRENGTH = 0.5
+# The weights below were set by eye; these factors scale all fine and coarse texture so that
+# gradient statistics match real photos at the analysis resolution (`sim compare`, median
+# over districts: a single district's picture style moves them by a third).
+FINE_STRENGTH = 0.8
+COARSE_STRENGTH = 0.5
 
 FINE_CHANNELS = ("grain", "stripes", "clods", "weave")
 COARSE_CHANNELS = ("tracks", "folds", "joints", "stains")
@@ -61,13 +63,13 @@ class Material:
         return (self.tracks, self.folds, self.joints, self.stains)
 
 
-WET_SOIL = (0.72, 0.72, 0.74)
+WET_SOIL = (0.7, 0.67, 0.62)  # darker and a little more saturated, as damp earth is
 DRY_GRASS = (1.1, 1.06, 1.0)
 FADED_NET = (1.25, 1.15, 1.2)
 
 MATERIALS: dict[SurfaceKind, Material] = {
     SurfaceKind.GROUND: Material(
-        grain=0.18,
+        grain=0.13,
         clods=0.1,
         tracks=0.05,
         stains=0.12,
@@ -76,11 +78,11 @@ MATERIALS: dict[SurfaceKind, Material] = {
         soft_edge=True,
     ),
     SurfaceKind.BARE_SOIL: Material(
-        grain=0.04,
-        clods=0.05,
-        tracks=0.12,
-        stains=0.12,
-        macro=0.14,
+        grain=0.03,
+        clods=0.08,
+        tracks=0.14,
+        stains=0.16,
+        macro=0.24,
         alt_tone=WET_SOIL,
         soft_edge=True,
     ),
@@ -88,11 +90,11 @@ MATERIALS: dict[SurfaceKind, Material] = {
         grain=0.06, clods=0.12, stains=0.08, macro=0.08, alt_tone=WET_SOIL, soft_edge=True
     ),
     SurfaceKind.PIT: Material(
-        grain=0.05,
-        clods=0.06,
-        tracks=0.12,
-        stains=0.12,
-        macro=0.10,
+        grain=0.03,
+        clods=0.08,
+        tracks=0.14,
+        stains=0.16,
+        macro=0.18,
         alt_tone=WET_SOIL,
         soft_edge=True,
     ),
@@ -181,8 +183,8 @@ def material_tables() -> dict[str, NDArray[np.float32] | NDArray[np.uint8]]:
     tone = np.ones((1, 256, 3), dtype=np.float32)
     soft = np.zeros((1, 256), dtype=np.uint8)
     for kind, material in MATERIALS.items():
-        fine[0, int(kind)] = np.asarray(material.fine()) * TEXTURE_STRENGTH
-        coarse[0, int(kind)] = np.asarray(material.coarse()) * TEXTURE_STRENGTH
+        fine[0, int(kind)] = np.asarray(material.fine()) * FINE_STRENGTH
+        coarse[0, int(kind)] = np.asarray(material.coarse()) * COARSE_STRENGTH
         macro[0, int(kind)] = material.macro
         tone[0, int(kind)] = material.alt_tone[::-1]
         soft[0, int(kind)] = 255 if material.soft_edge else 0

@@ -41,7 +41,7 @@ SHIFT_BITS = 4  # sub-pixel precision of the rasteriser: 1/16 px
 LOWRES = 8  # lighting, haze and macro texture are computed at 1/8 resolution
 RELIEF_RES = 4  # heaps and pits are shaded on a 1/4 resolution height field
 SENSOR_NOISE_OFFSET = (12.0, 12.0, 12.0, 0.0)
-SOFT_EDGE_M = 0.5  # natural ground blends into its neighbour over about 2 sigma each side
+SOFT_EDGE_M = 0.9  # natural ground blends into its neighbour over about 2 sigma each side
 
 UInt8Image = NDArray[np.uint8]
 FloatImage = NDArray[np.float32]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import shapely
+from numpy.typing import NDArray
 from pyproj import CRS, Transformer
 from shapely import affinity
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
@@ -333,7 +334,7 @@ def _environment(rng: np.random.Generator) -> Environment:
         warmth=float(rng.uniform(-0.6, 0.6)),
         texture_offset_m=(float(rng.uniform(0.0, 5000.0)), float(rng.uniform(0.0, 5000.0))),
         # Overcast and hazy days flatten colour; some cameras are set to a muted style.
-        saturation=float(rng.uniform(0.5, 1.0)),
+        saturation=float(rng.uniform(0.75, 1.15)),
         contrast=float(rng.uniform(0.8, 1.1)),
         overcast=float(rng.uniform(0.5, 1.0)) if rng.random() < 0.35 else 0.0,
     )
@@ -586,14 +587,14 @@ def _as_area(geometry: BaseGeometry) -> Area | None:
 
 
 SOIL_COLOURS = (
-    (156, 142, 118),  # dry loess
-    (132, 120, 101),  # brown earth
-    (107, 101, 90),  # damp, greyish
-    (137, 122, 103),  # reddish clay
-    (131, 126, 117),  # grey fill
+    (158, 141, 116),  # dry loess
+    (134, 119, 99),  # brown earth
+    (109, 100, 89),  # damp, greyish
+    (140, 121, 102),  # reddish clay
+    (133, 125, 116),  # grey fill
 )
 NET_GREEN = (46, 110, 62)
-SITE_GRASS = (54, 58, 45)  # grass and weeds on a plot: untouched corners, regrowth, old fields
+SITE_GRASS = (42, 46, 35)  # grass and weeds on a plot: untouched corners, regrowth, old fields
 NET_BLACK = (52, 52, 50)  # black HDPE, greyed by dust
 SITE_GRAVEL = (128, 122, 110)  # packed gravel and hardcore, brown with the site's dust
 
@@ -740,10 +741,48 @@ class _SiteBuilder:
         t = np.linspace(0.0, 1.0, 32)[:, None]
         a, b = np.array(start), np.array(end)
         curve = (1 - t) ** 2 * a + 2 * (1 - t) * t * bend + t**2 * b
-        road = LineString(curve).buffer(rng.uniform(2.5, 4.5), quad_segs=4)
+        half_width = rng.uniform(2.5, 4.5)
+        road = LineString(curve).buffer(half_width, quad_segs=4)
         pale = float(rng.uniform(1.08, 1.28))
         rgb = tuple(min(255, round(c * pale)) for c in self.soil())
         self.add(SurfaceKind.BARE_SOIL, road, LAYER_SITE_BLOCK, rgb, GroundTruthClass.EXPOSED_SOIL)
+        self._ruts(curve, half_width, rgb, road)
+
+    def _ruts(
+        self,
+        curve: NDArray[np.float64],
+        half_width: float,
+        rgb: Sequence[int],
+        road: BaseGeometry,
+    ) -> None:
+        """The wheel paths trucks wear along a haul road: one or two lanes of paired ruts,
+        darker than the packed road (compacted, often damp), wandering a little. Bare earth
+        like the road, so labelled exposed soil with it: the model must learn that tracked
+        earth is soil, not the dust film on paving. Drawn from a generator of their own, so
+        the district's other draws are unchanged."""
+        own = _rng("ruts", self.site_id, *np.round(curve[0], 1))
+        tangent = np.gradient(curve, axis=0)
+        tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-9)
+        normal = np.column_stack([-tangent[:, 1], tangent[:, 0]])
+        lanes = [0.0] if half_width < 3.2 or own.random() < 0.4 else [-1.6, 1.6]
+        gauge = float(own.uniform(1.8, 2.4))
+        shade = float(own.uniform(0.72, 0.88))
+        tone = [round(c * shade) for c in rgb]
+        ruts: list[BaseGeometry] = []
+        for lane in lanes:
+            wander = np.cumsum(own.normal(0.0, 0.08, len(curve))) + lane
+            for side in (-0.5, 0.5):
+                offset = (wander + side * gauge)[:, None]
+                line = LineString(curve + normal * offset)
+                ruts.append(line.buffer(float(own.uniform(0.35, 0.6)), quad_segs=3))
+        self.add(
+            SurfaceKind.BARE_SOIL,
+            shapely.union_all(ruts).intersection(road),
+            LAYER_SITE_BLOCK,  # after the road in its layer: above it, below what comes later
+            tone,
+            GroundTruthClass.EXPOSED_SOIL,
+            colour_rng=own,
+        )
 
     def fill_block(self, choice: str, cell: BaseGeometry) -> None:
         rng = self.rng
@@ -1281,10 +1320,10 @@ def _visible_patches(surfaces: Sequence[Surface]) -> list[Patch]:
 # Grass and weeds between fields and on idle plots: dull olive, as in the real reference
 # photos (measured with `sim compare`), greener in spring, straw and bare in autumn and winter.
 SEASON_GROUND = {
-    Season.SPRING: (55, 60, 47),
-    Season.SUMMER: (49, 51, 43),
-    Season.AUTUMN: (81, 75, 60),
-    Season.WINTER: (85, 79, 71),
+    Season.SPRING: (43, 47, 36),
+    Season.SUMMER: (38, 41, 33),
+    Season.AUTUMN: (69, 64, 51),
+    Season.WINTER: (72, 67, 60),
 }
 SEASON_CROP = {
     Season.SPRING: (96, 138, 62),
@@ -1293,10 +1332,10 @@ SEASON_CROP = {
     Season.WINTER: (104, 120, 70),  # winter wheat seedlings
 }
 SEASON_TREE = {
-    Season.SPRING: (67, 91, 59),
-    Season.SUMMER: (46, 67, 45),
-    Season.AUTUMN: (92, 83, 56),
-    Season.WINTER: (74, 68, 60),
+    Season.SPRING: (54, 73, 47),
+    Season.SUMMER: (37, 54, 36),
+    Season.AUTUMN: (76, 68, 46),
+    Season.WINTER: (61, 56, 49),
 }
 
 

@@ -317,3 +317,38 @@ def test_road_dust_is_the_dusty_stretch_of_road_not_only_the_wheel_tracks(
         tracks_area += surfaces[-1].geometry.area  # the tracks and the spill fan
     # The film between and beside the wheels is labelled too (the tracks alone were the truth).
     assert truth_area > 1.5 * tracks_area
+
+
+def test_haul_roads_carry_darker_wheel_paths_labelled_exposed_soil(
+    big_district: District,
+) -> None:
+    """Trucks wear paired ruts along a haul road of earth (the pale tracked dirt roads of the
+    real photos): drawn darker than the road, inside it, and labelled exposed soil like it,
+    so tracked earth is taught as soil and not as the dust film on paving."""
+    from sim.kinds import SurfaceKind
+
+    soil = [
+        s
+        for s in big_district.fixed_surfaces
+        if s.kind is SurfaceKind.BARE_SOIL and s.gt_class is GroundTruthClass.EXPOSED_SOIL
+    ]
+    rutted = 0
+    for road in soil:
+        inside = [
+            s
+            for s in soil
+            if s is not road
+            and s.site_id == road.site_id
+            and s.geometry.area < 0.6 * road.geometry.area
+            and s.geometry.difference(road.geometry).area < 0.01 * s.geometry.area
+        ]
+        # paired wheel paths: darker, narrow (gone when shrunk by 0.7 m) and long
+        ruts = [
+            s
+            for s in inside
+            if sum(s.color_rgb) < 0.92 * sum(road.color_rgb)
+            and s.geometry.buffer(-0.7).is_empty
+            and s.geometry.area > 20.0
+        ]
+        rutted += bool(ruts)
+    assert rutted >= 5
