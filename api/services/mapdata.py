@@ -7,7 +7,7 @@ import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from api.errors import InvalidInputError
@@ -109,13 +109,18 @@ def _sites(
 ) -> dict[str, Any]:
     """The sites with their notices; for a bureau (``owner``) only the notices it received:
     a site moved to it from another bureau does not bring that bureau's notices along."""
-    notices: dict[int, list[Notice]] = {}
-    query = select(Notice).where(Notice.site_id.in_([s.id for s in sites])).order_by(Notice.id)
+    notices: dict[int, list[Row[int, str, str, str]]] = {}
+    # Only what the map shows of a notice (never its texts): a view's sites carry hundreds.
+    query = (
+        select(Notice.site_id, Notice.number, Notice.finding_class, Notice.state)
+        .where(Notice.site_id.in_([s.id for s in sites]))
+        .order_by(Notice.id)
+    )
     if owner is not None:
         query = query.where(Notice.bureau_id == owner)
     if finding_class:
         query = query.where(Notice.finding_class == finding_class)
-    for notice in session.scalars(query) if sites else ():
+    for notice in session.execute(query) if sites else ():
         notices.setdefault(notice.site_id, []).append(notice)
     names = bureau_names(session)
     features = []
