@@ -200,11 +200,13 @@ def sync_flight(
             touched.append(same)
         for gone in stored:
             # A finding with a notice is that notice's evidence: it stays, even when frames
-            # that came later outvoted it (see `geo.vote`); an analyst can reject it.
+            # that came later outvoted it (see `geo.vote`); an analyst can reject it. Unless
+            # later frames merged it into a neighbour with the same notice: that one is the
+            # notice's evidence now, and the two would overlap (one patch found twice).
             if (
                 gone.id not in kept
                 and gone.review == FindingReview.PENDING.value
-                and gone.notice_id is None
+                and (gone.notice_id is None or _absorbed(gone, touched))
             ):
                 session.delete(gone)
         session.flush()
@@ -252,9 +254,24 @@ def _issue_unconfirmed(
         issued.append(notice)
 
 
+def _absorbed(gone: Finding, touched: list[Finding]) -> bool:
+    """Whether a finding of this analysis with the same site, class and notice as ``gone``
+    overlaps it: later frames saw ``gone`` as part of that larger patch."""
+    outline = shape(json.loads(gone.geometry_geojson))
+    return any(
+        t.notice_id == gone.notice_id
+        and t.site_id == gone.site_id
+        and t.finding_class == gone.finding_class
+        and outline.intersection(shape(json.loads(t.geometry_geojson))).area > 0
+        for t in touched
+    )
+
+
 def _same_patch(finding: Finding, stored: list[Finding]) -> Finding | None:
     """The stored finding ``finding`` is a later view of: same site and class, the same
-    fingerprint, else the one it overlaps most."""
+    fingerprint, else of those it overlaps one with a notice (a notice's finding stays
+    whatever later frames say, so a patch that took it in must be it, or the two would
+    overlap), else the one it overlaps most."""
     candidates = [
         f
         for f in stored
@@ -264,11 +281,12 @@ def _same_patch(finding: Finding, stored: list[Finding]) -> Finding | None:
         if candidate.fingerprint == finding.fingerprint:
             return candidate
     outline = shape(json.loads(finding.geometry_geojson))
-    best, best_overlap = None, 0.0
+    best, best_key = None, (False, 0.0)
     for candidate in candidates:
         overlap = outline.intersection(shape(json.loads(candidate.geometry_geojson))).area
-        if overlap > best_overlap:
-            best, best_overlap = candidate, overlap
+        key = (candidate.notice_id is not None, overlap)
+        if overlap > 0 and key > best_key:
+            best, best_key = candidate, key
     return best
 
 

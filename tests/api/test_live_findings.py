@@ -146,5 +146,31 @@ def test_a_finding_with_a_notice_outlives_a_later_run_that_no_longer_has_it(
         ]
 
 
+def test_a_patch_merged_into_its_neighbour_with_the_same_notice_is_found_once(
+    imported: World,
+) -> None:
+    """Two patches of soil seen apart by the first frames, both evidence of the site's one
+    notice, seen as one patch by later frames: one finding (with the notice) remains, the
+    merged patch's outline; before, the other stayed too, as the notice's evidence, and the
+    same soil was found twice (the live-flight test above showed it with the sim-v16a model)."""
+    flight = new_flight(imported)
+    left = findings_for(imported, "S1", "exposed_soil", 8.0)
+    right = findings_for(imported, "S1", "exposed_soil", 6.0, shift=10.0)
+    apart = {"type": "FeatureCollection", "features": left["features"] + right["features"]}
+    merged = findings_for(imported, "S1", "exposed_soil", 18.0)
+    sessions = session_factory(make_engine(imported.settings.database.url))
+    with sessions() as session:
+        first = sync_flight(session, imported.settings, flight, apart, final=False)
+    assert first.created == 2 and len(first.notices_issued) == 1
+    with sessions() as session:
+        notices = {row.notice_id for row in session.scalars(select(Finding))}
+    assert len(notices) == 1 and None not in notices  # both are the notice's evidence
+    with sessions() as session:
+        sync_flight(session, imported.settings, flight, merged, final=True)
+    with sessions() as session:
+        rows = session.scalars(select(Finding).where(Finding.flight_id == flight)).all()
+        assert [(row.notice_id, round(row.area_m2)) for row in rows] == [(notices.pop(), 324)]
+
+
 def _empty() -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": []}
