@@ -111,6 +111,18 @@ def test_a_deadline_passing_counts_before_housekeeping_marks_it(imported: World)
         )
 
 
+def _notice_statements(engine: Any) -> list[tuple[str, Any]]:
+    """The statements (and parameters) ``engine`` runs on the notices from now on."""
+    seen: list[tuple[str, Any]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def capture(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM notices" in statement:
+            seen.append((statement, parameters))
+
+    return seen
+
+
 def test_the_open_inbox_reads_the_partial_index(imported: World) -> None:
     if not imported.settings.database.url.startswith("sqlite"):
         pytest.skip("the query plan is SQLite's")
@@ -129,12 +141,7 @@ def test_the_open_inbox_reads_the_partial_index(imported: World) -> None:
                 for i in range(3000)
             ],
         )
-    seen: list[tuple[str, Any]] = []
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def capture(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM notices" in statement:
-            seen.append((statement, parameters))
+    seen = _notice_statements(engine)
 
     with session_factory(engine)() as session:
         housing = session.scalars(select(User).where(User.username == "housing")).one()
@@ -408,12 +415,7 @@ def test_a_bureaus_inbox_page_is_an_index_only_scan_on_postgresql() -> None:
     with new_postgres_database() as url:
         seeded = seed(url, 20_000, 2_000)
         engine = make_engine(url)
-        seen: list[tuple[str, Any]] = []
-
-        @event.listens_for(engine, "before_cursor_execute")
-        def capture(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-            if "FROM notices" in statement:
-                seen.append((statement, parameters))
+        seen = _notice_statements(engine)
 
         with session_factory(engine)() as session:
             bureau = session.scalars(select(User).where(User.username == "bureau")).one()
