@@ -89,9 +89,9 @@ def test_the_quantised_model_finds_what_the_float_one_finds(
 
 def test_the_shipped_int8_model_agrees_with_the_shipped_float_model(tmp_path: Path) -> None:
     """Exposed soil found by the shipped INT8 and float models over one frame of every site
-    with exposed soil in a district, pooled (0.81 on the renders of branch wip/realism-colour,
-    2026-12-05; a single frame where the float model is unsure went to 0.45,
-    so one frame is no measure)."""
+    with exposed soil in a district, pooled (0.81 for the model before sim-v16a on the renders
+    with the photos' colour and texture, 2026-12-05; a single frame where the float model was
+    unsure went to 0.45, so one frame is no measure)."""
     district = _district()
     soil_sites = sorted(
         {p.site_id for p in district.patches if p.gt_class is GroundTruthClass.EXPOSED_SOIL}
