@@ -3,8 +3,9 @@
 Simulated: whole frames rendered at the analysis resolution from held-out district seeds, run
 through `vision.Detector` (tiling, merging), compared pixel by pixel with the rendered truth:
 per class IoU, precision and recall. Real: the hand-marked reference photos; exposed-soil
-IoU and precision over the marked pixels only (unmarked pixels are ignored), and the share of
-vegetation pixels called soil. Overlays of both are written for people to look at.
+IoU and precision over the marked pixels only (unmarked pixels are ignored), and what each
+marked region was taken for (the share of its pixels called each class: real soil called
+road dust, real grass called dust net). Overlays of both are written for people to look at.
 """
 
 from __future__ import annotations
@@ -178,15 +179,18 @@ def evaluate_real(
     ``out/real_overlays``."""
     soil_name = "exposed_soil"
     result = Evaluation({soil_name: PixelCounts()})
-    vegetation_pixels = 0
-    vegetation_called = dict.fromkeys(detector.class_names, 0)
+    marked_pixels = {"vegetation": 0, soil_name: 0}
+    called = {
+        region: dict.fromkeys(detector.class_names, 0) for region in ("vegetation", soil_name)
+    }
     samples = real_samples(folder, gsd_m)
     for sample in samples:
         labels = _count_soil(detector, sample, result.per_class[soil_name])
-        vegetation = sample.regions["vegetation"]
-        vegetation_pixels += int(vegetation.sum())
-        for class_id, name in enumerate(detector.class_names):
-            vegetation_called[name] += int(((labels == class_id + 1) & vegetation).sum())
+        for region, taken_for in called.items():
+            pixels = sample.regions[region]
+            marked_pixels[region] += int(pixels.sum())
+            for class_id, name in enumerate(detector.class_names):
+                taken_for[name] += int(((labels == class_id + 1) & pixels).sum())
         result.frames += 1
         if out is not None:
             folder_out = out / "real_overlays"
@@ -196,9 +200,10 @@ def evaluate_real(
             marked_view[sample.regions["vegetation"]] = 3
             side = np.hstack([overlay(sample.bgr, labels), overlay(sample.bgr, marked_view)])
             cv2.imwrite(str(folder_out / sample.name), side)
-    if vegetation_pixels:
-        for name, count in vegetation_called.items():
-            result.extra[f"vegetation called {name}"] = count / vegetation_pixels
+    for region, taken_for in called.items():  # what each marked region is taken for
+        if marked_pixels[region]:
+            for name, count in taken_for.items():
+                result.extra[f"{region} called {name}"] = count / marked_pixels[region]
     operating = detector.conf
     try:
         for confidence in REAL_SWEEP_CONFIDENCES:

@@ -324,7 +324,7 @@ def _rectify(
 def _environment(rng: np.random.Generator) -> Environment:
     season = Season(str(rng.choice([s.value for s in Season])))
     max_elevation = {"summer": 72.0, "spring": 58.0, "autumn": 50.0, "winter": 33.0}[season.value]
-    hazy = rng.random() < 0.3
+    hazy = rng.random() < 0.2
     return Environment(
         sun_azimuth_deg=float(rng.uniform(100.0, 260.0)),
         sun_elevation_deg=float(rng.uniform(22.0, max_elevation)),
@@ -744,9 +744,113 @@ class _SiteBuilder:
         half_width = rng.uniform(2.5, 4.5)
         road = LineString(curve).buffer(half_width, quad_segs=4)
         pale = float(rng.uniform(1.08, 1.28))
-        rgb = tuple(min(255, round(c * pale)) for c in self.soil())
+        soil = self.soil()
+        rgb = tuple(min(255, round(c * pale)) for c in soil)
+        self._verges(curve, half_width, soil)
         self.add(SurfaceKind.BARE_SOIL, road, LAYER_SITE_BLOCK, rgb, GroundTruthClass.EXPOSED_SOIL)
         self._ruts(curve, half_width, rgb, road)
+
+    def _verges(self, curve: NDArray[np.float64], half_width: float, soil: Sequence[int]) -> None:
+        """Churned earth along a haul road: ragged strips of darker, unpacked soil that the
+        trucks and the grader push aside, thinning out into the weeds a few metres from the
+        road (the dark banks beside the pale roads of the reference photos). Bare earth,
+        labelled exposed soil; under the road, which is drawn after them. From a generator
+        of their own, so the district's other draws are unchanged."""
+        own = _rng("verges", self.site_id, *np.round(curve[0], 1))
+        if own.random() < 0.25:
+            return
+        tone = [round(c * float(own.uniform(0.72, 0.92))) for c in soil]
+        pieces = []
+        for _ in range(int(own.integers(2, 6))):
+            at = curve[int(own.integers(len(curve)))]
+            pieces.append(
+                _blob(
+                    float(at[0]),
+                    float(at[1]),
+                    half_width + float(own.uniform(1.5, 6.0)),
+                    own,
+                    float(own.uniform(1.2, 2.5)),
+                    float(own.uniform(0, 180)),
+                )
+            )
+        self.add(
+            SurfaceKind.BARE_SOIL,
+            shapely.union_all(pieces),
+            LAYER_SITE_BLOCK,
+            tone,
+            GroundTruthClass.EXPOSED_SOIL,
+            colour_rng=own,
+        )
+
+    def scatter(self) -> None:
+        """What lies about on a plot at the earthworks stage: concrete culvert pipes laid out
+        in rows, catch basins and manhole rings, pallets and offcuts, each with its shadow;
+        objects, not soil (the truth loses what they cover). From a generator of their own,
+        so the district's other draws are unchanged."""
+        own = _rng("scatter", self.site_id, *np.round(self.centre.coords[0], 1))
+        min_u, min_v, max_u, max_v = self.local_bounds
+        concrete = (188, 188, 184)
+        for _ in range(int(own.integers(2, 7))):
+            u = float(own.uniform(min_u + 5, max_u - 5))
+            v = float(own.uniform(min_v + 5, max_v - 5))
+            angle = float(own.uniform(0, 180))
+            roll = own.random()
+            if roll < 0.4:  # culvert pipes side by side, or end to end in a line
+                diameter = float(own.uniform(0.6, 1.5))
+                length = float(own.uniform(2.0, 2.6))
+                side_by_side = own.random() < 0.6
+                for k in range(int(own.integers(3, 14))):
+                    pipe = (
+                        _rotated_rect(u + k * diameter * 1.08, v, diameter, length, 0.0)
+                        if side_by_side
+                        else _rotated_rect(u, v + k * length * 1.02, diameter, length, 0.0)
+                    )
+                    self.add(
+                        SurfaceKind.PIPES,
+                        affinity.rotate(pipe, angle, origin=(u, v)),
+                        LAYER_OBJECT,
+                        concrete,
+                        height_m=diameter,
+                        min_area_m2=0.2,
+                        colour_rng=own,
+                    )
+            elif roll < 0.8:  # catch basins and manhole rings strewn over a few metres
+                for _ in range(int(own.integers(3, 12))):
+                    du, dv = own.normal(0.0, 6.0, 2)
+                    size = float(own.uniform(0.9, 1.5))
+                    item = (
+                        Point(u + du, v + dv).buffer(size / 2, quad_segs=4)
+                        if own.random() < 0.4
+                        else _rotated_rect(u + du, v + dv, size, size, float(own.uniform(0, 90)))
+                    )
+                    self.add(
+                        SurfaceKind.CONCRETE,
+                        item,
+                        LAYER_OBJECT,
+                        concrete,
+                        height_m=float(own.uniform(0.6, 1.2)),
+                        min_area_m2=0.2,
+                        colour_rng=own,
+                    )
+            else:  # pallets, boards and offcuts
+                for _ in range(int(own.integers(2, 8))):
+                    du, dv = own.normal(0.0, 8.0, 2)
+                    piece = _rotated_rect(
+                        u + du,
+                        v + dv,
+                        float(own.uniform(0.3, 1.2)),
+                        float(own.uniform(0.8, 2.5)),
+                        float(own.uniform(0, 180)),
+                    )
+                    self.add(
+                        SurfaceKind.STEEL,
+                        piece,
+                        LAYER_OBJECT,
+                        (150, 120, 80) if own.random() < 0.5 else (206, 204, 198),
+                        height_m=0.2,
+                        min_area_m2=0.15,
+                        colour_rng=own,
+                    )
 
     def _ruts(
         self,
@@ -1131,6 +1235,8 @@ def _site_layout(
         site.haul_road(start, end)
         for _ in range(int(rng.integers(1, 3)) if earthworks or overgrown else 0):
             site.haul_road(site.edge_point(), site.edge_point())
+    if earthworks or overgrown:
+        site.scatter()
 
     for _ in range(int(rng.integers(0, 4))):  # excavators, loaders and muck trucks
         u, v = rng.uniform(min_u + 8, max_u - 8), rng.uniform(min_v + 8, max_v - 8)

@@ -22,4 +22,10 @@ def test_real_photos_are_measured_at_the_operating_point_and_below(tmp_path: Pat
         iou = summary[f"exposed_soil IoU at confidence {confidence:g}"]
         assert iou is None or 0.0 <= iou <= 1.0  # type: ignore[operator]
     assert detector.conf == 0.25  # the sweep leaves the detector as it was
+    # what each marked region was taken for: a share per class, recall among them
+    for region in ("vegetation", "exposed_soil"):
+        shares = [summary[f"{region} called {name}"] for name in detector.class_names]
+        assert all(0.0 <= share <= 1.0 for share in shares)  # type: ignore[operator]
+        assert sum(shares) <= 1.0 + 1e-9  # type: ignore[arg-type]
+    assert summary["exposed_soil called exposed_soil"] == soil["recall"]
     assert len(list((tmp_path / "real_overlays").glob("*.jpg"))) == 8

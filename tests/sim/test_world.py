@@ -352,3 +352,79 @@ def test_haul_roads_carry_darker_wheel_paths_labelled_exposed_soil(
         ]
         rutted += bool(ruts)
     assert rutted >= 5
+
+
+def _haul_roads(district: District) -> list[Any]:
+    """The haul roads of earth: pale exposed soil, long and a few metres wide."""
+    from sim.kinds import SurfaceKind
+
+    return [
+        s
+        for s in district.fixed_surfaces
+        if s.kind is SurfaceKind.BARE_SOIL
+        and s.gt_class is GroundTruthClass.EXPOSED_SOIL
+        and not s.geometry.buffer(-1.5).is_empty
+        and s.geometry.buffer(-5.0).is_empty
+        and s.geometry.area > 150.0
+    ]
+
+
+def test_haul_roads_have_churned_darker_verges_labelled_exposed_soil(
+    big_district: District,
+) -> None:
+    """Beside the pale packed roads of the real photos lies darker, unpacked earth the trucks
+    and the grader pushed aside, thinning into the weeds within a few metres: ragged strips
+    darker than the road, hugging it (within 8 m of it) and reaching beyond it, labelled
+    exposed soil."""
+    from sim.kinds import SurfaceKind
+
+    soil = [
+        s
+        for s in big_district.fixed_surfaces
+        if s.kind is SurfaceKind.BARE_SOIL and s.gt_class is GroundTruthClass.EXPOSED_SOIL
+    ]
+    with_verges = 0
+    for road in _haul_roads(big_district):
+        near = road.geometry.buffer(8.0)
+        verges = [
+            s
+            for s in soil
+            if s is not road
+            and s.site_id == road.site_id
+            and sum(s.color_rgb) < sum(road.color_rgb)
+            and s.geometry.intersects(road.geometry)
+            and s.geometry.difference(near).area < 0.02 * s.geometry.area
+            and s.geometry.difference(road.geometry).area > 10.0
+        ]
+        with_verges += bool(verges)
+    assert with_verges >= 5
+
+
+def test_earthworks_plots_have_pipes_and_basins_lying_about_outside_the_truth(
+    big_district: District,
+) -> None:
+    """A graded plot is strewn with culvert pipes, catch basins and offcuts, as in the real
+    photos: small objects with height, over the site's soil or weeds; the soil they lie on
+    is not labelled under them."""
+    from sim.kinds import SurfaceKind
+    from sim.world import LAYER_OBJECT
+
+    basins = [
+        s
+        for s in big_district.fixed_surfaces
+        if s.kind is SurfaceKind.CONCRETE
+        and s.layer == LAYER_OBJECT
+        and s.geometry.area < 3.0
+        and s.height_m > 0.0
+    ]
+    assert len(basins) >= 20
+    sites = {s.site_id for s in basins}
+    assert len(sites) >= 3
+    patches = [p for p in big_district.patches if p.site_id in sites]
+    covered = sum(
+        p.geometry.intersection(b.geometry).area
+        for b in basins
+        for p in patches
+        if p.site_id == b.site_id
+    )
+    assert covered < 0.01 * sum(b.geometry.area for b in basins)
