@@ -450,3 +450,40 @@ def test_the_map_reads_no_notice_texts(imported: World) -> None:
     assert not [s for s, _ in seen if "text_zh" in s or "text_en" in s]
     # the same through the API
     assert imported.client.get("/map/data", headers=analyst).status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_slow_inbox_read_holds_up_no_other_request_of_its_worker(imported: World) -> None:
+    """On PostgreSQL a bureau's list is read through the asyncio driver: while its query waits
+    (here on a lock another session holds on the notices), the same process, on the same
+    event loop, answers other requests. (A read made on the loop held them all up until the
+    lock went: /auth/me waited for the list.)"""
+    issued_notice(imported, "S1")
+    housing = imported.login("housing")
+    assert imported.client.get("/auth/me", headers=housing).status_code == 200  # user held
+    locker = make_engine(imported.settings.database.url)
+    listed: dict[str, Any] = {}
+    try:
+        with locker.connect() as connection:
+            connection.execute(text("LOCK TABLE notices IN ACCESS EXCLUSIVE MODE"))
+            release = threading.Timer(8.0, connection.rollback)  # never stuck, if it fails
+            release.start()
+
+            def list_inbox() -> None:
+                response = imported.client.get("/notices?open=true", headers=housing)
+                listed["status"], listed["at"] = response.status_code, time.monotonic()
+
+            lister = threading.Thread(target=list_inbox)
+            lister.start()
+            time.sleep(0.5)  # the list's query is waiting on the lock by now
+            me = imported.client.get("/auth/me", headers=housing)
+            answered = time.monotonic()
+            assert me.status_code == 200
+            assert "at" not in listed, "the list came back before the lock was released"
+            release.cancel()
+            connection.rollback()  # the lock goes: the list's query goes on
+            lister.join(10.0)
+        assert listed["status"] == 200
+        assert listed["at"] > answered
+    finally:
+        locker.dispose()
