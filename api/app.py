@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 import api.models
 import api.services.analysis
 import api.services.frames  # noqa: F401  (registers the frame jobs)
-from api.db import make_engine, make_read_engine, session_factory
+from api.db import make_engine, session_factory
 from api.jobs import JobWorker
 from api.limits import BodyLimit, RequestId
 from api.migrate import upgrade
@@ -59,7 +59,7 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
         sessions.configure(info={**sessions.kw["info"], "dispatch": Broker(settings)})
 
     @asynccontextmanager
-    async def lifespan(served: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         background = (
             BackgroundLease(settings.paths.data_dir / "background.lock", sessions, settings)
             if worker and not settings.queue.url
@@ -67,10 +67,6 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
         )
         if background is not None:
             background.start()
-        # Short reads of async routes on PostgreSQL's asyncio driver, bound to this loop (a
-        # request served without the lifespan reads through its session instead).
-        if not settings.database.short_reads_in_thread:
-            served.state.reads = make_read_engine(settings.database.url)
         # Everything loaded so far (modules, the app, the schema) lives as long as the
         # process: out of the collector's sight, a full collection no longer walks it all
         # (pauses of tens of ms in the middle of requests otherwise).
@@ -79,9 +75,6 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
         try:
             yield
         finally:
-            reads, served.state.reads = served.state.reads, None
-            if reads is not None:
-                await reads.dispose()
             if background is not None:
                 background.stop()
 
@@ -93,7 +86,6 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
     )
     app.state.engine = engine
     app.state.sessions = sessions
-    app.state.reads = None  # set in the lifespan: see `api.deps.read_rows`
     app.state.settings = settings
     app.state.principals = Principals(settings.paths.data_dir)
     app.state.secret = load_or_create_secret(

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
@@ -82,22 +81,6 @@ def _ping_after_idle(engine: Engine) -> None:
             dbapi_connection.rollback()  # no round trip unless the ping opened a transaction
         except Exception as error:  # any failure: the pool retries with a new connection
             raise exc.DisconnectionError(f"a pooled connection was dead: {error}") from error
-
-
-def make_read_engine(url: str) -> AsyncEngine | None:
-    """PostgreSQL: an engine on psycopg's asyncio interface for the short reads of async routes
-    (`api.deps.read_rows`), in autocommit (a one-statement read is one round trip); None
-    for SQLite, whose reads of a local file are faster done directly. Its connections
-    belong to the event loop that first uses them: make it in the served app's lifespan and
-    dispose of it there."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        return None
-    engine = create_async_engine(
-        parsed.set(drivername="postgresql+psycopg_async"), isolation_level="AUTOCOMMIT"
-    )
-    _ping_after_idle(engine.sync_engine)
-    return engine
 
 
 def read_outside_transaction(session: Session) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
-from sqlalchemy import Executable, Row, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -55,24 +54,6 @@ async def run_short(session: Session, function: Callable[..., T], *args: Any) ->
     if session.info.get(SHORT_READS_IN_THREAD):
         return await run_in_threadpool(outside_transaction)
     return outside_transaction()
-
-
-async def read_rows(
-    request: Request, session: Session, statement: Executable, parameters: Mapping[str, Any]
-) -> Sequence[Row[Any]]:
-    """The rows of one short, bounded read (one indexed query; it must write nothing) for an
-    async route. On PostgreSQL, in a served app, it goes through the asyncio driver
-    (`api.db.make_read_engine`): while the server works on it the event loop serves the
-    worker's other requests, where a read on the loop held them all up for the round trip
-    (under load about 45 % of a worker's time went to that wait). Otherwise (SQLite, no
-    lifespan, ``database.short_reads_in_thread``) through the request's session, as
-    `run_short` does."""
-    reads: AsyncEngine | None = request.app.state.reads
-    if reads is None:
-        return await run_short(session, lambda: session.execute(statement, parameters).all())
-    async with reads.connect() as connection:
-        result = await connection.execute(statement, parameters)
-        return result.all()
 
 
 async def get_current_user(

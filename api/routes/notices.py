@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, UploadFile
 
-from api.deps import CurrentUser, SessionDep, read_rows
+from api.deps import CurrentUser, SessionDep, run_short
 from api.models.notices import (
     NOTICE_SUMMARIES,
     FindingClass,
@@ -61,17 +62,19 @@ async def list_notices(
 ) -> Response:
     """The notices you may see (a bureau: its own), oldest first, a page at a time."""
     # A page is one bounded keyset query (at most 501 rows on an index).
-    statement, parameters = service.list_query(
-        user,
-        state=state,
-        open_only=open,
-        site=site,
-        finding_class=finding_class,
-        limit=limit,
-        cursor=cursor,
-    )
-    page, following = service.list_page(
-        await read_rows(request, session, statement, parameters), limit
+    page, following = await run_short(
+        session,
+        partial(
+            service.list_notices,
+            session,
+            user,
+            state=state,
+            open_only=open,
+            site=site,
+            finding_class=finding_class,
+            limit=limit,
+            cursor=cursor,
+        ),
     )
     headers = {}
     if following is not None:

@@ -9,14 +9,13 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import shapely
 from shapely.geometry import shape
-from sqlalchemy import Row, Select, bindparam, select, text, update
+from sqlalchemy import Select, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -598,30 +597,6 @@ def list_notices(
 ) -> tuple[list[NoticeSummary], str | None]:
     """One page of the notices ``user`` may see, oldest first, and the cursor of the next page
     (None on the last). Keyset paging: a page costs the same however deep it is."""
-    statement, parameters = list_query(
-        user,
-        state=state,
-        open_only=open_only,
-        site=site,
-        finding_class=finding_class,
-        limit=limit,
-        cursor=cursor,
-    )
-    return list_page(session.execute(statement, parameters).all(), limit)
-
-
-def list_query(
-    user: User,
-    *,
-    state: NoticeState | None = None,
-    open_only: bool = False,
-    site: str | None = None,
-    finding_class: str | None = None,
-    limit: int = 100,
-    cursor: str | None = None,
-) -> tuple[Select[*tuple[Any, ...]], dict[str, Any]]:
-    """The statement and bound values of `list_notices`' page (one bounded keyset query on
-    an index, writing nothing), for a caller that runs it on a driver of its own."""
     filters = {
         "bureau_id": user.bureau_id if user.role == Role.BUREAU else None,
         "state": state.value if state is not None else None,
@@ -631,11 +606,7 @@ def list_query(
     }
     given = (open_only, *(value is not None for value in filters.values()))
     parameters = {name: value for name, value in filters.items() if value is not None}
-    return _list_statement(given), {**parameters, "rows": limit + 1}
-
-
-def list_page(rows: Sequence[Row[Any]], limit: int) -> tuple[list[NoticeSummary], str | None]:
-    """`list_query`'s rows (up to ``limit`` + 1) as a page and the next page's cursor."""
+    rows = session.execute(_list_statement(given), {**parameters, "rows": limit + 1}).all()
     page = [
         NoticeSummary(
             number=row.number,
