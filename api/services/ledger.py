@@ -115,10 +115,12 @@ def account(
     delta = {name: after[name] - (before[name] if before else 0) for name in TOTALS}
     if not any(delta.values()):
         return
-    dialect = session.get_bind().dialect.name
-    per_site, per_bureau = _upserts(dialect)
-    session.execute(per_site, {"site_id": site_id, "bureau_key": bureau_id or 0, **delta})
-    session.execute(per_bureau, {"bureau_key": bureau_id or 0, **delta})
+    connection = session.connection()
+    per_site, per_bureau = _upserts(connection.dialect.name)
+    # On the session's connection, not through the ORM's bulk-insert path (which cost a
+    # third of the issuing of a notice's CPU in a profile): plain statements, no flush needed.
+    connection.execute(per_site, {"site_id": site_id, "bureau_key": bureau_id or 0, **delta})
+    connection.execute(per_bureau, {"bureau_key": bureau_id or 0, **delta})
 
 
 @functools.cache

@@ -492,10 +492,10 @@ def _next_number(session: Session, series: str) -> str:
     """The next number of ``series`` (``GX-2026-000124``): one upsert that creates the
     counter row at 1 or increments it, and returns the value. The row stays locked until the
     transaction ends, so two concurrent issues can never get the same number."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    connection = session.connection()  # a plain statement, not the ORM's bulk-insert path
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     statement = insert(NoticeCounter).values(series=series, last=1)
-    last = session.execute(
+    last = connection.execute(
         statement.on_conflict_do_update(
             index_elements=[NoticeCounter.series], set_={"last": NoticeCounter.last + 1}
         ).returning(NoticeCounter.last)
