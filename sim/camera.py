@@ -48,7 +48,6 @@ class CameraModel:
     focal_length_mm: float
     focal_length_35mm: int
     distortion: Distortion = NO_DISTORTION
-    scale: float = 1.0  # pixels per side relative to the real sensor (`scaled`)
 
     @property
     def has_distortion(self) -> bool:
@@ -99,7 +98,6 @@ class CameraModel:
             focal_px=self.focal_px * sx,
             cx_px=(self.cx_px + 0.5) * sx - 0.5,
             cy_px=(self.cy_px + 0.5) * sy - 0.5,
-            scale=self.scale * sx,
         )
 
     @property

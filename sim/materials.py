@@ -33,7 +33,7 @@ MACRO_TILE = 256
 # The weights below were set by eye; these factors scale all fine and coarse texture so that
 # gradient statistics match real photos at the analysis resolution (`sim compare`, median
 # over districts: a single district's picture style moves them by a third).
-FINE_STRENGTH = 0.5
+FINE_STRENGTH = 0.8
 COARSE_STRENGTH = 0.5
 
 FINE_CHANNELS = ("grain", "stripes", "clods", "weave")
@@ -63,17 +63,17 @@ class Material:
         return (self.tracks, self.folds, self.joints, self.stains)
 
 
-WET_SOIL = (0.8, 0.77, 0.72)  # darker and a little more saturated, as damp earth is
+WET_SOIL = (0.7, 0.67, 0.62)  # darker and a little more saturated, as damp earth is
 DRY_GRASS = (1.1, 1.06, 1.0)
 FADED_NET = (1.25, 1.15, 1.2)
 
 MATERIALS: dict[SurfaceKind, Material] = {
     SurfaceKind.GROUND: Material(
-        grain=0.22,
-        clods=0.14,
+        grain=0.13,
+        clods=0.1,
         tracks=0.05,
         stains=0.12,
-        macro=0.14,
+        macro=0.22,
         alt_tone=DRY_GRASS,
         soft_edge=True,
     ),

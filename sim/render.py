@@ -41,8 +41,6 @@ SHIFT_BITS = 4  # sub-pixel precision of the rasteriser: 1/16 px
 LOWRES = 8  # lighting, haze and macro texture are computed at 1/8 resolution
 RELIEF_RES = 4  # heaps and pits are shaded on a 1/4 resolution height field
 SENSOR_NOISE_OFFSET = (12.0, 12.0, 12.0, 0.0)
-# Texture is computed at full resolution above this ground resolution (at half below it).
-TEXTURE_FULL_RES_GSD_M = 0.06
 SOFT_EDGE_M = 0.9  # natural ground blends into its neighbour over about 2 sigma each side
 
 UInt8Image = NDArray[np.uint8]
@@ -79,13 +77,8 @@ class SensorEffects:
         return SensorEffects(noise_level=0)
 
     @staticmethod
-    def draw(rng: np.random.Generator, gsd_m: float, camera_scale: float = 1.0) -> SensorEffects:
-        """Effects for one frame; ``gsd_m`` turns flight speed times shutter time into pixels.
-
-        Defocus is drawn in pixels of the real sensor and shrinks with ``camera_scale`` (a
-        camera scaled down, `CameraModel.scaled`): a frame rendered straight at 10 cm per
-        pixel is blurred as the full frame downscaled would be, not four times as much.
-        """
+    def draw(rng: np.random.Generator, gsd_m: float) -> SensorEffects:
+        """Effects for one frame; ``gsd_m`` turns flight speed times shutter time into pixels."""
         speed_m_s = rng.uniform(3.0, 12.0)
         shutter_s = 1.0 / rng.choice([100.0, 200.0, 400.0, 800.0, 1600.0])
         return SensorEffects(
@@ -98,8 +91,7 @@ class SensorEffects:
             noise_level=int(rng.choice([1, 1, 1, 2, 3])),
             motion_blur_px=float(speed_m_s * shutter_s / max(gsd_m, 1e-3)),
             motion_angle_deg=float(rng.uniform(0.0, 180.0)),
-            defocus_px=float(rng.choice([0.0, 0.0, rng.uniform(0.3, 1.2)]))
-            * min(1.0, camera_scale),
+            defocus_px=float(rng.choice([0.0, 0.0, rng.uniform(0.3, 1.2)])),
         )
 
 
@@ -107,16 +99,14 @@ _TABLES = material_tables()
 
 
 @lru_cache(maxsize=4)
-def _sensor_tile(level: int, camera_scale: float = 1.0) -> UInt8Image:
-    """Sensor noise around `SENSOR_NOISE_OFFSET`, its spread growing with the ISO ``level``
-    and shrinking in a camera scaled down (each of its pixels averages ``1 / scale**2`` of
-    the real sensor's, as a downscaled photo's do).
+def _sensor_tile(level: int) -> UInt8Image:
+    """Sensor noise around `SENSOR_NOISE_OFFSET`, its spread growing with the ISO ``level``.
 
     Mostly in brightness, little in colour: the camera's own processing removes most colour
     noise before it writes the JPEG.
     """
     rng = np.random.default_rng(20261123 + level)
-    spread = math.sqrt(level) * camera_scale
+    spread = math.sqrt(level)
     luma = rng.normal(0.0, 2.2 * spread, size=(512, 512, 1))
     chroma = rng.normal(0.0, 0.5 * spread, size=(512, 512, 3))
     noise = SENSOR_NOISE_OFFSET[0] + luma + chroma
@@ -273,7 +263,7 @@ def render(
     """
     rng = np.random.default_rng(seed)
     if sensor is None:
-        sensor = SensorEffects.draw(rng, view.camera.gsd_m(view.height_m), view.camera.scale)
+        sensor = SensorEffects.draw(rng, view.camera.gsd_m(view.height_m))
     if not view.camera.has_distortion:
         pinhole = _render_pinhole(district, view, rng, sensor)
     else:
@@ -291,9 +281,7 @@ def render(
             ),
         )
     color = _optics(pinhole.bgr, sensor)
-    return replace(
-        pinhole, bgr=_add_sensor_noise(color, rng, sensor.noise_level, view.camera.scale)
-    )
+    return replace(pinhole, bgr=_add_sensor_noise(color, rng, sensor.noise_level))
 
 
 @lru_cache(maxsize=4)
@@ -581,10 +569,8 @@ def _shade(
 ) -> UInt8Image:
     """Texture, relief, shadows, haze, vignetting, exposure and colour style.
 
-    Everything multiplicative is computed at half resolution when a pixel is finer than a few
-    4 cm texels (full-size survey frames), else at full resolution (frames rendered straight
-    at the analysis resolution, where a half-resolution texture is visibly soft), and applied
-    to the full-resolution colours in 8-bit fixed point.
+    Everything multiplicative is computed at half resolution (a 4 cm texel is about a pixel
+    at survey heights) and applied to the full-resolution colours in 8-bit fixed point.
     """
     fine_tile, coarse_tile, macro_tile = texture_tiles()
     env = district.environment
@@ -593,11 +579,10 @@ def _shade(
     # Each district's ground looks different: the texture anchor moves with the district.
     ce, cn = ce + env.texture_offset_m[0], cn + env.texture_offset_m[1]
     local_from_image = np.linalg.inv(view.homography_local)
-    reduce = 2 if view.camera.gsd_m(view.height_m) < TEXTURE_FULL_RES_GSD_M else 1
-    half_size = (math.ceil(width / reduce), math.ceil(height / reduce))
+    half_size = (math.ceil(width / 2), math.ceil(height / 2))
     low_size = (math.ceil(width / LOWRES), math.ceil(height / LOWRES))
 
-    half_from_image = local_from_image @ _image_from_reduced(reduce)
+    half_from_image = local_from_image @ _image_from_reduced(2)
     fine = _warp_tile(
         fine_tile, _tile_from_local(ce, cn, FINE_TEXEL_M, FINE_TILE) @ half_from_image, half_size
     )
@@ -690,14 +675,12 @@ def _optics(color: UInt8Image, sensor: SensorEffects) -> UInt8Image:
     return out
 
 
-def _add_sensor_noise(
-    color: UInt8Image, rng: np.random.Generator, level: int, camera_scale: float = 1.0
-) -> UInt8Image:
+def _add_sensor_noise(color: UInt8Image, rng: np.random.Generator, level: int) -> UInt8Image:
     """Sensor noise from a tile offset by the seed: +noise then -offset, both saturating,
     block by block in place (no frame-sized copy of the tile)."""
     if level <= 0:
         return color
-    sensor = _sensor_tile(level, round(min(1.0, camera_scale), 2))
+    sensor = _sensor_tile(level)
     size = sensor.shape[0]
     height, width = color.shape[:2]
     oy, ox = int(rng.integers(0, size)), int(rng.integers(0, size))

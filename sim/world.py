@@ -599,20 +599,6 @@ NET_BLACK = (52, 52, 50)  # black HDPE, greyed by dust
 SITE_GRAVEL = (128, 122, 110)  # packed gravel and hardcore, brown with the site's dust
 
 
-ROAD_DUST_GREY = (156, 150, 140)  # the fine dry silt trucks grind out of a dirt road
-
-
-def _dusty(rgb: Sequence[int], site_id: str, curve: NDArray[np.float64]) -> tuple[int, ...]:
-    """A haul road's colour, greyed by the dry silt its traffic grinds out: from none to
-    three quarters of the way to that grey, so that many dirt roads take the tone of the
-    dust film on paving (the reference photos' dirt roads) and only their setting (earth and
-    weeds beside them, no kerb, no clean paving) tells them from road dust. From a generator
-    of its own, so the district's other draws are unchanged."""
-    share = float(_rng("dusty-road", site_id, *np.round(curve[0], 1)).uniform(0.0, 0.75))
-    grey = np.asarray(ROAD_DUST_GREY, dtype=np.float64)
-    return tuple(int(c) for c in np.round(np.asarray(rgb) + share * (grey - np.asarray(rgb))))
-
-
 class _SiteBuilder:
     """Lays out the surfaces of one site in its own rotated frame (u along, v across)."""
 
@@ -759,7 +745,7 @@ class _SiteBuilder:
         road = LineString(curve).buffer(half_width, quad_segs=4)
         pale = float(rng.uniform(1.08, 1.28))
         soil = self.soil()
-        rgb = _dusty(tuple(min(255, round(c * pale)) for c in soil), self.site_id, curve)
+        rgb = tuple(min(255, round(c * pale)) for c in soil)
         self._verges(curve, half_width, soil)
         self.add(SurfaceKind.BARE_SOIL, road, LAYER_SITE_BLOCK, rgb, GroundTruthClass.EXPOSED_SOIL)
         self._ruts(curve, half_width, rgb, road)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import cv2
 import numpy as np
 import pytest
 import shapely
@@ -106,50 +105,3 @@ def test_sensor_noise_is_mostly_in_brightness() -> None:
     luma = tile.mean(axis=2)
     chroma = tile - luma[:, :, None]
     assert float(chroma.std()) < 0.35 * float(luma.std())
-
-
-def _frame_at_analysis_resolution(district: District) -> ViewGeometry:
-    """A view over the first site through the camera scaled to 10 cm per pixel at 100 m,
-    as `dustpatrol train dataset` renders its frames."""
-    centre = district.sites[0].geometry.centroid
-    base = camera_preset("m3e")
-    camera = camera_preset("m3e", base.gsd_m(100.0) / 0.1)
-    return view_for(district, camera, pose_at(district, centre.x, centre.y, 100.0))
-
-
-def _lag_one_correlation(bgr: np.ndarray) -> float:
-    """Correlation of horizontally adjacent pixels of the image's fine detail (what a blur
-    of 2 px leaves out): near 0 for detail a pixel wide, high for detail upsampled."""
-    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    detail = grey - cv2.GaussianBlur(grey, (0, 0), 2.0)
-    return float(np.corrcoef(detail[:, :-1].ravel(), detail[:, 1:].ravel())[0, 1])
-
-
-def test_frames_rendered_at_the_analysis_resolution_keep_their_fine_texture(
-    district: District,
-) -> None:
-    """Texture of a frame rendered straight at 10 cm per pixel is computed per pixel, as a
-    photo downscaled to 10 cm keeps it: at half resolution and upsampled (as full-size
-    frames do it), neighbouring pixels were alike (lag-one correlation of the detail 0.73
-    against 0.53 per pixel, district 11) and the training frames softer than the real photos."""
-    view = _frame_at_analysis_resolution(district)
-    frame = render(district, view, seed=1, sensor=SensorEffects.neutral()).bgr
-    assert _lag_one_correlation(frame) < 0.66
-
-
-def test_a_camera_scaled_down_blurs_and_noises_as_a_downscaled_photo() -> None:
-    """Defocus and sensor noise belong to the real sensor's pixels: a camera scaled down by
-    ``s`` (each of its pixels ``1 / s**2`` real ones) has ``s`` times the defocus in pixels
-    and ``s`` times the noise, and every other draw is the same."""
-    for seed in range(40):
-        full = SensorEffects.draw(np.random.default_rng(seed), 0.1)
-        small = SensorEffects.draw(np.random.default_rng(seed), 0.1, camera_scale=0.25)
-        assert small.defocus_px == pytest.approx(0.25 * full.defocus_px)
-        assert replace(small, defocus_px=full.defocus_px) == full
-    district = generate_district(5, n_sites=12, extent_m=3000.0)
-    view = _frame_at_analysis_resolution(district)
-    clean = render(district, view, seed=1, sensor=SensorEffects.neutral()).bgr
-    noisy = render(district, view, seed=1, sensor=SensorEffects(noise_level=3)).bgr
-    added = float((noisy.astype(np.float32) - clean.astype(np.float32)).std())
-    full_sensor = float(_sensor_tile(3).astype(np.float32).mean(axis=2).std())
-    assert 0.1 * full_sensor < added < 0.5 * full_sensor
