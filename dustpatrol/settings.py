@@ -269,12 +269,13 @@ class NoticesSettings(_Section):
     number_prefix: str = Field("GX", pattern=r"^[A-Z]{1,6}$")
     require_confirmation: bool = True
     min_confidence: float = Field(
-        0.4,
+        0.34,
         ge=0.0,
         le=1.0,
         description=(
-            "a finding's confidence (the mean over the frames that found it) must reach "
-            "this for a notice; chosen on held-out districts 9004-9009 (README)"
+            "a finding's confidence (the mean over the frames that saw its ground, 0 from "
+            "each that found nothing there) must reach this for a notice; chosen on held-out "
+            "districts 9004-9009 (README)"
         ),
     )
     min_area_m2: dict[str, float] = Field(

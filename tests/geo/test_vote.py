@@ -9,7 +9,7 @@ from shapely.affinity import translate
 from shapely.geometry import box
 
 from geo.errors import GeoError
-from geo.matching import Observation, merge_observations
+from geo.matching import Observation, frames_that_saw, merge_observations
 from geo.vote import voted_outline
 
 UTM = CRS.from_epsg(32650)
@@ -94,3 +94,31 @@ def test_frames_that_disagree_on_where_things_are_do_not_vote() -> None:
     assert merge_observations(shifted, UTM, SEEN, 0.34) == []  # no gate: outvoted
     kept = merge_observations(shifted, UTM, SEEN, 0.34, vote_max_uncertainty_m=5.0)
     assert kept[0].area_m2 == pytest.approx(80.0)  # the union
+
+
+def test_frames_that_saw_a_patch_and_found_nothing_lower_its_confidence() -> None:
+    """A mistake only some views of the ground make (the model's guess at a frame's dark
+    edge) is no surer than the share of the frames over it that made it."""
+    patch = box(0, 0, 10, 10)
+    everyone = [_seen(frame, patch) for frame in "abcd"]
+    assert merge_observations(everyone, UTM, SEEN, 0.25)[0].confidence == pytest.approx(0.6)
+    one_of_four = [_seen("a", patch)]
+    lone = merge_observations(one_of_four, UTM, SEEN, 0.25)
+    assert lone[0].confidence == pytest.approx(0.15)  # 0.6 from a, 0 from b, c and d
+    # a frame whose footprint holds under half of the patch did not see it
+    partly = {**SEEN, "b": box(-50, -50, 4, 50), "c": box(200, 200, 300, 300)}
+    assert merge_observations(one_of_four, UTM, partly, 0.25)[0].confidence == pytest.approx(0.3)
+    # without a vote (no footprints, or frames metres apart) it is the finders' mean
+    assert merge_observations(one_of_four, UTM)[0].confidence == pytest.approx(0.6)
+    far_apart = [_seen("a", patch, uncertainty_m=10.0)]
+    assert merge_observations(far_apart, UTM, SEEN, 0.25, vote_max_uncertainty_m=5.0)[
+        0
+    ].confidence == pytest.approx(0.6)
+
+
+def test_frames_that_saw_counts_footprints_over_half_the_outline() -> None:
+    footprints = {"a": box(0, 0, 10, 10), "b": box(5, 0, 20, 10), "c": box(8, 0, 20, 10)}
+    assert frames_that_saw(box(0, 0, 10, 10), footprints) == {"a", "b"}
+    assert frames_that_saw(box(0, 0, 10, 10), footprints, share=0.1) == {"a", "b", "c"}
+    assert frames_that_saw(box(50, 50, 51, 51), footprints) == set()
+    assert frames_that_saw(box(0, 0, 10, 10), {}) == set()
