@@ -394,19 +394,28 @@ def combine_confidence(per_frame: Sequence[float], looked: int = 0) -> float:
     return total / max(len(per_frame), looked)
 
 
-def frames_that_saw(
-    outline: BaseGeometry, footprints: Mapping[str, BaseGeometry], share: float = 0.5
-) -> set[str]:
-    """The frames whose footprint covers at least ``share`` of ``outline``."""
-    if outline.is_empty or not footprints or outline.area <= 0.0:
-        return set()
-    names = list(footprints)
-    shapes = np.asarray([footprints[name] for name in names], dtype=object)
-    near = np.flatnonzero(shapely.intersects(shapes, outline))
-    if near.size == 0:
-        return set()
-    covered = shapely.area(shapely.intersection(shapes[near], outline))
-    return {names[i] for i, area in zip(near, covered, strict=True) if area >= share * outline.area}
+class FootprintIndex:
+    """The ground each frame saw, by frame id, indexed once for the many findings of a merge
+    (a flight's frames are queried once per finding)."""
+
+    def __init__(self, footprints: Mapping[str, BaseGeometry]) -> None:
+        self.names = list(footprints)
+        self.shapes = np.asarray([footprints[name] for name in self.names], dtype=object)
+        self.tree = shapely.STRtree(self.shapes)
+
+    def saw(self, outline: BaseGeometry, share: float = 0.5) -> set[str]:
+        """The frames whose footprint covers at least ``share`` of ``outline``."""
+        if outline.is_empty or outline.area <= 0.0 or not self.names:
+            return set()
+        near = self.tree.query(outline, predicate="intersects")
+        if near.size == 0:
+            return set()
+        covered = shapely.area(shapely.intersection(self.shapes[near], outline))
+        return {
+            self.names[i]
+            for i, area in zip(near, covered, strict=True)
+            if area >= share * outline.area
+        }
 
 
 def merge_observations(
@@ -454,6 +463,7 @@ def merge_observations(
     members: dict[int, list[int]] = {}
     for i in range(len(observations)):
         members.setdefault(root(i), []).append(i)
+    seen = FootprintIndex(footprints) if footprints is not None and vote_share > 0.0 else None
     findings = []
     for indices in members.values():
         group = [observations[i] for i in indices]
@@ -464,13 +474,13 @@ def merge_observations(
         looked = 0  # frames that saw the finding, counted where frames vote
         if (
             footprints is not None
-            and vote_share > 0.0
+            and seen is not None
             and float(np.median([o.uncertainty_m for o in group])) <= vote_max_uncertainty_m
         ):
             union = voted_outline([(o.frame_id, o.polygon) for o in group], footprints, vote_share)
             if union.is_empty:
                 continue  # seen by too few of the frames that looked: outvoted
-            looked = len(frames_that_saw(union, footprints) | set(best_per_frame))
+            looked = len(seen.saw(union) | set(best_per_frame))
         else:
             union = shapely.union_all(polygons[indices])
         if not isinstance(union, Polygon | MultiPolygon):

@@ -9,7 +9,7 @@ from shapely.affinity import translate
 from shapely.geometry import box
 
 from geo.errors import GeoError
-from geo.matching import Observation, frames_that_saw, merge_observations
+from geo.matching import FootprintIndex, Observation, merge_observations
 from geo.vote import voted_outline
 
 UTM = CRS.from_epsg(32650)
@@ -116,9 +116,9 @@ def test_frames_that_saw_a_patch_and_found_nothing_lower_its_confidence() -> Non
     ].confidence == pytest.approx(0.6)
 
 
-def test_frames_that_saw_counts_footprints_over_half_the_outline() -> None:
-    footprints = {"a": box(0, 0, 10, 10), "b": box(5, 0, 20, 10), "c": box(8, 0, 20, 10)}
-    assert frames_that_saw(box(0, 0, 10, 10), footprints) == {"a", "b"}
-    assert frames_that_saw(box(0, 0, 10, 10), footprints, share=0.1) == {"a", "b", "c"}
-    assert frames_that_saw(box(50, 50, 51, 51), footprints) == set()
-    assert frames_that_saw(box(0, 0, 10, 10), {}) == set()
+def test_the_footprint_index_counts_footprints_over_half_the_outline() -> None:
+    index = FootprintIndex({"a": box(0, 0, 10, 10), "b": box(5, 0, 20, 10), "c": box(8, 0, 20, 10)})
+    assert index.saw(box(0, 0, 10, 10)) == {"a", "b"}
+    assert index.saw(box(0, 0, 10, 10), share=0.1) == {"a", "b", "c"}
+    assert index.saw(box(50, 50, 51, 51)) == set()
+    assert FootprintIndex({}).saw(box(0, 0, 10, 10)) == set()
