@@ -9,6 +9,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -108,25 +109,28 @@ def _ingest(
         collection.get("features"), list
     ):
         raise InvalidInputError("the body must be a GeoJSON FeatureCollection of findings")
-    sites = _sites_named(session, collection["features"])
+    sites, bureaus = _sites_named(session, collection["features"])
     created, unchanged = 0, 0
     unknown: set[str] = set()
     issued: list[Notice] = []
-    for index, feature in enumerate(collection["features"]):
-        finding = _finding_from_feature(flight_id, index, feature, sites, unknown)
-        if (
-            session.scalar(select(Finding.id).where(Finding.fingerprint == finding.fingerprint))
-            is not None
-        ):
+    findings = [
+        _finding_from_feature(flight_id, index, feature, sites, unknown)
+        for index, feature in enumerate(collection["features"])
+    ]
+    stored = _stored_fingerprints(session, [f.fingerprint for f in findings])
+    for finding in findings:
+        if finding.fingerprint in stored:  # posted before (or twice in this collection)
             unchanged += 1
             continue
-        session.add(finding)
-        session.flush()
-        created += 1
+        stored.add(finding.fingerprint)
+        # The rules first, the finding's insert after: it is written with its notice (one
+        # statement, not an insert and then an update).
         _issue_unconfirmed(session, settings, finding, issued)
+        session.add(finding)
+        created += 1
     session.flush()
     verify_with_flight(session, settings, flight_id)
-    _number_issued(session, settings)
+    _number_issued(session, settings, bureaus)
     session.commit()
     return FindingsIngested(
         created=created,
@@ -165,7 +169,7 @@ def sync_flight(
         if not final and flight.completed_at is not None:  # the final run has it now
             session.rollback()
             return FindingsIngested(created=0, unchanged=0, unknown_sites=[], notices_issued=[])
-        sites = _sites_named(session, collection["features"])
+        sites, bureaus = _sites_named(session, collection["features"])
         unknown: set[str] = set()
         fresh = [
             _finding_from_feature(flight_id, index, feature, sites, unknown)
@@ -217,7 +221,7 @@ def sync_flight(
         session.flush()
         if final:
             verify_with_flight(session, settings, flight_id)
-        _number_issued(session, settings)
+        _number_issued(session, settings, bureaus)
         session.commit()
     return FindingsIngested(
         created=created,
@@ -227,9 +231,24 @@ def sync_flight(
     )
 
 
-def _sites_named(session: Session, features: list[Any]) -> dict[str, Site]:
+def _stored_fingerprints(session: Session, fingerprints: list[str]) -> set[str]:
+    """Which of ``fingerprints`` are stored findings: a query per 500, not one per finding."""
+    stored: set[str] = set()
+    unique = sorted(set(fingerprints))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        stored.update(
+            session.scalars(select(Finding.fingerprint).where(Finding.fingerprint.in_(chunk)))
+        )
+    return stored
+
+
+def _sites_named(
+    session: Session, features: list[Any]
+) -> tuple[dict[str, Site], dict[int, Bureau]]:
     """The registered sites the features name (by ``properties.site_id``; malformed features
-    are left to `_finding_from_feature` to refuse)."""
+    are left to `_finding_from_feature` to refuse), and their bureaus, read with them (the
+    notices issued on those sites need to know whether a bureau has a webhook)."""
     named = {
         f["properties"]["site_id"]
         for f in features
@@ -237,9 +256,18 @@ def _sites_named(session: Session, features: list[Any]) -> dict[str, Site]:
         and isinstance(f.get("properties"), dict)
         and isinstance(f["properties"].get("site_id"), str)
     }
-    return {
-        s.site_id: s for s in session.scalars(select(Site).where(Site.site_id.in_(sorted(named))))
-    }
+    sites: dict[str, Site] = {}
+    bureaus: dict[int, Bureau] = {}
+    rows = session.execute(
+        select(Site, Bureau)
+        .outerjoin(Bureau, Bureau.id == Site.bureau_id)
+        .where(Site.site_id.in_(sorted(named)))
+    )
+    for site, bureau in rows:
+        sites[site.site_id] = site
+        if bureau is not None:
+            bureaus[bureau.id] = bureau
+    return sites, bureaus
 
 
 def _issue_unconfirmed(
@@ -420,35 +448,50 @@ def _issue(session: Session, settings: Settings, finding: Finding, actor: User |
     )
     session.add(notice)
     session.flush()
-    session.info.setdefault(_UNNUMBERED, []).append(notice)
-    session.add(
-        NoticeEvent(
-            notice_id=notice.id,
-            from_state=None,
-            to_state=NoticeState.ISSUED.value,
-            actor_id=actor.id if actor else None,
-            note=f"issued from finding {finding.id}",
-            at=now,
-        )
-    )
+    # Its first event names the finding, which may not be written yet (`ingest` writes a
+    # finding after the rules, with its notice): `_number_issued` records it.
+    session.info.setdefault(_UNNUMBERED, []).append((notice, finding, actor))
     return notice
 
 
 _UNNUMBERED = "dustpatrol.unnumbered_notices"
 
 
-def _number_issued(session: Session, settings: Settings) -> None:
-    """Number the notices issued in this transaction, add their shares to the ledger and
-    queue their webhook messages: the last writes before the commit. The series' counter row
-    and the bureau's ledger total are the rows every concurrent issue waits on, so they are
-    locked here, for the commit's round trip, not from the first notice through the rest of
-    the request (findings, rules, the flight's verification)."""
-    for notice in session.info.pop(_UNNUMBERED, []):
+def _number_issued(
+    session: Session, settings: Settings, bureaus: Mapping[int, Bureau] | None = None
+) -> None:
+    """Number the notices issued in this transaction, record their first event, add their
+    shares to the ledger and queue their webhook messages: the last writes before the
+    commit. The series' counter row and the bureau's ledger total are the rows every
+    concurrent issue waits on, so they are locked here, for the commit's round trip, not
+    from the first notice through the rest of the request (findings, rules, the flight's
+    verification). ``bureaus`` (read earlier, by id) spares reading a bureau to learn it has
+    no webhook."""
+    pending: list[tuple[Notice, Finding, User | None]] = session.info.pop(_UNNUMBERED, [])
+    if not pending:
+        return
+    if any(finding.id is None for _, finding, _ in pending):
+        session.flush()  # the findings written, so that the events can name them
+    for notice, finding, actor in pending:
+        session.add(
+            NoticeEvent(
+                notice_id=notice.id,
+                from_state=None,
+                to_state=NoticeState.ISSUED.value,
+                actor_id=actor.id if actor else None,
+                note=f"issued from finding {finding.id}",
+                at=notice.issued_at,
+            )
+        )
+    session.flush()  # the events too, before the rows concurrent issues wait on
+    for notice, _, _ in pending:
         series = f"{settings.notices.number_prefix}-{as_utc(notice.issued_at).year}"
         notice.number = _next_number(session, series)
         ledger.account(session, notice.site_id, notice.bureau_id, None, _ledger_share(notice))
-        site = session.get(Site, notice.site_id)
-        announce(session, notice.bureau_id, "notice.issued", _webhook_payload(notice, site))
+        known = (bureaus or {}).get(notice.bureau_id or 0)
+        if known is None or known.webhook_url:
+            site = session.get(Site, notice.site_id)
+            announce(session, notice.bureau_id, "notice.issued", _webhook_payload(notice, site))
     session.flush()
 
 
@@ -855,12 +898,22 @@ def verify_with_flight(session: Session, settings: Settings, flight_id: int) -> 
     if seen_lonlat is None:
         return []
     touched = []
-    for notice in session.scalars(
-        select(Notice).where(Notice.state == NoticeState.RECTIFIED.value)
-    ).all():
-        site = session.get(Site, notice.site_id)
-        if site is None:
-            continue
+    # Only the rectified notices of sites whose box meets the box of what the frames saw,
+    # read with their sites: not every rectified notice of the registry, each with its site.
+    min_lon, min_lat, max_lon, max_lat = seen_lonlat.bounds
+    in_view = (
+        select(Notice, Site)
+        .join(Site, Site.id == Notice.site_id)
+        .where(
+            Notice.state == NoticeState.RECTIFIED.value,
+            Site.max_lon >= min_lon,
+            Site.min_lon <= max_lon,
+            Site.max_lat >= min_lat,
+            Site.min_lat <= max_lat,
+        )
+        .order_by(Notice.id)
+    )
+    for notice, site in session.execute(in_view).all():
         coverage = site_coverage_share(site, seen_lonlat)
         if coverage < VERIFY_MIN_COVERAGE:
             continue

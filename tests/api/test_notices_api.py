@@ -482,3 +482,98 @@ def test_a_notice_is_numbered_and_accounted_last_before_the_commit(imported: Wor
     allowed = ("notice_counters", "update notices set number", "ledger_", "outbox", "bureaus")
     strays = [s[:80] for s in tail if not any(word in s for word in allowed)]
     assert strays == [], f"between numbering and commit: {strays}"
+
+
+def test_a_posted_finding_is_written_once_with_its_notice(imported: World) -> None:
+    """Issuing from posted findings: the stored fingerprints are looked up once for the
+    collection, each finding is inserted with its notice (no update of it after), the bureau
+    is read with the site (not again to learn it has no webhook), and the notice's first
+    event names the finding it was issued from."""
+    from sqlalchemy import event, select
+
+    from api.db import make_engine, session_factory
+    from api.models.notices import Finding, NoticeEvent
+    from api.services.notices import ingest
+
+    settings = imported.settings.model_copy(
+        update={
+            "notices": imported.settings.notices.model_copy(update={"require_confirmation": False})
+        }
+    )
+    flight = new_flight(imported)
+    collection = findings_for(imported, "S1", "road_dust", 6.0)
+    collection["features"] += findings_for(imported, "S2", "exposed_soil", 12.0)["features"]
+    engine = make_engine(settings.database.url)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with session_factory(engine)() as session:
+            numbers = ingest(session, settings, flight, collection).notices_issued
+            findings = session.scalars(select(Finding).where(Finding.flight_id == flight)).all()
+            notes = {
+                e.notice_id: e.note
+                for e in session.scalars(
+                    select(NoticeEvent).where(NoticeEvent.from_state.is_(None))
+                )
+            }
+    finally:
+        engine.dispose()
+    assert len(numbers) == 2 and len(findings) == 2
+    assert all(f.notice_id is not None for f in findings)
+    assert {notes[f.notice_id] for f in findings} == {
+        f"issued from finding {f.id}" for f in findings
+    }
+    updates = [s[:80] for s in statements if s.startswith("update findings")]
+    assert updates == [], updates
+    bureau_reads = [s[:80] for s in statements if s.startswith("select bureaus.")]
+    assert bureau_reads == [], bureau_reads
+    lookups = [s for s in statements if s.startswith("select findings.fingerprint")]
+    assert len(lookups) == 1, lookups  # one query for the collection, not one per finding
+
+
+def test_verification_reads_only_the_rectified_notices_in_view(imported: World) -> None:
+    """A later flight checks the rectified notices of the sites its frames may have seen,
+    read with their sites in one query: a rectified notice elsewhere in the registry is not
+    read, and no site is read one by one."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    here, elsewhere = issued_notice(imported, "S1"), issued_notice(imported, "S3")
+    move(imported, "housing", here, "rectified")
+    move(imported, "urban", elsewhere, "rectified")  # S3 is the urban management bureau's
+    flight = _flight_seeing(imported, "S1")
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        response = post(imported, flight, {"type": "FeatureCollection", "features": []})
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert response.status_code == 200, response.text
+    states = {
+        number: imported.client.get(f"/notices/{number}", headers=imported.login("analyst")).json()[
+            "state"
+        ]
+        for number in (here, elsewhere)
+    }
+    assert states == {here: "verified", elsewhere: "rectified"}
+    one_by_one = [s[:90] for s in statements if s.startswith("select sites.") and "join" not in s]
+    assert one_by_one == [], one_by_one
+
+
+def test_a_finding_twice_in_one_collection_is_stored_once(imported: World) -> None:
+    flight = new_flight(imported)
+    collection = findings_for(imported, "S1", "road_dust", 6.0)
+    collection["features"] *= 2
+    response = post(imported, flight, collection)
+    assert response.status_code == 200, response.text
+    assert (response.json()["created"], response.json()["unchanged"]) == (1, 1)
+    again = post(imported, flight, collection)
+    assert (again.json()["created"], again.json()["unchanged"]) == (0, 2)
