@@ -14,6 +14,24 @@ from numpy.typing import NDArray
 UInt8Image = NDArray[np.uint8]
 
 
+# How far a picture's white balance strays along the warm-cool axis: red over blue up to
+# 1.27 or down to 0.79 (the log of each gain drawn within +-WARMTH). Cameras and their
+# automatic white balance differ that much between days and makes. It was a small cast of
+# each channel (5 %): the shipped model then took the warmth of earth for its class. Real
+# photos of a site, made 10 % warmer in red and 10 % cooler in blue, had their exposed soil
+# found at IoU 0.42 instead of 0.22, and called road dust 7 % of the time instead of 21 %.
+WARMTH = 0.12
+
+
+def white_balance(rng: np.random.Generator) -> NDArray[np.float32]:
+    """Gains for the blue, green and red channels of one picture: a colour temperature (red
+    up and blue down, or the reverse), a slight green-magenta tint and a little of each."""
+    warmth = float(rng.uniform(-WARMTH, WARMTH))
+    tint = float(rng.normal(0.0, 0.02))
+    gains: NDArray[np.float64] = np.exp(np.array([-warmth, tint, warmth]))
+    return (gains * rng.normal(1.0, 0.01, size=3)).astype(np.float32)
+
+
 def randomise(image_bgr: UInt8Image, rng: np.random.Generator) -> UInt8Image:
     """A randomly altered copy of ``image_bgr``: tone curve, colour, blur or sharpening,
     noise, JPEG."""
@@ -32,7 +50,7 @@ def randomise(image_bgr: UInt8Image, rng: np.random.Generator) -> UInt8Image:
     saturation = rng.uniform(0.4, 0.9) if dull else rng.uniform(0.75, 1.35)
     grey = image @ np.array([0.114, 0.587, 0.299], dtype=np.float32)
     image = grey[:, :, None] + (image - grey[:, :, None]) * saturation
-    image *= rng.normal(1.0, 0.05, size=3).astype(np.float32)
+    image *= white_balance(rng)
     out = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     # Optics and processing: defocus, motion blur, or the camera's own sharpening (an unsharp
     # mask; real JPEGs carry more fine contrast than renders).
