@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dustpatrol.evaluation import REAL_SWEEP_CONFIDENCES, evaluate_real
+from dustpatrol.evaluation import REAL_PROBES, REAL_SWEEP_CONFIDENCES, evaluate_real
 from vision.detect import Detector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +22,9 @@ def test_real_photos_are_measured_at_the_operating_point_and_below(tmp_path: Pat
         iou = summary[f"exposed_soil IoU at confidence {confidence:g}"]
         assert iou is None or 0.0 <= iou <= 1.0  # type: ignore[operator]
     assert detector.conf == 0.25  # the sweep leaves the detector as it was
+    probed = [summary[f"exposed_soil IoU with the photos {probe}"] for probe in REAL_PROBES]
+    assert all(iou is None or 0.0 <= iou <= 1.0 for iou in probed)  # type: ignore[operator]
+    assert len(set(probed)) > 1  # the photos changed: the measure moves
     # what each marked region was taken for: a share per class, recall among them
     for region in ("vegetation", "exposed_soil"):
         shares = [summary[f"{region} called {name}"] for name in detector.class_names]
