@@ -439,40 +439,52 @@ def test_the_bureau_reports_rectification_with_photos(imported: World) -> None:
     assert upload_photo(frame_jpeg(), imported.login("urban")).status_code == 404
 
 
+def _issue_two_watched(world: World, then: Any) -> tuple[list[str], Any, list[str]]:
+    """Findings on S1 and S2 ingested without required confirmation (two notices), every
+    statement and commit recorded; ``then(session)`` reads what the test needs after. Returns
+    the numbers issued, what ``then`` returned and the statements (lower case)."""
+    from sqlalchemy import event
+
+    from api.db import make_engine, session_factory
+    from api.services.notices import ingest
+
+    rules = world.settings.notices.model_copy(update={"require_confirmation": False})
+    settings = world.settings.model_copy(update={"notices": rules})
+    flight = new_flight(world)
+    collection = findings_for(world, "S1", "road_dust", 6.0)
+    collection["features"] += findings_for(world, "S2", "exposed_soil", 12.0)["features"]
+    engine = make_engine(settings.database.url)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    event.listen(engine, "commit", lambda _conn: statements.append("commit"))
+    try:
+        with session_factory(engine)() as session:
+            numbers = ingest(session, settings, flight, collection).notices_issued
+            read = then(session)
+    finally:
+        engine.dispose()
+    return numbers, read, statements
+
+
 def test_a_notice_is_numbered_and_accounted_last_before_the_commit(imported: World) -> None:
     """The series' counter row and the bureau's ledger total are what concurrent issues wait
     on: they are written after everything else the request does (findings, rules, the
     flight's verification), so they stay locked for the commit only."""
-    from sqlalchemy import event, select
+    from sqlalchemy import select
 
-    from api.db import make_engine, session_factory
     from api.models.notices import BureauLedgerTotal, Notice
-    from api.services.notices import ingest
 
-    settings = imported.settings.model_copy(
-        update={
-            "notices": imported.settings.notices.model_copy(update={"require_confirmation": False})
-        }
+    numbers, (stored, issued), writes = _issue_two_watched(
+        imported,
+        lambda session: (
+            set(session.scalars(select(Notice.number))),
+            session.scalar(select(BureauLedgerTotal.issued)),
+        ),
     )
-    flight = new_flight(imported)
-    collection = findings_for(imported, "S1", "road_dust", 6.0)
-    collection["features"] += findings_for(imported, "S2", "exposed_soil", 12.0)["features"]
-    engine = make_engine(settings.database.url)
-    writes: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        writes.append(" ".join(statement.split()).lower())
-
-    event.listen(engine, "before_cursor_execute", seen)
-    event.listen(engine, "commit", lambda _conn: writes.append("commit"))
-    try:
-        with session_factory(engine)() as session:
-            result = ingest(session, settings, flight, collection)
-            numbers = result.notices_issued
-            stored = set(session.scalars(select(Notice.number)))
-            issued = session.scalar(select(BureauLedgerTotal.issued))
-    finally:
-        engine.dispose()
     assert len(numbers) == 2 and all(n.startswith("GX-") for n in numbers)
     assert stored == set(numbers)  # no provisional number was left behind
     assert issued == 2
@@ -489,39 +501,22 @@ def test_a_posted_finding_is_written_once_with_its_notice(imported: World) -> No
     collection, each finding is inserted with its notice (no update of it after), the bureau
     is read with the site (not again to learn it has no webhook), and the notice's first
     event names the finding it was issued from."""
-    from sqlalchemy import event, select
+    from sqlalchemy import select
 
-    from api.db import make_engine, session_factory
     from api.models.notices import Finding, NoticeEvent
-    from api.services.notices import ingest
 
-    settings = imported.settings.model_copy(
-        update={
-            "notices": imported.settings.notices.model_copy(update={"require_confirmation": False})
-        }
-    )
-    flight = new_flight(imported)
-    collection = findings_for(imported, "S1", "road_dust", 6.0)
-    collection["features"] += findings_for(imported, "S2", "exposed_soil", 12.0)["features"]
-    engine = make_engine(settings.database.url)
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        statements.append(" ".join(statement.split()).lower())
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        with session_factory(engine)() as session:
-            numbers = ingest(session, settings, flight, collection).notices_issued
-            findings = session.scalars(select(Finding).where(Finding.flight_id == flight)).all()
-            notes = {
+    numbers, (findings, notes), statements = _issue_two_watched(
+        imported,
+        lambda session: (
+            session.scalars(select(Finding)).all(),
+            {
                 e.notice_id: e.note
                 for e in session.scalars(
                     select(NoticeEvent).where(NoticeEvent.from_state.is_(None))
                 )
-            }
-    finally:
-        engine.dispose()
+            },
+        ),
+    )
     assert len(numbers) == 2 and len(findings) == 2
     assert all(f.notice_id is not None for f in findings)
     assert {notes[f.notice_id] for f in findings} == {
