@@ -20,7 +20,7 @@ from sqlalchemy import Select, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 
 from api.db import as_utc, optimize, write_turn
@@ -103,7 +103,8 @@ def ingest(
 def _ingest(
     session: Session, settings: Settings, flight_id: int, collection: dict[str, Any]
 ) -> FindingsIngested:
-    if session.get(Flight, flight_id) is None:
+    # Whether the flight exists, not the flight: its plan (every waypoint) is not needed here.
+    if session.scalar(select(Flight.id).where(Flight.id == flight_id)) is None:
         raise NotFoundError(f"no flight {flight_id}")
     if collection.get("type") != "FeatureCollection" or not isinstance(
         collection.get("features"), list
@@ -160,6 +161,7 @@ def sync_flight(
     with write_turn(session):
         flight = session.scalar(
             select(Flight)
+            .options(load_only(Flight.id, Flight.completed_at))  # not its plan
             .where(Flight.id == flight_id)
             .with_for_update()
             .execution_options(populate_existing=True)

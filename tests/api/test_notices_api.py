@@ -499,8 +499,8 @@ def test_a_notice_is_numbered_and_accounted_last_before_the_commit(imported: Wor
 def test_a_posted_finding_is_written_once_with_its_notice(imported: World) -> None:
     """Issuing from posted findings: the stored fingerprints are looked up once for the
     collection, each finding is inserted with its notice (no update of it after), the bureau
-    is read with the site (not again to learn it has no webhook), and the notice's first
-    event names the finding it was issued from."""
+    is read with the site (not again to learn it has no webhook), the flight's plan is not
+    read, and the notice's first event names the finding it was issued from."""
     from sqlalchemy import select
 
     from api.models.notices import Finding, NoticeEvent
@@ -528,6 +528,8 @@ def test_a_posted_finding_is_written_once_with_its_notice(imported: World) -> No
     assert bureau_reads == [], bureau_reads
     lookups = [s for s in statements if s.startswith("select findings.fingerprint")]
     assert len(lookups) == 1, lookups  # one query for the collection, not one per finding
+    plans = [s[:80] for s in statements if s.startswith("select flights.") and "plan" in s]
+    assert plans == [], plans  # whether the flight exists, not its plan
 
 
 def test_verification_reads_only_the_rectified_notices_in_view(imported: World) -> None:
