@@ -20,11 +20,13 @@ from geo.crs import WGS84, transform_geometry, utm_crs_for
 def frame_footprints(session: Session, flight_id: int) -> list[BaseGeometry]:
     """The ground footprints (lon/lat) of the flight's frames whose metadata was read."""
     return [
-        shape(json.loads(f.footprint_geojson))
-        for f in session.scalars(
-            select(Frame).where(Frame.flight_id == flight_id, Frame.status == "ready")
+        shape(json.loads(footprint))
+        for footprint in session.scalars(
+            select(Frame.footprint_geojson).where(
+                Frame.flight_id == flight_id, Frame.status == "ready"
+            )
         )
-        if f.footprint_geojson
+        if footprint
     ]
 
 

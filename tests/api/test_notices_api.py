@@ -535,7 +535,7 @@ def test_a_posted_finding_is_written_once_with_its_notice(imported: World) -> No
 def test_verification_reads_only_the_rectified_notices_in_view(imported: World) -> None:
     """A later flight checks the rectified notices of the sites its frames may have seen,
     read with their sites in one query: a rectified notice elsewhere in the registry is not
-    read, and no site is read one by one."""
+    read, no site is read one by one, and of the frames only their footprints are read."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -563,6 +563,8 @@ def test_verification_reads_only_the_rectified_notices_in_view(imported: World) 
     assert states == {here: "verified", elsewhere: "rectified"}
     one_by_one = [s[:90] for s in statements if s.startswith("select sites.") and "join" not in s]
     assert one_by_one == [], one_by_one
+    whole_frames = [s[:90] for s in statements if s.startswith("select frames.id")]
+    assert whole_frames == [], whole_frames  # their footprints only
 
 
 def test_a_finding_twice_in_one_collection_is_stored_once(imported: World) -> None:
