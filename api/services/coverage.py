@@ -8,7 +8,7 @@ import json
 import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from api.models.flights import Frame
@@ -50,15 +50,13 @@ def site_coverage_share(site: Site, seen: BaseGeometry | None) -> float:
     return float(outline_utm.intersection(seen_utm).area / outline_utm.area)
 
 
-def sites_seen(session: Session, flight_id: int, seen: BaseGeometry | None) -> list[Site]:
-    """The sites the flight's frames may have seen, by site id: with PostGIS, those whose
-    outline meets a frame's footprint (GiST indexes, in the database); elsewhere those whose
-    bounding box meets the box of everything seen. The share seen is measured after."""
-    if seen is None:
-        return []
-    query = select(Site).order_by(Site.site_id)
+def in_view(session: Session, flight_id: int, seen: BaseGeometry) -> ColumnElement[bool]:
+    """A condition on `Site`: the site may have been seen by the flight's frames (``seen``,
+    their union in lon/lat). With PostGIS, its outline meets a frame's footprint (GiST
+    indexes, in the database); elsewhere its bounding box meets the box of everything seen.
+    The share seen is measured after, from the geometries."""
     if has_postgis(session):
-        query = query.where(
+        return (
             exists()
             .where(
                 Frame.flight_id == flight_id,
@@ -67,12 +65,18 @@ def sites_seen(session: Session, flight_id: int, seen: BaseGeometry | None) -> l
             )
             .correlate(Site)
         )
-    else:
-        min_lon, min_lat, max_lon, max_lat = seen.bounds
-        query = query.where(
-            Site.max_lon >= min_lon,
-            Site.min_lon <= max_lon,
-            Site.max_lat >= min_lat,
-            Site.min_lat <= max_lat,
-        )
+    min_lon, min_lat, max_lon, max_lat = seen.bounds
+    return and_(
+        Site.max_lon >= min_lon,
+        Site.min_lon <= max_lon,
+        Site.max_lat >= min_lat,
+        Site.min_lat <= max_lat,
+    )
+
+
+def sites_seen(session: Session, flight_id: int, seen: BaseGeometry | None) -> list[Site]:
+    """The sites the flight's frames may have seen (`in_view`), by site id."""
+    if seen is None:
+        return []
+    query = select(Site).where(in_view(session, flight_id, seen)).order_by(Site.site_id)
     return list(session.scalars(query))

@@ -893,29 +893,25 @@ def verify_with_flight(session: Session, settings: Settings, flight_id: int) -> 
     found one, it goes back to the bureau (acknowledged). A problem is judged by the rules
     that issue notices (minimum area and confidence): what would not have issued the notice
     does not reopen it. Returns the notices touched."""
-    from api.services.coverage import seen_by, site_coverage_share
+    from api.services.coverage import in_view, seen_by, site_coverage_share
 
     rules = settings.notices
     seen_lonlat = seen_by(session, flight_id)
     if seen_lonlat is None:
         return []
     touched = []
-    # Only the rectified notices of sites whose box meets the box of what the frames saw,
-    # read with their sites: not every rectified notice of the registry, each with its site.
-    min_lon, min_lat, max_lon, max_lat = seen_lonlat.bounds
-    in_view = (
+    # Only the rectified notices of sites the frames may have seen, read with their sites:
+    # not every rectified notice of the registry, each with its site.
+    rectified = (
         select(Notice, Site)
         .join(Site, Site.id == Notice.site_id)
         .where(
             Notice.state == NoticeState.RECTIFIED.value,
-            Site.max_lon >= min_lon,
-            Site.min_lon <= max_lon,
-            Site.max_lat >= min_lat,
-            Site.min_lat <= max_lat,
+            in_view(session, flight_id, seen_lonlat),
         )
         .order_by(Notice.id)
     )
-    for notice, site in session.execute(in_view).all():
+    for notice, site in session.execute(rectified).all():
         coverage = site_coverage_share(site, seen_lonlat)
         if coverage < VERIFY_MIN_COVERAGE:
             continue
