@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from dustpatrol.errors import DustpatrolError
 from sim.camera import PoseNoise, camera_preset
 from sim.compare import COMPARE_GSD_M, Sample, real_samples
 from sim.kinds import GnssMode, GroundTruthClass
@@ -27,6 +28,7 @@ from sim.shots import pose_at, shoot
 from sim.world import generate_district
 from vision.detect import Detector
 from vision.detections import Detections
+from vision.onnx_model import Confidence
 
 
 @dataclass(slots=True)
@@ -99,6 +101,47 @@ def overlay(image_bgr: NDArray[np.uint8], labels: NDArray[np.uint8]) -> NDArray[
     return np.asarray(tinted, dtype=np.uint8)
 
 
+# Confidence thresholds at which simulated frames and real photos are measured again. On
+# simulated districts (never the test districts) they are how an operating threshold is
+# chosen for a model: the one of best mean IoU over the classes. On the real photos they are a
+# diagnostic of whether the model ranks real soil above real grass at all (the operating
+# threshold is never chosen on these photos).
+SWEEP_CONFIDENCES = (0.03, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
+
+
+def choose_confidences(simulated: Evaluation, names: Sequence[str]) -> tuple[float, ...]:
+    """Per class, the threshold of `SWEEP_CONFIDENCES` at which its IoU on the simulated
+    frames of ``simulated`` was best (the higher threshold where two tie)."""
+    chosen = []
+    for name in names:
+        scored = [
+            (iou, confidence)
+            for confidence in SWEEP_CONFIDENCES
+            if (iou := simulated.extra.get(f"{name} IoU at confidence {confidence:g}")) is not None
+        ]
+        if not scored or simulated.per_class[name].tp + simulated.per_class[name].fn == 0:
+            raise DustpatrolError(
+                f"the validation frames hold no {name}: nothing to choose its threshold on; "
+                "take more districts or more frames per district"
+            )
+        chosen.append(max(scored)[1])
+    return tuple(chosen)
+
+
+def _detect_labels(
+    detector: Detector, image: NDArray[np.uint8], confidence: Confidence
+) -> NDArray[np.uint8]:
+    """The class-id + 1 image of what ``detector`` finds in ``image`` at ``confidence``."""
+    operating = detector.conf
+    detector.conf = confidence
+    try:
+        found = detector.detect_image(image)
+    finally:
+        detector.conf = operating
+    height, width = image.shape[:2]
+    return rasterise(found, width, height)
+
+
 def evaluate_simulated(
     detector: Detector,
     seeds: Sequence[int],
@@ -108,9 +151,12 @@ def evaluate_simulated(
     on_frame: Callable[[], object] = lambda: None,
 ) -> Evaluation:
     """Pixel IoU, precision and recall per class on nadir and oblique frames of held-out
-    districts, rendered directly at ``gsd_m`` at 100 m."""
+    districts, rendered directly at ``gsd_m`` at 100 m; each class's IoU again at each of
+    `SWEEP_CONFIDENCES`, with their mean over the classes in the truth (``mean IoU at
+    confidence c``)."""
     names = detector.class_names
     result = Evaluation({name: PixelCounts() for name in names})
+    swept = {c: {name: PixelCounts() for name in names} for c in SWEEP_CONFIDENCES}
     base = camera_preset("m3e")
     for seed in seeds:
         district = generate_district(seed, n_sites=12, extent_m=3_000.0)
@@ -136,17 +182,27 @@ def evaluate_simulated(
             image = np.asarray(
                 cv2.imdecode(np.frombuffer(shot.jpeg, np.uint8), cv2.IMREAD_COLOR), dtype=np.uint8
             )
-            found = detector.detect_image(image)
-            labels = rasterise(found, camera.width_px, camera.height_px)
+            labels = _detect_labels(detector, image, detector.conf)
+            truth = {name: shot.class_mask == int(GroundTruthClass[name.upper()]) for name in names}
             for class_id, name in enumerate(names):
-                truth_value = int(GroundTruthClass[name.upper()])
-                result.per_class[name].add(labels == class_id + 1, shot.class_mask == truth_value)
+                result.per_class[name].add(labels == class_id + 1, truth[name])
+            for confidence, counts in swept.items():
+                at = _detect_labels(detector, image, confidence)
+                for class_id, name in enumerate(names):
+                    counts[name].add(at == class_id + 1, truth[name])
             result.frames += 1
             if out is not None and frame == 0:
                 out.mkdir(parents=True, exist_ok=True)
                 side = np.hstack([overlay(image, labels), overlay(image, _truth(shot.class_mask))])
                 cv2.imwrite(str(out / f"sim-{seed:05d}.jpg"), side)
             on_frame()
+    for confidence, counts in swept.items():
+        ious = [c.iou for c in counts.values() if c.iou is not None and c.tp + c.fn]
+        for name, class_counts in counts.items():
+            result.extra[f"{name} IoU at confidence {confidence:g}"] = class_counts.iou
+        result.extra[f"mean IoU at confidence {confidence:g}"] = (
+            sum(ious) / len(ious) if ious else None
+        )
     return result
 
 
@@ -163,12 +219,6 @@ def _count_soil(detector: Detector, sample: Sample, counts: PixelCounts) -> NDAr
     marked = sample.regions["exposed_soil"] | sample.regions["vegetation"]
     counts.add((labels == soil_id) & marked, sample.regions["exposed_soil"] & marked)
     return labels
-
-
-# Confidence thresholds below the detector's at which the real photos are measured again: a
-# diagnostic of whether the model ranks real soil above real grass at all (the operating
-# threshold is never chosen on these photos).
-REAL_SWEEP_CONFIDENCES = (0.03, 0.05, 0.1)
 
 
 def _warmer(image: NDArray[np.uint8], factor: float) -> NDArray[np.uint8]:
@@ -204,7 +254,7 @@ def evaluate_real(
     detector: Detector, folder: Path, out: Path | None = None, gsd_m: float = COMPARE_GSD_M
 ) -> Evaluation:
     """Exposed-soil IoU and precision on the marked pixels of the real reference photos,
-    analysed at ``gsd_m`` (and again at `REAL_SWEEP_CONFIDENCES`); overlays into
+    analysed at ``gsd_m`` (and again at `SWEEP_CONFIDENCES`); overlays into
     ``out/real_overlays``."""
     soil_name = "exposed_soil"
     result = Evaluation({soil_name: PixelCounts()})
@@ -235,7 +285,7 @@ def evaluate_real(
                 result.extra[f"{region} called {name}"] = count / marked_pixels[region]
     operating = detector.conf
     try:
-        for confidence in REAL_SWEEP_CONFIDENCES:
+        for confidence in SWEEP_CONFIDENCES:
             detector.conf = confidence
             counts = PixelCounts()
             for sample in samples:

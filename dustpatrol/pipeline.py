@@ -106,7 +106,7 @@ def site_status(coverage: SiteCoverage, findings: Iterable[Finding], min_coverag
     return "compliant" if coverage.coverage_ratio >= min_coverage else "not inspected"
 
 
-_detectors: dict[tuple[Path, int, float, float], Detector] = {}
+_detectors: dict[tuple[Path, int, float | None, float], Detector] = {}
 _detectors_lock = threading.Lock()
 
 

@@ -189,7 +189,13 @@ class DetectionSettings(_Section):
     tile_overlap: float = Field(
         0.17, ge=0.0, lt=0.9, description="fraction of the model's tile shared by neighbours"
     )
-    min_confidence: float = Field(0.25, ge=0.0, le=1.0)
+    min_confidence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="one detection threshold for every class; unset: the model's own per "
+        "class (chosen on validation districts by `dustpatrol train calibrate`), or 0.25",
+    )
     threads: int = Field(
         default_factory=lambda: max(1, (os.cpu_count() or 2) - 1),
         ge=1,

@@ -12,7 +12,13 @@ from rich.console import Console
 
 from dustpatrol.coco import import_coco
 from dustpatrol.errors import DustpatrolError
-from dustpatrol.evaluation import evaluate_real, evaluate_simulated, write_report
+from dustpatrol.evaluation import (
+    SWEEP_CONFIDENCES,
+    choose_confidences,
+    evaluate_real,
+    evaluate_simulated,
+    write_report,
+)
 from dustpatrol.progress import progress_bar
 from dustpatrol.training import DatasetSpec, build_dataset, parse_seeds
 
@@ -290,6 +296,48 @@ def quantize_command(
 
     path = quantize_model(model, out, calibration_images(images, count))
     typer.echo(f"quantized {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@train_app.command("calibrate")
+def calibrate_command(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Option("--model", help="ONNX model to calibrate.")],
+    seeds: Annotated[
+        str,
+        typer.Option(help="Validation district seeds: neither trained on nor reported."),
+    ] = "9007-9010",
+    frames: Annotated[int, typer.Option(min=1, help="Frames per district.")] = 3,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the calibrated model here (default: in place)."),
+    ] = None,
+) -> None:
+    """Choose the model's confidence threshold per class on validation districts (the best
+    IoU of each class over a sweep) and write them into the model: detection then uses them
+    unless `detection.min_confidence` sets one for all."""
+    from dustpatrol.cli import cli_state
+    from vision.detect import Detector
+    from vision.onnx_model import confidence_metadata, write_metadata
+
+    settings = cli_state(ctx).settings
+    detector = Detector(model, threads=settings.detection.threads, conf=0.25)
+    parsed = parse_seeds(seeds)
+    console = Console(stderr=True)
+    with progress_bar(console) as progress:
+        task = progress.add_task("validation frames", total=len(parsed) * frames)
+        simulated = evaluate_simulated(
+            detector, parsed, frames, on_frame=lambda: progress.advance(task)
+        )
+    chosen = choose_confidences(simulated, detector.class_names)
+    header = "| class | " + " | ".join(f"{c:g}" for c in SWEEP_CONFIDENCES) + " | chosen |"
+    lines = [header, "|---|" + "---:|" * (len(SWEEP_CONFIDENCES) + 1)]
+    for name, threshold in zip(detector.class_names, chosen, strict=True):
+        ious = [simulated.extra[f"{name} IoU at confidence {c:g}"] for c in SWEEP_CONFIDENCES]
+        cells = " | ".join("–" if iou is None else f"{iou:.3f}" for iou in ious)
+        lines.append(f"| {name} IoU | {cells} | {threshold:g} |")
+    typer.echo("\n".join(lines))
+    path = write_metadata(model, confidence_metadata(detector.class_names, chosen), out)
+    typer.echo(f"calibrated {path} on seeds {seeds} ({simulated.frames} frames)")
 
 
 @train_app.command("evaluate")

@@ -23,11 +23,12 @@ from PIL import Image, UnidentifiedImageError
 
 from vision.detections import Detections
 from vision.errors import VisionError
-from vision.onnx_model import OnnxSegmenter
+from vision.onnx_model import Confidence, OnnxSegmenter
 from vision.tiling import TileMasks, detect_tiled
 
 MAX_PIXELS = 200_000_000  # refuse decompression bombs before decoding
 MIN_SIDE_PX = 32
+DEFAULT_CONFIDENCE = 0.25  # for a model that carries no thresholds of its own
 
 UInt8Image = NDArray[np.uint8]
 
@@ -89,7 +90,7 @@ class Detector:
         model_path: Path,
         *,
         threads: int = 2,
-        conf: float = 0.25,
+        conf: float | None = None,
         iou: float = 0.7,
         overlap: float = 0.17,
         batch: int = 4,
@@ -98,7 +99,11 @@ class Detector:
         if not 0.0 <= overlap < 0.9:
             raise VisionError(f"tile overlap {overlap} must be a fraction within 0..0.9")
         self.model = OnnxSegmenter(model_path, threads=threads)
-        self.conf = conf
+        # One threshold for every class when given; else the model's own per class (chosen
+        # by `dustpatrol train calibrate`), or DEFAULT_CONFIDENCE for a model without them.
+        self.conf: Confidence = (
+            conf if conf is not None else self.model.calibrated_confidence or DEFAULT_CONFIDENCE
+        )
         self.iou = iou
         self.overlap_px = round(overlap * self.model.imgsz)
         self.batch = batch

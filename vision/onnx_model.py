@@ -13,7 +13,9 @@ is 1.5 Mpx: a full-size mask per detection would cost 1.5 MB each).
 from __future__ import annotations
 
 import ast
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,11 @@ from vision.errors import VisionError
 
 UInt8Image = NDArray[np.uint8]
 MAX_DETECTIONS = 300
+# The model's own confidence threshold per class, chosen on validation districts by
+# `dustpatrol train calibrate`: JSON ``{"class name": threshold, ...}`` in the metadata.
+CONFIDENCE_KEY = "dustpatrol_confidence"
+# One confidence threshold for every class, or one per class (in the model's class order).
+Confidence = float | tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +109,19 @@ class OnnxSegmenter:
                 f"{path}: its output has {channels} channels, which does not match "
                 f"{len(self.class_names)} classes and 32 mask coefficients"
             )
+        self.calibrated_confidence = _calibrated(metadata, self.class_names, path)
 
     def __call__(
-        self, tiles_bgr: list[UInt8Image], conf: float = 0.25, iou: float = 0.7
+        self, tiles_bgr: list[UInt8Image], conf: Confidence = 0.25, iou: float = 0.7
     ) -> list[TileResult]:
         """Detections in each tile (BGR uint8, all of one size: ``imgsz`` square for a static
-        model, multiples of 32 for a dynamic one)."""
+        model, multiples of 32 for a dynamic one) scoring above ``conf`` (one threshold, or
+        one per class)."""
+        if not isinstance(conf, float | int) and len(conf) != len(self.class_names):
+            raise VisionError(
+                f"{len(conf)} confidence thresholds for the {len(self.class_names)} classes "
+                f"{', '.join(self.class_names)}: give one, or one per class"
+            )
         if not tiles_bgr:
             return []
         first = tiles_bgr[0].shape
@@ -147,6 +161,50 @@ def _class_names(metadata: dict[str, str], path: Path) -> tuple[str, ...]:
     return tuple(str(names[i]) for i in range(len(names)))
 
 
+def _calibrated(
+    metadata: dict[str, str], names: tuple[str, ...], path: Path
+) -> tuple[float, ...] | None:
+    """The per-class thresholds `dustpatrol train calibrate` wrote into the model, if any."""
+    raw = metadata.get(CONFIDENCE_KEY)
+    if raw is None:
+        return None
+    try:
+        chosen = json.loads(raw)
+        values = tuple(float(chosen[name]) for name in names)
+    except (ValueError, TypeError, KeyError):
+        raise VisionError(
+            f"{path}: its confidence thresholds {raw!r} do not give a number for each of "
+            f"{', '.join(names)}; run `dustpatrol train calibrate` on it again"
+        ) from None
+    if not all(0.0 <= value <= 1.0 for value in values):
+        raise VisionError(f"{path}: its confidence thresholds {raw!r} are not within 0..1")
+    return values
+
+
+def confidence_metadata(names: Sequence[str], thresholds: Sequence[float]) -> dict[str, str]:
+    """The metadata entry that makes ``thresholds`` a model's own (see `CONFIDENCE_KEY`)."""
+    chosen = {name: round(float(value), 4) for name, value in zip(names, thresholds, strict=True)}
+    return {CONFIDENCE_KEY: json.dumps(chosen)}
+
+
+def write_metadata(path: Path, entries: dict[str, str], out: Path | None = None) -> Path:
+    """Add (or replace) ``entries`` in an ONNX model's metadata; written to ``out`` (default:
+    the model itself, replaced whole, never half-written)."""
+    import onnx
+
+    target = out or path
+    model = onnx.load(str(path))
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in entries.items():
+        entry = existing.get(key) or model.metadata_props.add()
+        entry.key, entry.value = key, value
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = target.with_name(target.name + ".partial")
+    onnx.save(model, str(scratch))
+    scratch.replace(target)
+    return target
+
+
 def _trained_size(metadata: dict[str, str], path: Path) -> int:
     """The square size a model was trained at (ultralytics writes ``imgsz`` as [h, w])."""
     try:
@@ -167,18 +225,19 @@ def postprocess(
     prediction: NDArray[np.float32],
     prototypes: NDArray[np.float32],
     size: int | tuple[int, int],
-    conf: float,
+    conf: Confidence,
     iou: float,
 ) -> TileResult:
     """Boxes, scores, classes and masks of one tile (``size``: its side, or height and
-    width) from the raw model outputs."""
+    width) from the raw model outputs; ``conf``: one threshold, or one per class."""
     height, width = (size, size) if isinstance(size, int) else size
     n_masks = prototypes.shape[0]
     rows = prediction.T  # (A, 4 + C + 32)
     scores_all = rows[:, 4:-n_masks]
     class_id = scores_all.argmax(axis=1)
     score = scores_all[np.arange(len(rows)), class_id]
-    keep = score > conf
+    limit = np.asarray(conf, dtype=np.float32)
+    keep = score > (limit[class_id] if limit.ndim else limit)
     if not keep.any():
         return _empty((height, width))
     rows, class_id, score = rows[keep], class_id[keep], score[keep]

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from vision.errors import VisionError
+from vision.onnx_model import CONFIDENCE_KEY
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -56,7 +57,7 @@ def head_decoding_nodes(model: object) -> list[str]:
 def quantize_model(model_path: Path, out: Path, images: Sequence[Path]) -> Path:
     """Write the INT8 version of the static ONNX model ``model_path`` to ``out``, calibrated on
     ``images`` (resized to the model's tile); its metadata (class names, ground resolution) is
-    kept."""
+    kept, but not the float model's confidence thresholds."""
     try:
         import onnx
         from onnxruntime.quantization import (
@@ -123,7 +124,11 @@ def quantize_model(model_path: Path, out: Path, images: Sequence[Path]) -> Path:
         )
         quantized = onnx.load(str(written))
     del quantized.metadata_props[:]
-    quantized.metadata_props.extend(source.metadata_props)
+    # The float model's confidence thresholds are not the INT8 one's (its scores differ):
+    # calibrate the INT8 model on its own (`dustpatrol train calibrate`).
+    quantized.metadata_props.extend(
+        entry for entry in source.metadata_props if entry.key != CONFIDENCE_KEY
+    )
     entry = quantized.metadata_props.add()
     entry.key, entry.value = "dustpatrol_quantized", f"int8, {len(images)} calibration images"
     onnx.save(quantized, str(out))

@@ -14,10 +14,12 @@ from typer.testing import CliRunner
 
 from dustpatrol.cli import app
 from dustpatrol.errors import DustpatrolError
+from dustpatrol.evaluation import SWEEP_CONFIDENCES
 from dustpatrol.training import DatasetSpec, parse_seeds, pick_site
 from sim.world import generate_district
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_seed_ranges_and_lists_are_read() -> None:
@@ -253,3 +255,39 @@ def test_averaging_refuses_what_cannot_be_averaged(
     )
     assert "add up to 1" in shares
     assert not out.exists()
+
+
+def test_calibration_writes_the_best_threshold_of_each_class_into_the_model(
+    tmp_path: Path,
+) -> None:
+    from vision.detect import Detector
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes((ROOT / "models" / "dustpatrol-seg-int8.onnx").read_bytes())
+    result = runner.invoke(
+        app, ["train", "calibrate", "--model", str(model), "--seeds", "9004", "--frames", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "| road_dust IoU |" in result.output
+    chosen = Detector(model).conf
+    assert isinstance(chosen, tuple) and len(chosen) == 3
+    for name, threshold in zip(Detector(model).class_names, chosen, strict=True):
+        row = next(line for line in result.output.splitlines() if line.startswith(f"| {name} "))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        ious = [float(cell) for cell in cells[1:-1]]
+        assert float(cells[-1]) == threshold
+        assert ious[SWEEP_CONFIDENCES.index(threshold)] == pytest.approx(max(ious), abs=5e-4)
+
+
+def test_calibration_without_every_class_in_view_leaves_the_model_as_it_was(
+    tmp_path: Path,
+) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes((ROOT / "models" / "dustpatrol-seg-int8.onnx").read_bytes())
+    before = model.read_bytes()
+    result = runner.invoke(
+        app, ["train", "calibrate", "--model", str(model), "--seeds", "9001", "--frames", "1"]
+    )
+    assert result.exit_code != 0
+    assert "hold no exposed_soil" in result.output and "more frames" in result.output
+    assert model.read_bytes() == before

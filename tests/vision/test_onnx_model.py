@@ -140,3 +140,50 @@ def test_a_dynamic_model_runs_a_whole_frame_in_one_pass(dynamic_model: Path) -> 
     assert classes_placed
     with pytest.raises(VisionError, match="multiples of 32"):
         segmenter([np.zeros((100, 100, 3), dtype=np.uint8)])
+
+
+def test_a_threshold_per_class_filters_each_class_alone(segmenter: OnnxSegmenter) -> None:
+    """One class held to a threshold nothing reaches, the others as low as one threshold for
+    all: those keep exactly what they had (non-maximum suppression is per class)."""
+    seen_classes: set[int] = set()
+    for tile_path in TILES:
+        tile = cv2.imread(str(tile_path))
+        batch = np.ascontiguousarray(tile[:, :, ::-1].transpose(2, 0, 1))[None].astype(np.float32)
+        raw, protos = segmenter.session.run(None, {segmenter.input_name: batch / 255.0})
+        everything = postprocess(raw[0], protos[0], segmenter.imgsz, conf=0.02, iou=0.7)
+        per_class = postprocess(raw[0], protos[0], segmenter.imgsz, conf=(0.02, 1.0, 0.02), iou=0.7)
+        seen_classes |= set(everything.class_id.tolist())
+        assert 1 not in per_class.class_id
+        others = everything.class_id != 1
+        np.testing.assert_array_equal(per_class.class_id, everything.class_id[others])
+        np.testing.assert_allclose(per_class.confidence, everything.confidence[others])
+    assert 1 in seen_classes  # road dust was there to be held back
+
+
+def test_a_model_carries_its_own_thresholds(tmp_path: Path) -> None:
+    from vision.onnx_model import confidence_metadata, write_metadata
+
+    calibrated = write_metadata(
+        MODEL,
+        confidence_metadata(("exposed_soil", "road_dust", "covered_soil"), (0.05, 0.25, 0.35)),
+        tmp_path / "calibrated.onnx",
+    )
+    assert Detector(calibrated).conf == (0.05, 0.25, 0.35)
+    assert Detector(calibrated, conf=0.3).conf == 0.3  # one for all, when given
+    assert Detector(MODEL).conf == 0.25  # a model without thresholds of its own
+    assert not list(tmp_path.glob("*.partial"))
+    with pytest.raises(VisionError, match="3 classes"):
+        OnnxSegmenter(calibrated)([], conf=(0.1, 0.2))
+
+
+@pytest.mark.parametrize(
+    "written",
+    ['{"exposed_soil": 0.1, "road_dust": 0.2}', '{"exposed_soil": 0.1, "road_dust": 0.2, '
+     '"covered_soil": 1.5}', "0.25", "not json"],
+)  # fmt: skip
+def test_thresholds_a_model_cannot_mean_are_refused(tmp_path: Path, written: str) -> None:
+    from vision.onnx_model import CONFIDENCE_KEY, write_metadata
+
+    broken = write_metadata(MODEL, {CONFIDENCE_KEY: written}, tmp_path / "broken.onnx")
+    with pytest.raises(VisionError, match="confidence thresholds"):
+        OnnxSegmenter(broken)

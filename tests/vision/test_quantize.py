@@ -16,7 +16,7 @@ from sim.shots import pose_at, shoot
 from sim.world import District, generate_district
 from vision.detect import Detector
 from vision.errors import VisionError
-from vision.onnx_model import OnnxSegmenter
+from vision.onnx_model import OnnxSegmenter, confidence_metadata, write_metadata
 from vision.quantize import calibration_images, quantize_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,15 +73,23 @@ def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_quantised_model_finds_what_the_float_one_finds(
     calibration: Path, tmp_path: Path
 ) -> None:
-    out = quantize_model(MODEL, tmp_path / "int8.onnx", calibration_images(calibration, 8))
+    calibrated = write_metadata(
+        MODEL, confidence_metadata(OnnxSegmenter(MODEL).class_names, (0.1, 0.2, 0.3)),
+        tmp_path / "float.onnx",
+    )  # fmt: skip
+    out = quantize_model(calibrated, tmp_path / "int8.onnx", calibration_images(calibration, 8))
     assert out.stat().st_size < MODEL.stat().st_size / 2
     quantized = OnnxSegmenter(out)
-    original = OnnxSegmenter(MODEL)
+    original = OnnxSegmenter(calibrated)
     assert quantized.class_names == original.class_names and quantized.imgsz == 384
     assert quantized.metadata["dustpatrol_gsd_m"] == original.metadata["dustpatrol_gsd_m"]
     assert quantized.metadata["dustpatrol_quantized"].startswith("int8, 8 calibration")
+    # the float model's thresholds are not the INT8 model's: it is calibrated on its own
+    assert original.calibrated_confidence == (0.1, 0.2, 0.3)
+    assert quantized.calibrated_confidence is None
     frame = _frame(tmp_path)
-    exact, approximate = _soil_mask(Detector(MODEL), frame), _soil_mask(Detector(out), frame)
+    exact = _soil_mask(Detector(MODEL, conf=0.25), frame)
+    approximate = _soil_mask(Detector(out, conf=0.25), frame)
     assert exact.sum() > 1000, "the float model finds no soil on this frame"
     iou = (exact & approximate).sum() / (exact | approximate).sum()
     assert iou > 0.8, iou
