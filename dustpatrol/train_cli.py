@@ -305,8 +305,8 @@ def calibrate_command(
     seeds: Annotated[
         str,
         typer.Option(help="Validation district seeds: neither trained on nor reported."),
-    ] = "9007-9010",
-    frames: Annotated[int, typer.Option(min=1, help="Frames per district.")] = 3,
+    ] = "9011-9030",
+    frames: Annotated[int, typer.Option(min=1, help="Frames per district.")] = 2,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Write the calibrated model here (default: in place)."),
