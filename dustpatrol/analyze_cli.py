@@ -55,6 +55,9 @@ def analyze_command(
         overlap=settings.detection.tile_overlap,
     )
     console = Console(stderr=True)
+    whose = "set for all" if settings.detection.min_confidence is not None else "the model's own"
+    shown = ", ".join(f"{name} > {value:g}" for name, value in detector.thresholds.items())
+    console.print(f"detector {detector.model.path.name}: confidence {shown} ({whose})")
     positions = None
     if any(p.suffix.lower() == ".mrk" for p in frames.iterdir()):
         positions = MrkPositions.for_folder(frames)

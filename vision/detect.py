@@ -115,6 +115,13 @@ class Detector:
     def class_names(self) -> tuple[str, ...]:
         return self.model.class_names
 
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The confidence each class must exceed to be detected."""
+        conf = self.conf
+        values = (conf,) * len(self.class_names) if isinstance(conf, float | int) else conf
+        return {name: float(v) for name, v in zip(self.class_names, values, strict=True)}
+
     def _tiles(self, tiles: list[UInt8Image]) -> list[TileMasks]:
         found = self.model(tiles, conf=self.conf, iou=self.iou)
         return [TileMasks(r.masks, r.class_id, r.confidence, r.offsets) for r in found]

@@ -83,6 +83,7 @@ def test_a_broken_frame_is_listed_with_its_reason_and_the_rest_go_on(
         ["analyze", str(copied), "--sites", str(sites), "--out", str(tmp_path / "f.geojson")],
     )
     assert result.exit_code == 0, result.output
+    assert "confidence exposed_soil > " in result.output  # the thresholds it detected with
     coverage = json.loads((tmp_path / "f.coverage.json").read_text())
     assert coverage["frames_analysed"] == 2
     assert [r["frame"] for r in coverage["rejected"]] == ["DJI_0009.JPG"]

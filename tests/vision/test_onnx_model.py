@@ -169,6 +169,10 @@ def test_a_model_carries_its_own_thresholds(tmp_path: Path) -> None:
         tmp_path / "calibrated.onnx",
     )
     assert Detector(calibrated).conf == (0.05, 0.25, 0.35)
+    assert Detector(calibrated).thresholds == {
+        "exposed_soil": 0.05, "road_dust": 0.25, "covered_soil": 0.35
+    }  # fmt: skip
+    assert set(Detector(calibrated, conf=0.3).thresholds.values()) == {0.3}
     assert Detector(calibrated, conf=0.3).conf == 0.3  # one for all, when given
     assert Detector(MODEL).conf == 0.25  # a model without thresholds of its own
     assert not list(tmp_path.glob("*.partial"))
