@@ -313,8 +313,8 @@ def calibrate_command(
     ] = None,
 ) -> None:
     """Choose the model's confidence threshold per class on validation districts (the best
-    IoU of each class over a sweep) and write them into the model: detection then uses them
-    unless `detection.min_confidence` sets one for all."""
+    IoU of each class over a sweep, averaged with its neighbours') and write them into the
+    model: detection then uses them unless `detection.min_confidence` sets one for all."""
     from dustpatrol.cli import cli_state
     from vision.detect import Detector
     from vision.onnx_model import confidence_metadata, write_metadata

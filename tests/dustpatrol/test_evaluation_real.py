@@ -1,11 +1,23 @@
-"""The real-photo measure of `dustpatrol train evaluate`: IoU and precision of exposed soil on
-the hand-marked pixels, the confidence sweep, the overlays."""
+"""The measures of `dustpatrol train evaluate`: on real photos, IoU and precision of exposed soil
+on the hand-marked pixels, the confidence sweep, the overlays; on simulated frames, IoU per
+class at each swept confidence, and the thresholds `train calibrate` chooses from them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dustpatrol.evaluation import REAL_PROBES, SWEEP_CONFIDENCES, evaluate_real, evaluate_simulated
+import pytest
+
+from dustpatrol.errors import DustpatrolError
+from dustpatrol.evaluation import (
+    REAL_PROBES,
+    SWEEP_CONFIDENCES,
+    Evaluation,
+    PixelCounts,
+    choose_confidences,
+    evaluate_real,
+    evaluate_simulated,
+)
 from vision.detect import Detector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,3 +72,30 @@ def test_the_mean_over_the_sweep_leaves_out_classes_absent_from_the_truth() -> N
     assert classes["road_dust"]["truth_pixels"] == 0  # type: ignore[index]
     assert classes["covered_soil"]["truth_pixels"] > 0  # type: ignore[index]
     assert summary["mean IoU at confidence 0.25"] == classes["covered_soil"]["iou"]  # type: ignore[index]
+
+
+def _swept(curves: dict[str, list[float | None]]) -> Evaluation:
+    result = Evaluation({name: PixelCounts(tp=10, fn=5) for name in curves})
+    for name, ious in curves.items():
+        for confidence, iou in zip(SWEEP_CONFIDENCES, ious, strict=True):
+            result.extra[f"{name} IoU at confidence {confidence:g}"] = iou
+    return result
+
+
+def test_thresholds_are_chosen_on_a_plateau_not_at_a_cliff_edge() -> None:
+    assert SWEEP_CONFIDENCES == (0.03, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
+    curves: dict[str, list[float | None]] = {
+        # the best single value (0.425 at 0.35) sits just before a fall
+        "road_dust": [0.377, 0.392, 0.404, 0.398, 0.423, 0.425, 0.279],
+        "exposed_soil": [0.779, 0.820, 0.855, 0.856, 0.832, 0.793, 0.718],
+        "covered_soil": [0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9],  # flat: the higher threshold
+    }
+    chosen = choose_confidences(_swept(curves), ["road_dust", "exposed_soil", "covered_soil"])
+    assert chosen == (0.25, 0.15, 0.5)
+
+
+def test_no_threshold_is_chosen_for_a_class_the_frames_do_not_hold() -> None:
+    swept = _swept({"road_dust": [0.5] * 7})
+    swept.per_class["road_dust"] = PixelCounts(fp=40)  # found, but never there
+    with pytest.raises(DustpatrolError, match="hold no road_dust"):
+        choose_confidences(swept, ["road_dust"])

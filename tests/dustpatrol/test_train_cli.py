@@ -276,7 +276,10 @@ def test_calibration_writes_the_best_threshold_of_each_class_into_the_model(
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         ious = [float(cell) for cell in cells[1:-1]]
         assert float(cells[-1]) == threshold
-        assert ious[SWEEP_CONFIDENCES.index(threshold)] == pytest.approx(max(ious), abs=5e-4)
+        # best together with its neighbours in the sweep (the printed IoUs are rounded)
+        near = [sum(ious[max(0, i - 1) : i + 2]) / len(ious[max(0, i - 1) : i + 2])
+                for i in range(len(ious))]  # fmt: skip
+        assert near[SWEEP_CONFIDENCES.index(threshold)] == pytest.approx(max(near), abs=1e-3)
 
 
 def test_calibration_without_every_class_in_view_leaves_the_model_as_it_was(
