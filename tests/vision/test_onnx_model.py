@@ -29,6 +29,10 @@ def test_the_shipped_model_describes_itself(segmenter: OnnxSegmenter) -> None:
     assert segmenter.imgsz % 32 == 0
     assert float(segmenter.metadata["dustpatrol_gsd_m"]) == pytest.approx(0.1)
     assert MODEL.stat().st_size < 30e6
+    # each shipped model carries its own thresholds (`dustpatrol train calibrate`)
+    for shipped in (segmenter, OnnxSegmenter(MODEL.with_name("dustpatrol-seg-int8.onnx"))):
+        thresholds = shipped.calibrated_confidence
+        assert thresholds is not None and all(0.0 < t < 1.0 for t in thresholds)
 
 
 @pytest.mark.parametrize("tile_path", TILES, ids=[p.stem for p in TILES])
@@ -174,7 +178,16 @@ def test_a_model_carries_its_own_thresholds(tmp_path: Path) -> None:
     }  # fmt: skip
     assert set(Detector(calibrated, conf=0.3).thresholds.values()) == {0.3}
     assert Detector(calibrated, conf=0.3).conf == 0.3  # one for all, when given
-    assert Detector(MODEL).conf == 0.25  # a model without thresholds of its own
+    import onnx
+
+    from vision.onnx_model import CONFIDENCE_KEY
+
+    bare = onnx.load(str(MODEL))
+    kept = [entry for entry in bare.metadata_props if entry.key != CONFIDENCE_KEY]
+    del bare.metadata_props[:]
+    bare.metadata_props.extend(kept)
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    assert Detector(tmp_path / "bare.onnx").conf == 0.25  # a model without thresholds of its own
     assert not list(tmp_path.glob("*.partial"))
     with pytest.raises(VisionError, match="3 classes"):
         OnnxSegmenter(calibrated)([], conf=(0.1, 0.2))
