@@ -151,7 +151,7 @@ def test_a_threshold_per_class_filters_each_class_alone(segmenter: OnnxSegmenter
     all: those keep exactly what they had (non-maximum suppression is per class)."""
     seen_classes: set[int] = set()
     for tile_path in TILES:
-        tile = cv2.imread(str(tile_path))
+        tile = np.asarray(cv2.imread(str(tile_path)), dtype=np.uint8)
         batch = np.ascontiguousarray(tile[:, :, ::-1].transpose(2, 0, 1))[None].astype(np.float32)
         raw, protos = segmenter.session.run(None, {segmenter.input_name: batch / 255.0})
         everything = postprocess(raw[0], protos[0], segmenter.imgsz, conf=0.02, iou=0.7)
