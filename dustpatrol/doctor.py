@@ -281,10 +281,35 @@ def _check_sqlite(database: str | None, shown: str) -> CheckResult:
 
 
 def check_model(settings: Settings) -> CheckResult:
+    """The detector's file opens as a segmentation model; says the thresholds it detects with."""
     model_path = settings.detection.model_path
     if model_path.is_file():
+        from vision.errors import VisionError
+        from vision.onnx_model import OnnxSegmenter
+
         size_mb = model_path.stat().st_size / 1e6
-        return CheckResult("model", CheckStatus.OK, f"{model_path} ({size_mb:.1f} MB)")
+        try:
+            model = OnnxSegmenter(model_path, threads=1)
+        except VisionError as exc:
+            return CheckResult(
+                "model",
+                CheckStatus.FAIL,
+                str(exc),
+                "point detection.model_path (DUSTPATROL_DETECTION__MODEL_PATH) at a shipped "
+                "model in models/, or export and calibrate yours again",
+            )
+        one = settings.detection.min_confidence
+        if one is not None:
+            shown, whose = f"{one:g} for every class", "set in detection.min_confidence"
+        else:
+            values = model.calibrated_confidence or (0.25,) * len(model.class_names)
+            shown = ", ".join(
+                f"{name} > {value:g}" for name, value in zip(model.class_names, values, strict=True)
+            )
+            whose = "the model's own" if model.calibrated_confidence else "no thresholds of its own"
+        return CheckResult(
+            "model", CheckStatus.OK, f"{model_path} ({size_mb:.1f} MB; {shown}: {whose})"
+        )
     return CheckResult(
         "model",
         CheckStatus.WARN,

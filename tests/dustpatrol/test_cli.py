@@ -116,6 +116,26 @@ def test_doctor_reports_a_corrupt_sqlite_file(tmp_path: Path) -> None:
     assert "broken.db" in result.output
 
 
+def test_doctor_opens_the_model_and_says_its_thresholds(tmp_path: Path) -> None:
+    from dustpatrol.doctor import CheckStatus, check_model
+    from dustpatrol.settings import Settings
+
+    shipped = Path(__file__).resolve().parents[2] / "models" / "dustpatrol-seg-int8.onnx"
+    check = check_model(Settings.model_validate({"detection": {"model_path": str(shipped)}}))
+    assert check.status is CheckStatus.OK
+    assert "exposed_soil > " in check.detail and "the model's own" in check.detail
+    one = Settings.model_validate(
+        {"detection": {"model_path": str(shipped), "min_confidence": 0.3}}
+    )
+    assert "0.3 for every class" in check_model(one).detail
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model" * 100)
+    result = runner.invoke(app, ["doctor"], env={"DUSTPATROL_DETECTION__MODEL_PATH": str(broken)})
+    assert result.exit_code == 1
+    assert "broken.onnx is not a usable ONNX model" in result.output
+    assert "fix:" in result.output
+
+
 def test_doctor_reports_bad_settings_without_crashing() -> None:
     result = runner.invoke(app, ["doctor"], env={"DUSTPATROL_SERVER__PORT": "0"})
     assert result.exit_code == 1
