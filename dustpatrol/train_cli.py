@@ -53,6 +53,13 @@ def dataset_command(
             help="How much likelier a compliant site is as a frame's centre (hard negatives)."
         ),
     ] = 1.0,
+    open_ground_weight: Annotated[
+        float,
+        typer.Option(
+            help="How much likelier a site on bare earth or weeds is as a frame's centre "
+            "(the look of an unkempt site at the earthworks stage)."
+        ),
+    ] = 1.0,
 ) -> None:
     """Render a YOLO-seg dataset from simulated districts (split by district)."""
     spec = DatasetSpec(
@@ -64,6 +71,7 @@ def dataset_command(
         gsd_m=gsd,
         randomise=randomise,
         compliant_weight=compliant_weight,
+        open_ground_weight=open_ground_weight,
     )
     console = Console(stderr=True)
     with progress_bar(console) as progress:
@@ -88,6 +96,8 @@ def dataset_command(
                 "--randomise" if randomise else "--no-randomise",
                 "--compliant-weight",
                 str(compliant_weight),
+                "--open-ground-weight",
+                str(open_ground_weight),
                 "--out",
                 str(out),
             ],

@@ -22,9 +22,9 @@ import numpy as np
 from dustpatrol.errors import DustpatrolError
 from sim.camera import PoseNoise, camera_preset
 from sim.errors import SimError
-from sim.kinds import GnssMode, GroundTruthClass
+from sim.kinds import GnssMode, GroundTruthClass, SurfaceKind
 from sim.shots import pose_at, shoot
-from sim.world import District, Site, generate_district
+from sim.world import LAYER_SITE_BASE, District, Site, generate_district
 from sim.world import parse_seeds as district_seeds
 from vision.augment import randomise
 from vision.labels import dataset_folders, mask_instances, write_data_yaml, yolo_label_lines
@@ -60,6 +60,11 @@ class DatasetSpec:
     # the set holds more of the hard negatives of compliant sites (gravel, stained concrete,
     # rubble under no notice), which the end-to-end false alarms come from.
     compliant_weight: float = 1.0
+    # How much likelier a site on open ground (graded earth or weeds, not gravel or paving:
+    # an unkempt construction site at the earthworks stage, grown over, or on a former field)
+    # is as a frame's centre: the look of the real reference photos, where the shipped model
+    # leaves the pale haul roads across such ground unfound.
+    open_ground_weight: float = 1.0
 
     def validate(self) -> None:
         if not self.seeds:
@@ -77,6 +82,11 @@ class DatasetSpec:
         if not 0.1 <= self.compliant_weight <= 10.0:
             raise DustpatrolError(
                 f"compliant-site weight {self.compliant_weight} is outside 0.1..10 "
+                "(1 picks every site alike)"
+            )
+        if not 0.1 <= self.open_ground_weight <= 10.0:
+            raise DustpatrolError(
+                f"open-ground site weight {self.open_ground_weight} is outside 0.1..10 "
                 "(1 picks every site alike)"
             )
 
@@ -102,21 +112,47 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise DustpatrolError(str(error)) from None
 
 
-def pick_site(sites: Sequence[Site], rng: np.random.Generator, compliant_weight: float) -> Site:
-    """A site to centre a frame on; compliant ones ``compliant_weight`` times as likely. At
-    weight 1 it draws exactly as sets rendered before the weight existed did."""
-    if compliant_weight == 1.0:
+def open_ground_sites(district: District) -> frozenset[str]:
+    """The sites whose base is open ground (bare earth or weeds) rather than gravel or paving."""
+    return frozenset(
+        surface.site_id
+        for surface in district.fixed_surfaces
+        if surface.layer == LAYER_SITE_BASE
+        and surface.site_id is not None
+        and surface.kind in (SurfaceKind.BARE_SOIL, SurfaceKind.GROUND)
+    )
+
+
+def pick_site(
+    sites: Sequence[Site],
+    rng: np.random.Generator,
+    compliant_weight: float,
+    open_ground: frozenset[str] = frozenset(),
+    open_ground_weight: float = 1.0,
+) -> Site:
+    """A site to centre a frame on; compliant ones ``compliant_weight`` times as likely, those
+    in ``open_ground`` ``open_ground_weight`` times (the two multiply). With both weights 1 it
+    draws exactly as sets rendered before the weights existed did."""
+    if compliant_weight == 1.0 and open_ground_weight == 1.0:
         return sites[int(rng.integers(len(sites)))]
-    weights = np.array([compliant_weight if site.compliant else 1.0 for site in sites])
+    weights = np.array(
+        [
+            (compliant_weight if site.compliant else 1.0)
+            * (open_ground_weight if site.site_id in open_ground else 1.0)
+            for site in sites
+        ]
+    )
     return sites[int(rng.choice(len(sites), p=weights / weights.sum()))]
 
 
 def _frame_pose(
-    district: District, rng: np.random.Generator, spec: DatasetSpec
+    district: District, rng: np.random.Generator, spec: DatasetSpec, open_ground: frozenset[str]
 ) -> tuple[float, float, float, float, float]:
     """(east, north, altitude, yaw, pitch) of one training frame."""
     if rng.random() < 0.8:
-        site = pick_site(district.sites, rng, spec.compliant_weight)
+        site = pick_site(
+            district.sites, rng, spec.compliant_weight, open_ground, spec.open_ground_weight
+        )
         centre = site.geometry.centroid
         east = centre.x + rng.normal(0.0, 40.0)
         north = centre.y + rng.normal(0.0, 40.0)
@@ -189,8 +225,9 @@ def render_district(seed: int, spec: DatasetSpec) -> DistrictResult:
     result = DistrictResult(seed, split)
     rng = np.random.default_rng([seed, 0xDA7A])
     base = camera_preset("m3e")
+    open_ground = open_ground_sites(district) if spec.open_ground_weight != 1.0 else frozenset()
     for frame in range(spec.frames_per_district):
-        east, north, altitude, yaw, pitch = _frame_pose(district, rng, spec)
+        east, north, altitude, yaw, pitch = _frame_pose(district, rng, spec, open_ground)
         gsd = spec.gsd_m * float(rng.uniform(1.0 - spec.gsd_spread, 1.0 + spec.gsd_spread))
         scale = float(np.clip(base.gsd_m(altitude) / gsd, 0.05, 1.0))
         camera = camera_preset("m3e", scale)

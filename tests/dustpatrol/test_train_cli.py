@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ from typer.testing import CliRunner
 from dustpatrol.cli import app
 from dustpatrol.errors import DustpatrolError
 from dustpatrol.evaluation import SWEEP_CONFIDENCES
-from dustpatrol.training import DatasetSpec, parse_seeds, pick_site
-from sim.world import generate_district
+from dustpatrol.training import DatasetSpec, open_ground_sites, parse_seeds, pick_site
+from sim.kinds import SurfaceKind
+from sim.world import LAYER_SITE_BASE, generate_district
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +63,62 @@ def test_compliant_sites_can_be_favoured_as_frame_centres() -> None:
     expected = 3 * compliant / (3 * compliant + (1 - compliant))
     assert share(3.0, np.random.default_rng(1)) == pytest.approx(expected, abs=0.03)
     assert share(1.0, np.random.default_rng(1)) == pytest.approx(compliant, abs=0.03)
+
+
+def test_sites_on_open_ground_can_be_favoured_as_frame_centres() -> None:
+    district = generate_district(3, n_sites=12, extent_m=3_000.0)
+    sites = district.sites
+    open_ground = open_ground_sites(district)
+    # the construction sites on graded earth or weeds, and nothing else
+    assert 0 < len(open_ground) < len(sites)
+    for site in sites:
+        base = [
+            s.kind
+            for s in district.fixed_surfaces
+            if s.site_id == site.site_id and s.layer == LAYER_SITE_BASE
+        ]
+        assert (site.site_id in open_ground) == (
+            base[0] in (SurfaceKind.BARE_SOIL, SurfaceKind.GROUND)
+        )
+    share = len(open_ground) / len(sites)
+
+    def drawn(weight: float, compliant_weight: float = 1.0) -> float:
+        rng = np.random.default_rng(2)
+        picks = [
+            pick_site(sites, rng, compliant_weight, open_ground, weight).site_id in open_ground
+            for _ in range(4_000)
+        ]
+        return sum(picks) / len(picks)
+
+    assert drawn(1.0) == pytest.approx(share, abs=0.03)
+    assert drawn(3.0) == pytest.approx(3 * share / (3 * share + 1 - share), abs=0.03)
+    # the weights multiply: a compliant site on open ground is six times as likely at 3 and 2
+    rng = np.random.default_rng(4)
+    weights = [
+        (2.0 if s.compliant else 1.0) * (3.0 if s.site_id in open_ground else 1.0) for s in sites
+    ]
+    counts = Counter(pick_site(sites, rng, 2.0, open_ground, 3.0).site_id for _ in range(6_000))
+    for site, weight in zip(sites, weights, strict=True):
+        assert counts[site.site_id] / 6_000 == pytest.approx(weight / sum(weights), abs=0.02)
+
+
+def test_an_open_ground_weight_out_of_range_is_refused(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "dataset",
+            "--seeds",
+            "1-7",
+            "--open-ground-weight",
+            "20",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "open-ground site weight 20.0 is outside 0.1..10" in result.output
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_compliant_weight_out_of_range_is_refused(tmp_path: Path) -> None:
