@@ -50,6 +50,14 @@ def make_engine(url: str, echo: bool = False, sqlite_synchronous: str = "normal"
         return engine
     engine = create_engine(url, echo=echo)
     _ping_after_idle(engine)
+
+    @event.listens_for(engine, "connect")
+    def _utc_session(connection: Any, _record: Any) -> None:
+        # Times come back in the session's time zone; in UTC psycopg gives them Python's own
+        # UTC, which `UtcDateTime` then passes through (a page of notices holds a hundred).
+        connection.execute("SET TIME ZONE 'UTC'")
+        connection.commit()
+
     return engine
 
 
@@ -153,5 +161,8 @@ class UtcDateTime(TypeDecorator[datetime]):
         return as_utc(value).astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        # PostgreSQL answers in the session's time zone: bring it back to UTC.
-        return None if value is None else as_utc(value).astimezone(UTC)
+        # PostgreSQL answers in the session's time zone (UTC on our connections): bring it
+        # back to UTC.
+        if value is None or value.tzinfo is UTC:
+            return value
+        return as_utc(value).astimezone(UTC)

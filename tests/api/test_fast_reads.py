@@ -5,6 +5,7 @@ process yet refused at once when disabled, the background work in one process of
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -450,3 +451,45 @@ def test_the_map_reads_no_notice_texts(imported: World) -> None:
     assert not [s for s, _ in seen if "text_zh" in s or "text_en" in s]
     # the same through the API
     assert imported.client.get("/map/data", headers=analyst).status_code == 200
+
+
+def test_no_route_of_one_router_takes_a_path_of_another() -> None:
+    """The routers are included most requested first (routes are matched one by one, in
+    order); that is safe only while no route of one router matches a path of another's."""
+    from fastapi.routing import APIRoute
+
+    from api.routes import auth as auth_routes
+    from api.routes import bureaus, findings, flights, health, ledger, map_page, notices
+    from api.routes import sites as site_routes
+    from api.routes import users as user_routes
+
+    routers = [
+        notices.router,
+        ledger.router,
+        map_page.router,
+        auth_routes.router,
+        flights.router,
+        findings.router,
+        site_routes.router,
+        bureaus.router,
+        user_routes.router,
+        user_routes.audit_router,
+        health.router,
+    ]
+    routes = [
+        (index, route)
+        for index, router in enumerate(routers)
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    ]
+    assert len(routes) > 40
+    for index, route in routes:
+        # a path this route serves, each parameter given a value any parameter accepts
+        sample = re.sub(r"\{[^}]+\}", "1", route.path)
+        assert route.path_regex.fullmatch(sample), route.path
+        for other_index, other in routes:
+            shared = (other.methods or set()) & (route.methods or set())
+            if other_index != index and shared:
+                assert not other.path_regex.fullmatch(sample), (
+                    f"{' '.join(sorted(shared))} {sample} is matched by {other.path} too"
+                )

@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text, type_coerce
 from sqlalchemy.orm import Session
 
 import api.db
-from api.db import make_engine, session_factory
+from api.db import UtcDateTime, make_engine, session_factory
 from api.deps import run_short
 from tests.api.conftest import _postgres_admin_url, new_postgres_database
 
@@ -130,3 +131,26 @@ def test_the_queue_keeps_the_read_setting_of_the_service(tmp_path: Any) -> None:
             assert session.info[SHORT_READS_IN_THREAD] is True
             assert "dispatch" in session.info
         app.state.engine.dispose()
+
+
+def test_times_come_back_in_python_s_own_utc(engine: Engine) -> None:
+    """Connections talk UTC, whatever the server's time zone, so a stored time is read as
+    Python's own UTC and passed through without a conversion per value."""
+    with engine.connect() as connection:  # a server set to local time, as many here are
+        connection.execute(
+            text(
+                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', "
+                "current_database(), 'Asia/Shanghai'); END $$"
+            )
+        )
+        connection.commit()
+    engine.dispose()
+    with create_engine(engine.url).connect() as plain:
+        assert plain.scalar(text("SHOW TimeZone")) == "Asia/Shanghai"
+    with session_factory(engine)() as session:
+        assert session.scalar(text("SHOW TimeZone")) == "UTC"
+        moment = session.scalar(
+            select(type_coerce(text("TIMESTAMPTZ '2026-12-06 08:00:00+08'"), UtcDateTime))
+        )
+    assert moment is not None and moment.tzinfo is UTC
+    assert moment == datetime(2026, 12, 6, 0, 0, tzinfo=UTC)

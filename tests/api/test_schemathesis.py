@@ -31,6 +31,10 @@ RULES_BEYOND_THE_SCHEMA = {
     "GET /sites": "a bbox's minimum must not exceed its maximum, latitudes within +-90",
     "GET /sites/geojson": "as GET /sites",
     "GET /map/data": "as GET /sites; and `since` must not be after `until`",
+    "POST /flights/{flight_id}/frames": "the file must be a JPEG, not any bytes",
+    "POST /flights/{flight_id}/findings": "a FeatureCollection of findings as the pipeline "
+    "writes them, not any JSON object",
+    "POST /sites/import": "the file is read by its extension (.geojson, .csv, .zip, ...)",
 }
 
 
