@@ -41,6 +41,23 @@ from api.services.notices import housekeeping
 from api.services.webhooks import WebhookDispatcher
 from dustpatrol.settings import Settings
 
+# Routes are matched in order, one by one (FastAPI tries every route of an included router
+# before the next router): the most requested first. No route of one router matches a path
+# of another's (a test checks), so the order changes nothing else.
+ROUTERS = (
+    notices.router,
+    ledger.router,
+    map_page.router,
+    auth.router,
+    flights.router,
+    findings.router,
+    sites.router,
+    bureaus.router,
+    users.router,
+    users.audit_router,
+    health.router,
+)
+
 
 def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True) -> FastAPI:
     """The notice service for ``settings``; the database is migrated to the latest schema and,
@@ -96,23 +113,8 @@ def create_app(settings: Settings, *, migrate: bool = True, worker: bool = True)
     app.add_middleware(BodyLimit, default_bytes=int(settings.server.max_body_mb * 2**20))
     app.add_middleware(RequestId)
     document_problems(app)
-    # Routes are matched in order, one by one (FastAPI tries every route of an included
-    # router before the next router): the most requested first. No two routers share a path
-    # prefix, so the order changes nothing else.
-    for module in (
-        notices,
-        ledger,
-        map_page,
-        auth,
-        flights,
-        findings,
-        sites,
-        bureaus,
-        users,
-        health,
-    ):
-        app.include_router(module.router)
-    app.include_router(users.audit_router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=map_page.STATIC_DIR), name="static")
     return app
 

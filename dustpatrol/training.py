@@ -79,16 +79,14 @@ class DatasetSpec:
             raise DustpatrolError(f"ground resolution {self.gsd_m} m/px is outside 0.01..0.5")
         if self.frames_per_district < 1 or self.crops_per_frame < 1:
             raise DustpatrolError("frames per district and crops per frame must be at least 1")
-        if not 0.1 <= self.compliant_weight <= 10.0:
-            raise DustpatrolError(
-                f"compliant-site weight {self.compliant_weight} is outside 0.1..10 "
-                "(1 picks every site alike)"
-            )
-        if not 0.1 <= self.open_ground_weight <= 10.0:
-            raise DustpatrolError(
-                f"open-ground site weight {self.open_ground_weight} is outside 0.1..10 "
-                "(1 picks every site alike)"
-            )
+        for what, weight in (
+            ("compliant-site", self.compliant_weight),
+            ("open-ground site", self.open_ground_weight),
+        ):
+            if not 0.1 <= weight <= 10.0:
+                raise DustpatrolError(
+                    f"{what} weight {weight} is outside 0.1..10 (1 picks every site alike)"
+                )
 
     def split_of(self, seed: int) -> str:
         return "val" if seed % self.val_every == 0 else "train"

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import event, select, text, update
 from typer.testing import CliRunner
 
-from api.app import BackgroundLease
+from api.app import ROUTERS, BackgroundLease
 from api.db import as_utc, make_engine, session_factory, write_turn
 from api.migrate import upgrade
 from api.models.notices import BureauLedgerTotal, LedgerTotal, Notice
@@ -458,27 +458,9 @@ def test_no_route_of_one_router_takes_a_path_of_another() -> None:
     order); that is safe only while no route of one router matches a path of another's."""
     from fastapi.routing import APIRoute
 
-    from api.routes import auth as auth_routes
-    from api.routes import bureaus, findings, flights, health, ledger, map_page, notices
-    from api.routes import sites as site_routes
-    from api.routes import users as user_routes
-
-    routers = [
-        notices.router,
-        ledger.router,
-        map_page.router,
-        auth_routes.router,
-        flights.router,
-        findings.router,
-        site_routes.router,
-        bureaus.router,
-        user_routes.router,
-        user_routes.audit_router,
-        health.router,
-    ]
     routes = [
         (index, route)
-        for index, router in enumerate(routers)
+        for index, router in enumerate(ROUTERS)
         for route in router.routes
         if isinstance(route, APIRoute)
     ]
