@@ -8,7 +8,11 @@ Statistics per region kind: colour in CIE Lab (mean and spread of L, a, b), the 
 magnitude distribution (median and 90th percentile of the L gradient, per metre), the slope
 of the radially averaged power spectrum of L (log-log, between 0.5 m and 4 m wavelengths),
 and, between soil and vegetation, an edge transition width (the L contrast of the two
-divided by the 95th percentile gradient along their boundary, in metres).
+divided by the 95th percentile gradient where they meet, in metres). Where soil and vegetation
+meet is measured only where they meet each other: a render knows every other surface (the
+hoarding between a site's earth and the verge outside, a road, a net) and leaves out pixels
+beside those, whose hard edges are not a soil-to-grass transition; the real photos' marked
+regions carry no such mask.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class Sample:
     name: str
     bgr: UInt8Image
     regions: dict[str, BoolImage]
+    # Surfaces that are neither region kind where that is known (renders), else None.
+    other: BoolImage | None = None
 
 
 def real_samples(folder: Path, gsd_m: float = COMPARE_GSD_M) -> list[Sample]:
@@ -120,6 +126,7 @@ def render_samples(
                 f"{site.site_id}-{index}",
                 rendering.bgr,
                 {"exposed_soil": soil, "vegetation": vegetation},
+                other=~(soil | vegetation),
             )
         )
         on_render()
@@ -181,7 +188,7 @@ def region_statistics(samples: Sequence[Sample], gsd_m: float = COMPARE_GSD_M) -
             slope = _spectrum_slope(luminance, inner.astype(bool), gsd_m)
             if slope is not None:
                 slopes[kind].append(slope)
-        width = _edge_width(luminance, magnitude, sample.regions, gsd_m)
+        width = _edge_width(luminance, magnitude, sample.regions, sample.other, gsd_m)
         if width is not None:
             widths.append(width)
     for kind in REGION_KINDS:
@@ -205,9 +212,11 @@ def _edge_width(
     luminance: NDArray[np.float32],
     magnitude: NDArray[np.float32],
     regions: dict[str, BoolImage],
+    other: BoolImage | None,
     gsd_m: float,
 ) -> float | None:
-    """L contrast of soil against vegetation over the steepest gradients where they meet."""
+    """L contrast of soil against vegetation over the steepest gradients where they meet,
+    away from ``other`` surfaces (two pixels: the Sobel gradient's reach and one more)."""
     soil, vegetation = regions["exposed_soil"], regions["vegetation"]
     if soil.sum() < 50 or vegetation.sum() < 50:
         return None
@@ -216,6 +225,8 @@ def _edge_width(
     near_soil = cv2.dilate(soil.astype(np.uint8), kernel).astype(bool)
     near_vegetation = cv2.dilate(vegetation.astype(np.uint8), kernel).astype(bool)
     band = near_soil & near_vegetation
+    if other is not None:
+        band &= ~cv2.dilate(other.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     if band.sum() < 20:
         return None
     contrast = abs(float(luminance[soil].mean()) - float(luminance[vegetation].mean()))

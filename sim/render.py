@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -539,9 +540,10 @@ def _soft_mask(kind: UInt8Image) -> UInt8Image:
     return np.asarray(cv2.LUT(kind, _TABLES["soft"]), dtype=np.uint8)
 
 
-def _soften(image: UInt8Image, soft: UInt8Image, sigma_px: float) -> None:
-    """Blend natural ground into its neighbours, in place: ``image`` blurred by ``sigma_px``
-    is copied where ``soft`` is set (earth fading into grass).
+def _soften(image: NDArray[Any], soft: UInt8Image, sigma_px: float) -> None:
+    """Blend natural ground into its neighbours, in place: ``image`` (colours, or the texture
+    weights of each pixel's surface) blurred by ``sigma_px`` is copied where ``soft`` is set
+    (earth fading into grass).
 
     The inputs are piecewise constant per surface, so a blur changes them only near edges, and
     a symmetric blur keeps each edge where its polygon (and the class mask) says it is.
@@ -556,6 +558,25 @@ def _soften(image: UInt8Image, soft: UInt8Image, sigma_px: float) -> None:
     blurred_small = cv2.GaussianBlur(small, (0, 0), sigma_px / factor)
     blurred = cv2.resize(blurred_small, (width, height), interpolation=cv2.INTER_LINEAR)
     cv2.copyTo(blurred, soft, image)
+
+
+def texture_weights(
+    kind: UInt8Image, soft_sigma_px: float
+) -> tuple[FloatImage, FloatImage, FloatImage, FloatImage]:
+    """Each pixel's weights of the fine and coarse texture channels, its alternate tone and
+    its macro blotches, from its surface kind (`sim.materials`). Where earth meets grass its
+    colour fades (`_soften`) and so do its ruts, clods and tone: the weights of soft-edged
+    surfaces blend over the same distance, so the edge is not left as a step in texture."""
+    soft = _soft_mask(kind)
+    weights = (
+        _f32(cv2.LUT(cv2.merge([kind] * 4), _TABLES["fine"])),
+        _f32(cv2.LUT(cv2.merge([kind] * 4), _TABLES["coarse"])),
+        _f32(cv2.LUT(cv2.merge([kind] * 3), _TABLES["tone"])),
+        _f32(cv2.LUT(kind, _TABLES["macro"])),
+    )
+    for weight in weights:
+        _soften(weight, soft, soft_sigma_px)
+    return weights
 
 
 def _shade(
@@ -608,11 +629,13 @@ def _shade(
 
     kind_half = np.asarray(cv2.resize(kind, half_size, interpolation=cv2.INTER_NEAREST), np.uint8)
     shadow_half = cv2.resize(shadow, half_size, interpolation=cv2.INTER_NEAREST)
-    kind_half4 = cv2.merge([kind_half] * 4)
-    gain = np.einsum("ijk,ijk->ij", fine, _f32(cv2.LUT(kind_half4, _TABLES["fine"])))
-    gain += np.einsum("ijk,ijk->ij", coarse, _f32(cv2.LUT(kind_half4, _TABLES["coarse"])))
+    fine_weight, coarse_weight, tone, macro_weight = texture_weights(
+        kind_half, SOFT_EDGE_M / view.camera.gsd_m(view.height_m) / 2.0
+    )
+    gain = np.einsum("ijk,ijk->ij", fine, fine_weight)
+    gain += np.einsum("ijk,ijk->ij", coarse, coarse_weight)
     macro_half = cv2.resize(low_macro, half_size)
-    gain += _f32(cv2.multiply(macro_half[:, :, 0], cv2.LUT(kind_half, _TABLES["macro"])))
+    gain += _f32(cv2.multiply(macro_half[:, :, 0], macro_weight))
     gain = np.clip(gain + 1.0, 0.15, None)
     gain *= _f32(cv2.resize(low_scale, half_size))
     shadow_lut = np.ones((1, 256), dtype=np.float32)
@@ -622,7 +645,6 @@ def _shade(
 
     # The alternate tone (wet soil, dry grass, faded net) comes in blotches of slow noise.
     tone_mix = np.clip(0.5 + 0.9 * macro_half[:, :, 1], 0.0, 1.0)[:, :, None]
-    tone = _f32(cv2.LUT(cv2.merge([kind_half] * 3), _TABLES["tone"]))
     tone = 1.0 + tone_mix * (tone - 1.0)
 
     warm = (1.0 - 0.06 * env.warmth, 1.0, 1.0 + 0.06 * env.warmth)

@@ -59,6 +59,24 @@ def test_the_edge_width_is_the_width_of_the_transition(ramp_m: float) -> None:
     assert graded == pytest.approx(ramp_m, rel=0.15)
 
 
+def test_the_edge_width_leaves_out_the_hard_edges_of_other_surfaces() -> None:
+    """A dark hoarding across the transition (known to a render as another surface) does not
+    make a graded edge look like a step; the renders' widths were the hoarding's before."""
+    graded = _halves(1.0)
+    image = graded.bgr.copy()
+    other = np.zeros(image.shape[:2], bool)
+    for row in (20, 56, 92):  # dark panel lines crossing soil, transition and grass
+        other[row : row + 3] = True
+    image[other] = 20
+    regions = {kind: mask & ~other for kind, mask in graded.regions.items()}
+    with_panel = Sample("panel", image, regions, other=other)
+    unmarked = Sample("panel", image, regions)
+    assert region_statistics([with_panel])["soil-vegetation edge width m"] == pytest.approx(
+        1.0, rel=0.15
+    )
+    assert region_statistics([unmarked])["soil-vegetation edge width m"] < 0.5
+
+
 def test_the_real_set_against_itself_differs_by_nothing() -> None:
     real = region_statistics(real_samples(REAL))
     rows = Comparison(real, real).rows()

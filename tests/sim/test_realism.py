@@ -11,7 +11,7 @@ import shapely
 
 from sim.camera import ViewGeometry, camera_preset
 from sim.kinds import GroundTruthClass, SiteKind, SurfaceKind
-from sim.render import SensorEffects, _sensor_tile, render
+from sim.render import SensorEffects, _sensor_tile, render, texture_weights
 from sim.shots import pose_at, view_for
 from sim.world import District, generate_district
 
@@ -105,3 +105,29 @@ def test_sensor_noise_is_mostly_in_brightness() -> None:
     luma = tile.mean(axis=2)
     chroma = tile - luma[:, :, None]
     assert float(chroma.std()) < 0.35 * float(luma.std())
+
+
+def test_texture_fades_with_the_colour_where_earth_meets_grass() -> None:
+    """Across a soil-to-grass edge the texture weights (ruts, clods, tone) blend over the
+    same distance as the colour, while a roof beside asphalt keeps a hard edge. Before, the
+    weights were a step at the polygon's edge even where the colour faded (the renders'
+    soil-to-grass edges measured half as wide as the real photos')."""
+    sigma_px = 6.0
+    strip = np.zeros((40, 120), np.uint8)
+    strip[:, :60] = int(SurfaceKind.BARE_SOIL)
+    strip[:, 60:] = int(SurfaceKind.GROUND)
+    fine, coarse, tone, macro = texture_weights(strip, sigma_px)
+    soil, grass = fine[20, 5], fine[20, 115]
+    assert not np.allclose(soil, grass)  # two materials, each pure far from the edge
+    profile = coarse[20, :, 0]  # tyre tracks: strong on soil, weak on grass
+    between = (profile < profile[5] - 1e-3) & (profile > profile[115] + 1e-3)
+    assert 2 * sigma_px <= between.sum() <= 6 * sigma_px  # graded over about 2 sigma each side
+    assert np.all(np.diff(profile[40:80]) <= 1e-6)  # monotone across the edge
+    assert tone[20, 59, 0] != tone[20, 5, 0] and macro[20, 59] != macro[20, 5]
+
+    hard = np.zeros((40, 120), np.uint8)
+    hard[:, :60] = int(SurfaceKind.ROOF_RED)
+    hard[:, 60:] = int(SurfaceKind.ASPHALT)
+    fine_hard = texture_weights(hard, sigma_px)[0]
+    assert np.array_equal(fine_hard[20, :60], np.repeat(fine_hard[20:21, 0], 60, axis=0))
+    assert np.array_equal(fine_hard[20, 60:], np.repeat(fine_hard[20:21, 119], 60, axis=0))
