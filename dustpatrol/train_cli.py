@@ -21,6 +21,7 @@ from dustpatrol.evaluation import (
 )
 from dustpatrol.progress import progress_bar
 from dustpatrol.training import DatasetSpec, build_dataset, parse_seeds
+from vision.augment import WARMTH
 
 train_app = typer.Typer(
     help="Datasets, training, export and evaluation of the detector.", no_args_is_help=True
@@ -60,6 +61,13 @@ def dataset_command(
             "(the look of an unkempt site at the earthworks stage)."
         ),
     ] = 1.0,
+    warmth: Annotated[
+        float,
+        typer.Option(
+            help="White-balance range of the randomisation along the warm-cool axis: the log "
+            "of the red and blue gains within +-this (0.12: red over blue 0.79-1.27)."
+        ),
+    ] = WARMTH,
 ) -> None:
     """Render a YOLO-seg dataset from simulated districts (split by district)."""
     spec = DatasetSpec(
@@ -72,6 +80,7 @@ def dataset_command(
         randomise=randomise,
         compliant_weight=compliant_weight,
         open_ground_weight=open_ground_weight,
+        warmth=warmth,
     )
     console = Console(stderr=True)
     with progress_bar(console) as progress:
@@ -98,6 +107,8 @@ def dataset_command(
                 str(compliant_weight),
                 "--open-ground-weight",
                 str(open_ground_weight),
+                "--warmth",
+                str(warmth),
                 "--out",
                 str(out),
             ],

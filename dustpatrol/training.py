@@ -26,7 +26,7 @@ from sim.kinds import GnssMode, GroundTruthClass, SurfaceKind
 from sim.shots import pose_at, shoot
 from sim.world import LAYER_SITE_BASE, District, Site, generate_district
 from sim.world import parse_seeds as district_seeds
-from vision.augment import randomise
+from vision.augment import WARMTH, randomise
 from vision.labels import dataset_folders, mask_instances, write_data_yaml, yolo_label_lines
 
 # Label class ids in the order of `GroundTruthClass` (background is not a class).
@@ -65,6 +65,9 @@ class DatasetSpec:
     # is as a frame's centre: the look of the real reference photos, where the shipped model
     # leaves the pale haul roads across such ground unfound.
     open_ground_weight: float = 1.0
+    # How far the randomisation's white balance strays along the warm-cool axis (the log of
+    # the red and blue gains drawn within +-warmth; `vision.augment.WARMTH`).
+    warmth: float = WARMTH
 
     def validate(self) -> None:
         if not self.seeds:
@@ -87,6 +90,11 @@ class DatasetSpec:
                 raise DustpatrolError(
                     f"{what} weight {weight} is outside 0.1..10 (1 picks every site alike)"
                 )
+        if not 0.0 <= self.warmth <= 0.3:
+            raise DustpatrolError(
+                f"white-balance warmth {self.warmth} is outside 0..0.3 (0.12: red over blue "
+                "0.79-1.27; 0: no cast along the warm-cool axis)"
+            )
 
     def split_of(self, seed: int) -> str:
         return "val" if seed % self.val_every == 0 else "train"
@@ -250,7 +258,7 @@ def render_district(seed: int, spec: DatasetSpec) -> DistrictResult:
             )
             pixels = np.ascontiguousarray(image[y0 : y0 + spec.imgsz, x0 : x0 + spec.imgsz])
             if spec.randomise:
-                pixels = randomise(pixels, rng)
+                pixels = randomise(pixels, rng, warmth=spec.warmth)
             instances = mask_instances(window, MASK_TO_LABEL)
             name = f"d{seed:05d}_f{frame:03d}_c{crop}"
             image_path = folders[("images", split)] / f"{name}.jpg"

@@ -22,21 +22,25 @@ UInt8Image = NDArray[np.uint8]
 # found at IoU 0.42 instead of 0.22, and called road dust 7 % of the time instead of 21 %.
 # A fine-tune on data with this cast (sim-v20a, the model card) did not lose that lean (0.58
 # warmer, 0.11 cooler): whatever tells soil from dust in the renders, it is not the cast alone.
+# `train dataset --warmth` sets another range for a dataset.
 WARMTH = 0.12
 
 
-def white_balance(rng: np.random.Generator) -> NDArray[np.float32]:
+def white_balance(rng: np.random.Generator, warmth: float = WARMTH) -> NDArray[np.float32]:
     """Gains for the blue, green and red channels of one picture: a colour temperature (red
-    up and blue down, or the reverse), a slight green-magenta tint and a little of each."""
-    warmth = float(rng.uniform(-WARMTH, WARMTH))
+    up and blue down, or the reverse, the log of each gain within +-``warmth``), a slight
+    green-magenta tint and a little of each."""
+    warmth = float(rng.uniform(-warmth, warmth))
     tint = float(rng.normal(0.0, 0.02))
     gains: NDArray[np.float64] = np.exp(np.array([-warmth, tint, warmth]))
     return (gains * rng.normal(1.0, 0.01, size=3)).astype(np.float32)
 
 
-def randomise(image_bgr: UInt8Image, rng: np.random.Generator) -> UInt8Image:
-    """A randomly altered copy of ``image_bgr``: tone curve, colour, blur or sharpening,
-    noise, JPEG."""
+def randomise(
+    image_bgr: UInt8Image, rng: np.random.Generator, warmth: float = WARMTH
+) -> UInt8Image:
+    """A randomly altered copy of ``image_bgr``: tone curve, colour (the white balance's
+    warm-cool range ``warmth``, see `white_balance`), blur or sharpening, noise, JPEG."""
     image = image_bgr.astype(np.float32) / 255.0
     # Overcast, dull pictures one time in four: gamma, exposure, contrast. (At 0.4, with
     # saturation cut further here on top of the renders' picture style, the training set's
@@ -52,7 +56,7 @@ def randomise(image_bgr: UInt8Image, rng: np.random.Generator) -> UInt8Image:
     saturation = rng.uniform(0.4, 0.9) if dull else rng.uniform(0.75, 1.35)
     grey = image @ np.array([0.114, 0.587, 0.299], dtype=np.float32)
     image = grey[:, :, None] + (image - grey[:, :, None]) * saturation
-    image *= white_balance(rng)
+    image *= white_balance(rng, warmth)
     out = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     # Optics and processing: defocus, motion blur, or the camera's own sharpening (an unsharp
     # mask; real JPEGs carry more fine contrast than renders).

@@ -131,6 +131,15 @@ def test_a_compliant_weight_out_of_range_is_refused(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir()), "nothing is written for a refused set"
 
 
+def test_a_white_balance_range_out_of_bounds_is_refused(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["train", "dataset", "--seeds", "1-7", "--warmth", "0.5", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "white-balance warmth 0.5 is outside 0..0.3" in result.output
+    assert not any(tmp_path.iterdir()), "nothing is written for a refused set"
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dataset")

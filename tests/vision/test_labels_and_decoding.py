@@ -98,6 +98,18 @@ def test_white_balance_strays_both_ways_along_the_warm_cool_axis() -> None:
     assert np.all(np.abs(np.log(green)) < 0.15)
 
 
+@pytest.mark.parametrize("warmth", [0.0, 0.06])
+def test_a_narrower_white_balance_stays_within_its_range(warmth: float) -> None:
+    """`train dataset --warmth W`: red over blue within exp(+-2W) (a little more for each
+    channel's own 1 % wobble)."""
+    rng = np.random.default_rng(3)
+    gains = np.array([white_balance(rng, warmth) for _ in range(1000)])
+    log_ratio = np.log(gains[:, 2] / gains[:, 0])
+    assert np.all(np.abs(log_ratio) <= 2 * warmth + 0.06)
+    if warmth:
+        assert np.abs(log_ratio).max() >= 1.5 * warmth  # the range is used, not a fixed cast
+
+
 def _jpeg(path: Path, size: tuple[int, int] = (1600, 1200), mode: str = "RGB") -> Path:
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)
