@@ -160,9 +160,31 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         return as_utc(value).astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        # SQLite keeps the time as text in UTC ("2026-12-06 17:40:00.123456"): read with its
+        # offset in one C call, 6x faster than parsing it naive and attaching UTC (a list page
+        # reads a hundred times).
+        return _sqlite_utc
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         # PostgreSQL answers in the session's time zone (UTC on our connections): bring it
         # back to UTC.
         if value is None or value.tzinfo is UTC:
             return value
+        if value.tzinfo is None:  # stored in UTC, read back naive
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _sqlite_utc(value: str | datetime | None) -> datetime | None:
+    """A time SQLite stored as text, as aware UTC (text carrying an offset of its own too)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):  # a connection set to parse times itself
         return as_utc(value).astimezone(UTC)
+    try:
+        return datetime.fromisoformat(value + "+00:00")
+    except ValueError:
+        return as_utc(datetime.fromisoformat(value)).astimezone(UTC)

@@ -12,17 +12,17 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, select, text, update
+from sqlalchemy import Column, Integer, MetaData, Table, event, select, text, update
 from typer.testing import CliRunner
 
 from api.app import ROUTERS, BackgroundLease
-from api.db import as_utc, make_engine, session_factory, write_turn
+from api.db import UtcDateTime, as_utc, make_engine, session_factory, write_turn
 from api.migrate import upgrade
 from api.models.notices import BureauLedgerTotal, LedgerTotal, Notice
 from api.models.users import User
@@ -475,3 +475,32 @@ def test_no_route_of_one_router_takes_a_path_of_another() -> None:
                 assert not other.path_regex.fullmatch(sample), (
                     f"{' '.join(sorted(shared))} {sample} is matched by {other.path} too"
                 )
+
+
+def test_sqlite_times_are_read_as_aware_utc_in_any_form_stored(tmp_path: Path) -> None:
+    """SQLite keeps times as text; they are read in one parse with their UTC offset (the
+    list reads a hundred a page). What a write through SQLAlchemy stores, text without a
+    fraction of a second (written by SQL of its own), and text carrying an offset all come
+    back as the same aware instants in Python's own UTC."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'times.db'}")
+    times = Table(
+        "times", MetaData(), Column("id", Integer, primary_key=True), Column("at", UtcDateTime())
+    )
+    times.create(engine)
+    written = datetime(2026, 12, 6, 16, 30, 15, 123456, tzinfo=timezone(timedelta(hours=8)))
+    instant = datetime(2026, 12, 6, 8, 30, 15, 123456, tzinfo=UTC)
+    with engine.begin() as connection:
+        connection.execute(times.insert(), [{"id": 1, "at": written}, {"id": 2, "at": None}])
+        stored = connection.scalar(text("SELECT at FROM times WHERE id = 1"))
+        assert stored == "2026-12-06 08:30:15.123456"  # how SQLAlchemy writes it: UTC, naive
+        for row, text_value in enumerate(
+            ("2026-12-06 08:30:15", "2026-12-06 16:30:15.123456+08:00"), start=3
+        ):
+            connection.execute(
+                text("INSERT INTO times VALUES (:id, :at)"), {"id": row, "at": text_value}
+            )
+    with engine.connect() as connection:
+        read = dict(connection.execute(select(times.c.id, times.c.at)).all())
+    assert read == {1: instant, 2: None, 3: instant.replace(microsecond=0), 4: instant}
+    assert all(moment.tzinfo is UTC for moment in read.values() if moment is not None)
+    engine.dispose()
