@@ -568,9 +568,10 @@ def texture_weights(
     colour fades (`_soften`) and so do its ruts, clods and tone: the weights of soft-edged
     surfaces blend over the same distance, so the edge is not left as a step in texture."""
     soft = _soft_mask(kind)
+    kind4 = cv2.merge([kind] * 4)
     weights = (
-        _f32(cv2.LUT(cv2.merge([kind] * 4), _TABLES["fine"])),
-        _f32(cv2.LUT(cv2.merge([kind] * 4), _TABLES["coarse"])),
+        _f32(cv2.LUT(kind4, _TABLES["fine"])),
+        _f32(cv2.LUT(kind4, _TABLES["coarse"])),
         _f32(cv2.LUT(cv2.merge([kind] * 3), _TABLES["tone"])),
         _f32(cv2.LUT(kind, _TABLES["macro"])),
     )
